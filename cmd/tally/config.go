@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tally-metering/tally/internal/meter"
+)
+
+// fileConfig is the YAML config file (--config).
+type fileConfig struct {
+	Meters []meterConfig `yaml:"meters"`
+	Ingest ingestConfig  `yaml:"ingest"`
+}
+
+type meterConfig struct {
+	Slug          string            `yaml:"slug"`
+	Name          string            `yaml:"name"`
+	Description   string            `yaml:"description"`
+	EventType     string            `yaml:"eventType"`
+	Aggregation   string            `yaml:"aggregation"`
+	ValueProperty string            `yaml:"valueProperty"`
+	GroupBy       map[string]string `yaml:"groupBy"`
+	EventFrom     *time.Time        `yaml:"eventFrom"`
+}
+
+type ingestConfig struct {
+	// MaxBodyBytes caps one ingest request body.
+	MaxBodyBytes int64 `yaml:"maxBodyBytes"`
+	// MaxEvents caps the events of one request.
+	MaxEvents int `yaml:"maxEvents"`
+	// MaxFutureSkew rejects events timed further ahead than this (off when 0).
+	MaxFutureSkew time.Duration `yaml:"maxFutureSkew"`
+	// MaxBatchEvents caps the events of one group commit.
+	MaxBatchEvents int `yaml:"maxBatchEvents"`
+}
+
+func loadFileConfig(path string) (fileConfig, error) {
+	var c fileConfig
+	if path == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	var errs []error
+	if c.Ingest.MaxBodyBytes < 0 {
+		errs = append(errs, errors.New("ingest.maxBodyBytes: must not be negative"))
+	}
+	if c.Ingest.MaxEvents < 0 {
+		errs = append(errs, errors.New("ingest.maxEvents: must not be negative"))
+	}
+	if c.Ingest.MaxFutureSkew < 0 {
+		errs = append(errs, errors.New("ingest.maxFutureSkew: must not be negative"))
+	}
+	for i, m := range c.Meters {
+		if err := m.meter().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("meters[%d] (%s): %w", i, m.Slug, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func (m meterConfig) meter() meter.Meter {
+	out := meter.Meter{
+		Slug: m.Slug, Name: m.Name, Description: m.Description, EventType: m.EventType,
+		Aggregation: meter.Aggregation(strings.ToUpper(m.Aggregation)), ValueProperty: m.ValueProperty,
+		GroupBy: m.GroupBy, EventFrom: m.EventFrom,
+	}
+	if out.EventFrom != nil {
+		t := out.EventFrom.UTC()
+		out.EventFrom = &t
+	}
+	return out
+}
+
+// envName is the environment variable that stands for a flag: --admin-token
+// is TALLY_ADMIN_TOKEN.
+func envName(flagName string) string {
+	return "TALLY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// applyEnv sets every flag not given on the command line from its
+// environment variable, if that is set.
+func applyEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", envName(f.Name), err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}

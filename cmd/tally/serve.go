@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tally-metering/tally/api"
+	"github.com/tally-metering/tally/internal/auth"
+	"github.com/tally-metering/tally/internal/event"
+	"github.com/tally-metering/tally/internal/httpapi"
+	"github.com/tally-metering/tally/internal/ingest"
+	"github.com/tally-metering/tally/internal/meter"
+	"github.com/tally-metering/tally/internal/store/sqlite"
+	"github.com/tally-metering/tally/internal/usage"
+)
+
+type serveFlags struct {
+	addr, data, config, adminToken string
+	logLevel, logFormat            string
+	shutdownTimeout                time.Duration
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "address to listen on (env TALLY_ADDR)")
+	fs.StringVar(&f.data, "data", "./tally-data", "data directory, created on first start (env TALLY_DATA)")
+	fs.StringVar(&f.config, "config", "", "YAML config file (env TALLY_CONFIG)")
+	fs.StringVar(&f.adminToken, "admin-token", "", "when set, every /api/ call needs Authorization: Bearer <token> (env TALLY_ADMIN_TOKEN)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (env TALLY_LOG_LEVEL)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json (env TALLY_LOG_FORMAT)")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for in-flight requests (env TALLY_SHUTDOWN_TIMEOUT)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected arguments %v", fs.Args())
+	}
+	if err := applyEnv(fs); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	cfg, err := loadFileConfig(f.config)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, f, cfg, log, nil)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
+}
+
+// serve runs the server until ctx is done. ready, when not nil, receives
+// the listening address.
+func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, ready chan<- string) error {
+	authn := auth.NewAdminToken(f.adminToken)
+	if authn.Open() {
+		log.Warn("no --admin-token set: the API accepts every request without credentials; set one before exposing tally beyond this machine")
+	}
+	st, err := sqlite.Open(ctx, f.data)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tally_store_size_bytes", Help: "Bytes the embedded store occupies on disk.",
+	}, func() float64 {
+		n, _ := st.Size(context.Background())
+		return float64(n)
+	}))
+
+	pipe := ingest.New(st, time.Now, log, ingest.NewMetrics(reg), ingest.Config{MaxBatchEvents: cfg.Ingest.MaxBatchEvents})
+	defer pipe.Close()
+	if err := pipe.LoadMeters(ctx); err != nil {
+		return err
+	}
+	declared := make([]meter.Meter, 0, len(cfg.Meters))
+	for _, m := range cfg.Meters {
+		declared = append(declared, m.meter())
+	}
+	if err := pipe.SyncConfigMeters(ctx, declared); err != nil {
+		return err
+	}
+
+	srv := httpapi.New(httpapi.Config{
+		Store: st, Pipeline: pipe, Usage: &usage.Service{Store: st}, Auth: authn,
+		Now: time.Now, Log: log, Registry: reg, Gatherer: reg,
+		MaxBodyBytes: cfg.Ingest.MaxBodyBytes,
+		Limits:       event.Limits{MaxEvents: maxEventsOr(cfg.Ingest.MaxEvents), MaxFutureSkew: cfg.Ingest.MaxFutureSkew},
+		OpenAPI:      api.OpenAPI,
+	})
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("tally listening", "addr", "http://"+ln.Addr().String(), "data", f.data)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests and commits")
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Error("shutdown", "err", err)
+	}
+	pipe.Close()
+	log.Info("stopped")
+	return nil
+}
+
+// defaultMaxEvents caps the events of one ingest request unless the config
+// says otherwise.
+const defaultMaxEvents = 10000
+
+func maxEventsOr(n int) int {
+	if n == 0 {
+		return defaultMaxEvents
+	}
+	return n
+}

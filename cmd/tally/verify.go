@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/tally-metering/tally/internal/ingest"
+	"github.com/tally-metering/tally/internal/store/sqlite"
+)
+
+func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./tally-data", "data directory to verify (env TALLY_DATA)")
+	maxShown := fs.Int("max-differences", 50, "how many differences to print")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if err := applyEnv(fs); err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	st, err := sqlite.Open(ctx, *data)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rep, err := ingest.Verify(ctx, st)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	for i, d := range rep.Differences {
+		if i == *maxShown {
+			fmt.Fprintf(stdout, "... and %d more differences\n", len(rep.Differences)-i)
+			break
+		}
+		fmt.Fprintln(stdout, d.String())
+	}
+	if len(rep.Differences) > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("verify: %d differences between stored rollups and raw events in %d meters", len(rep.Differences), rep.Meters)}
+	}
+	fmt.Fprintf(stdout, "ok: %d meters, %d rollups match the raw events\n", rep.Meters, rep.Rollups)
+	return nil
+}

@@ -1,0 +1,101 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/tally-metering/tally/internal/event"
+	"github.com/tally-metering/tally/internal/ingest"
+	"github.com/tally-metering/tally/internal/store"
+)
+
+// Problem is an RFC 9457 problem details body.
+type Problem struct {
+	Type     string          `json:"type"`
+	Title    string          `json:"title"`
+	Status   int             `json:"status"`
+	Detail   string          `json:"detail,omitempty"`
+	Instance string          `json:"instance,omitempty"`
+	Problems []event.Problem `json:"problems,omitempty"`
+	Errors   []string        `json:"errors,omitempty"`
+}
+
+func writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
+	if p.Type == "" {
+		p.Type = "about:blank"
+	}
+	if p.Title == "" {
+		p.Title = http.StatusText(p.Status)
+	}
+	p.Instance = r.URL.Path
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+func badRequest(w http.ResponseWriter, r *http.Request, err error) {
+	writeProblem(w, r, Problem{Status: http.StatusBadRequest, Detail: err.Error(), Errors: splitJoined(err)})
+}
+
+// splitJoined lists the errors inside an errors.Join, so that a client sees
+// every problem separately.
+func splitJoined(err error) []string {
+	var j interface{ Unwrap() []error }
+	if !errors.As(err, &j) {
+		return nil
+	}
+	var out []string
+	for _, e := range j.Unwrap() {
+		out = append(out, e.Error())
+	}
+	return out
+}
+
+// writeError maps a domain error onto an HTTP status. It is the one place
+// where errors become statuses.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var inv *event.InvalidError
+	var minv *ingest.InvalidError
+	var qerr *queryError
+	switch {
+	case errors.As(err, &inv):
+		status := http.StatusBadRequest
+		if inv.TooLarge {
+			status = http.StatusRequestEntityTooLarge
+		}
+		writeProblem(w, r, Problem{Status: status, Title: "Invalid events", Detail: "the request was rejected whole; nothing of it was stored", Problems: inv.Problems})
+	case errors.Is(err, event.ErrUnsupportedMediaType):
+		writeProblem(w, r, Problem{Status: http.StatusUnsupportedMediaType, Detail: err.Error()})
+	case errors.As(err, &minv):
+		writeProblem(w, r, Problem{Status: http.StatusBadRequest, Title: "Invalid meter", Detail: minv.Error(), Errors: splitJoined(minv.Err)})
+	case errors.As(err, &qerr):
+		badRequest(w, r, qerr.err)
+	case errors.Is(err, store.ErrNotFound):
+		writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: err.Error()})
+	case errors.Is(err, store.ErrConflict):
+		writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: err.Error() + ": already exists"})
+	case errors.Is(err, ingest.ErrManagedByConfig):
+		writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: err.Error()})
+	case errors.Is(err, ingest.ErrClosed):
+		writeProblem(w, r, Problem{Status: http.StatusServiceUnavailable, Detail: "tally is shutting down; retry the request"})
+	case errors.Is(err, r.Context().Err()) && r.Context().Err() != nil:
+		writeProblem(w, r, Problem{Status: 499, Title: "Client Closed Request", Detail: err.Error()})
+	default:
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeProblem(w, r, Problem{Status: http.StatusInternalServerError, Detail: "internal error; see the server log"})
+	}
+}
+
+// queryError marks a bad query parameter or body.
+type queryError struct{ err error }
+
+func (e *queryError) Error() string { return e.err.Error() }
+func (e *queryError) Unwrap() error { return e.err }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

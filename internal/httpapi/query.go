@@ -1,0 +1,210 @@
+package httpapi
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tally-metering/tally/internal/usage"
+)
+
+// queryInput is the body of POST /api/v1/meters/{idOrSlug}/query and the
+// parsed form of the GET query string.
+type queryInput struct {
+	From           *time.Time        `json:"from"`
+	To             *time.Time        `json:"to"`
+	WindowSize     string            `json:"windowSize"`
+	WindowTimeZone string            `json:"windowTimeZone"`
+	Subject        []string          `json:"subject"`
+	GroupBy        []string          `json:"groupBy"`
+	FilterGroupBy  map[string]string `json:"filterGroupBy"`
+}
+
+func parseQueryString(v url.Values) (queryInput, error) {
+	var in queryInput
+	var errs []error
+	for _, f := range []struct {
+		name string
+		dst  **time.Time
+	}{{"from", &in.From}, {"to", &in.To}} {
+		s := v.Get(f.name)
+		if s == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not an RFC 3339 time (like 2026-06-20T10:00:00Z)", f.name, s))
+			continue
+		}
+		*f.dst = &t
+	}
+	in.WindowSize = v.Get("windowSize")
+	in.WindowTimeZone = v.Get("windowTimeZone")
+	in.Subject = v["subject"]
+	in.GroupBy = v["groupBy"]
+	for key, vals := range v {
+		if !strings.HasPrefix(key, "filterGroupBy[") {
+			continue
+		}
+		if !strings.HasSuffix(key, "]") || len(key) == len("filterGroupBy[]") {
+			errs = append(errs, fmt.Errorf("%s: expected filterGroupBy[<key>]=<value>", key))
+			continue
+		}
+		if in.FilterGroupBy == nil {
+			in.FilterGroupBy = map[string]string{}
+		}
+		in.FilterGroupBy[key[len("filterGroupBy["):len(key)-1]] = vals[len(vals)-1]
+	}
+	return in, errors.Join(errs...)
+}
+
+type queryRow struct {
+	Value       json.Number        `json:"value"`
+	WindowStart time.Time          `json:"windowStart"`
+	WindowEnd   time.Time          `json:"windowEnd"`
+	Subject     *string            `json:"subject"`
+	GroupBy     map[string]*string `json:"groupBy"`
+}
+
+type queryResponse struct {
+	From       *time.Time `json:"from,omitempty"`
+	To         *time.Time `json:"to,omitempty"`
+	WindowSize *string    `json:"windowSize"`
+	Data       []queryRow `json:"data"`
+}
+
+func (s *Server) queryMeter(w http.ResponseWriter, r *http.Request) {
+	m, err := s.Store.GetMeter(r.Context(), r.PathValue("idOrSlug"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var in queryInput
+	if r.Method == http.MethodPost {
+		err = decodeJSON(w, r, &in)
+	} else {
+		in, err = parseQueryString(r.URL.Query())
+		if err != nil {
+			err = &queryError{err}
+		}
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q := usage.Query{Meter: m, From: in.From, To: in.To, Subjects: in.Subject, GroupBy: in.GroupBy, FilterGroupBy: in.FilterGroupBy}
+	var errs []error
+	if in.WindowSize != "" {
+		ws, err := usage.ParseWindowSize(in.WindowSize)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		q.WindowSize = ws
+	}
+	if in.WindowTimeZone != "" {
+		loc, err := usage.ParseTimeZone(in.WindowTimeZone)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		q.TimeZone = loc
+	}
+	if len(errs) == 0 {
+		if err := q.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		badRequest(w, r, errors.Join(errs...))
+		return
+	}
+	res, err := s.Usage.Query(r.Context(), q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if wantsCSV(r) {
+		writeCSV(w, q, res)
+		return
+	}
+	out := queryResponse{From: res.From, To: res.To, Data: make([]queryRow, 0, len(res.Rows))}
+	if res.WindowSize != "" {
+		ws := string(res.WindowSize)
+		out.WindowSize = &ws
+	}
+	for _, row := range res.Rows {
+		out.Data = append(out.Data, queryRow{
+			Value: json.Number(row.Value.String()), WindowStart: row.WindowStart, WindowEnd: row.WindowEnd,
+			Subject: row.Subject, GroupBy: row.GroupBy,
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func wantsCSV(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		mt := strings.TrimSpace(strings.SplitN(part, ";", 2)[0])
+		if strings.EqualFold(mt, "text/csv") {
+			return true
+		}
+	}
+	return false
+}
+
+func writeCSV(w http.ResponseWriter, q usage.Query, res usage.Result) {
+	var keys []string
+	subject := false
+	for _, k := range q.GroupBy {
+		if k == usage.SubjectGroup {
+			subject = true
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	keys = dedupSorted(keys)
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	cw := csv.NewWriter(w)
+	header := []string{"windowStart", "windowEnd"}
+	if subject {
+		header = append(header, "subject")
+	}
+	header = append(header, keys...)
+	header = append(header, "value")
+	_ = cw.Write(header)
+	for _, row := range res.Rows {
+		rec := []string{row.WindowStart.Format(time.RFC3339), row.WindowEnd.Format(time.RFC3339)}
+		if subject {
+			rec = append(rec, deref(row.Subject))
+		}
+		for _, k := range keys {
+			rec = append(rec, deref(row.GroupBy[k]))
+		}
+		rec = append(rec, row.Value.String())
+		_ = cw.Write(rec)
+	}
+	cw.Flush()
+}
+
+func dedupSorted(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

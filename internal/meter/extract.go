@@ -1,0 +1,299 @@
+package meter
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ohler55/ojg/jp"
+	"github.com/shopspring/decimal"
+)
+
+// Compiled is a meter with its JSONPath expressions parsed, ready to read
+// events.
+type Compiled struct {
+	Meter
+	value  jp.Expr
+	groups []groupPath
+}
+
+type groupPath struct {
+	name string
+	expr jp.Expr
+}
+
+// Compile validates m and parses its paths.
+func Compile(m Meter) (*Compiled, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Compiled{Meter: m}
+	if m.ValueProperty != "" && m.Aggregation.NeedsValue() {
+		c.value = jp.MustParseString(m.ValueProperty)
+	}
+	for _, name := range sortedKeys(m.GroupBy) {
+		c.groups = append(c.groups, groupPath{name: name, expr: jp.MustParseString(m.GroupBy[name])})
+	}
+	return c, nil
+}
+
+// Contribution is what one event adds to a meter: the group it falls in and
+// its value (zero for COUNT). For UNIQUE_COUNT, Unique is the value's
+// canonical text.
+type Contribution struct {
+	GroupKey string
+	Value    decimal.Decimal
+	Unique   string
+}
+
+// Applies reports whether an event of this type and time is counted by the
+// meter at all.
+func (c *Compiled) Applies(eventType string, t time.Time) bool {
+	if eventType != c.EventType {
+		return false
+	}
+	return c.EventFrom == nil || !t.Before(*c.EventFrom)
+}
+
+// Extract reads the event's contribution from its parsed data (see
+// ParseData). The error says why the meter can't count the event.
+func (c *Compiled) Extract(data any) (Contribution, error) {
+	var out Contribution
+	if len(c.groups) > 0 {
+		out.GroupKey = c.groupKey(data)
+	}
+	if c.value == nil {
+		return out, nil
+	}
+	v, err := c.lookup(data)
+	if err != nil {
+		return out, err
+	}
+	if c.Aggregation == UniqueCount {
+		s, ok := scalarText(v)
+		if !ok {
+			return out, fmt.Errorf("meter %s: value property %s is %s, expected a string or number", c.Slug, c.ValueProperty, jsonKind(v))
+		}
+		out.Unique = s
+		return out, nil
+	}
+	d, err := toDecimal(v)
+	if err != nil {
+		return out, fmt.Errorf("meter %s: value property %s %w", c.Slug, c.ValueProperty, err)
+	}
+	out.Value = d
+	return out, nil
+}
+
+func (c *Compiled) lookup(data any) (any, error) {
+	if data == nil {
+		return nil, fmt.Errorf("meter %s: event has no data, value property %s is missing", c.Slug, c.ValueProperty)
+	}
+	got := c.value.Get(data)
+	switch len(got) {
+	case 0:
+		return nil, fmt.Errorf("meter %s: value property %s is missing", c.Slug, c.ValueProperty)
+	case 1:
+		return got[0], nil
+	default:
+		return nil, fmt.Errorf("meter %s: value property %s matches %d values, expected one", c.Slug, c.ValueProperty, len(got))
+	}
+}
+
+func (c *Compiled) groupKey(data any) string {
+	vals := make(map[string]string, len(c.groups))
+	for _, g := range c.groups {
+		if data == nil {
+			break
+		}
+		got := g.expr.Get(data)
+		if len(got) != 1 {
+			continue
+		}
+		if s, ok := groupText(got[0]); ok {
+			vals[g.name] = s
+		}
+	}
+	return EncodeGroupKey(vals)
+}
+
+// EncodeGroupKey turns group values into the canonical key rollups are stored
+// under: a JSON object with sorted keys, or "" when there are none.
+func EncodeGroupKey(vals map[string]string) string {
+	if len(vals) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(vals))
+	for k := range vals {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		kb, _ := json.Marshal(k)
+		vb, _ := json.Marshal(vals[k])
+		b.Write(kb)
+		b.WriteByte(':')
+		b.Write(vb)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// DecodeGroupKey is the inverse of EncodeGroupKey.
+func DecodeGroupKey(key string) (map[string]string, error) {
+	if key == "" {
+		return map[string]string{}, nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal([]byte(key), &m); err != nil {
+		return nil, fmt.Errorf("decode group key %q: %w", key, err)
+	}
+	return m, nil
+}
+
+// ParseData parses an event's data object for JSONPath evaluation, keeping
+// numbers as their exact decimal text. A nil or null data gives nil.
+func ParseData(raw []byte) (any, error) {
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("parse data: %w", err)
+	}
+	return v, nil
+}
+
+// errNotNumber is wrapped by value errors for values that are not numbers.
+var errNotNumber = errors.New("not a number")
+
+func toDecimal(v any) (decimal.Decimal, error) {
+	switch x := v.(type) {
+	case json.Number:
+		d, err := decimal.NewFromString(string(x))
+		if err != nil {
+			return decimal.Decimal{}, fmt.Errorf("is %s, %w", string(x), errNotNumber)
+		}
+		return d, nil
+	case string:
+		s := strings.TrimSpace(x)
+		if s != x || s == "" || !isDecimalText(s) {
+			return decimal.Decimal{}, fmt.Errorf("is the string %q, %w", x, errNotNumber)
+		}
+		d, err := decimal.NewFromString(s)
+		if err != nil {
+			return decimal.Decimal{}, fmt.Errorf("is the string %q, %w", x, errNotNumber)
+		}
+		return d, nil
+	case int64:
+		return decimal.NewFromInt(x), nil
+	case float64:
+		return decimal.NewFromFloat(x), nil
+	default:
+		return decimal.Decimal{}, fmt.Errorf("is %s, %w", jsonKind(v), errNotNumber)
+	}
+}
+
+// isDecimalText accepts JSON-style number text: optional sign, digits with an
+// optional fraction, optional exponent. It refuses NaN, Inf, hex and the like.
+func isDecimalText(s string) bool {
+	i := 0
+	if i < len(s) && (s[i] == '-' || s[i] == '+') {
+		i++
+	}
+	digits := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+		digits++
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+			digits++
+		}
+	}
+	if digits == 0 {
+		return false
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '-' || s[i] == '+') {
+			i++
+		}
+		exp := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+			exp++
+		}
+		if exp == 0 {
+			return false
+		}
+	}
+	return i == len(s)
+}
+
+func scalarText(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case json.Number:
+		// 1, 1.0 and 1e0 are the same number: count them once.
+		if d, err := decimal.NewFromString(string(x)); err == nil {
+			return d.String(), true
+		}
+		return string(x), true
+	case int64:
+		return strconv.FormatInt(x, 10), true
+	case float64:
+		return decimal.NewFromFloat(x).String(), true
+	}
+	return "", false
+}
+
+func groupText(v any) (string, bool) {
+	if s, ok := scalarText(v); ok {
+		return s, true
+	}
+	switch x := v.(type) {
+	case bool:
+		return strconv.FormatBool(x), true
+	case nil:
+		return "", false
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case string:
+		return "a string"
+	case json.Number, int64, float64:
+		return "a number"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}

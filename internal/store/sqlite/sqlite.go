@@ -1,0 +1,230 @@
+// Package sqlite is tally's embedded store: one SQLite database in WAL mode
+// with durable (synchronous=FULL) commits. See docs/sqlite-driver.md for why
+// the driver is mattn/go-sqlite3.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
+	"github.com/shopspring/decimal"
+
+	"github.com/tally-metering/tally/internal/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+const driverName = "sqlite3_tally"
+
+var registerOnce sync.Once
+
+// registerDriver registers a driver whose connections know tally's exact
+// decimal functions, used to merge rollup states inside upserts.
+func registerDriver() {
+	registerOnce.Do(func() {
+		sql.Register(driverName, &sqlite3.SQLiteDriver{
+			ConnectHook: func(c *sqlite3.SQLiteConn) error {
+				if err := c.RegisterFunc("dec_add", decAdd, true); err != nil {
+					return err
+				}
+				if err := c.RegisterFunc("dec_min", decMin, true); err != nil {
+					return err
+				}
+				return c.RegisterFunc("dec_max", decMax, true)
+			},
+		})
+	})
+}
+
+func decAdd(a, b string) (string, error) {
+	x, err := decimal.NewFromString(a)
+	if err != nil {
+		return "", err
+	}
+	y, err := decimal.NewFromString(b)
+	if err != nil {
+		return "", err
+	}
+	return x.Add(y).String(), nil
+}
+
+func decMin(a, b string) (string, error) {
+	x, err := decimal.NewFromString(a)
+	if err != nil {
+		return "", err
+	}
+	y, err := decimal.NewFromString(b)
+	if err != nil {
+		return "", err
+	}
+	if y.LessThan(x) {
+		return b, nil
+	}
+	return a, nil
+}
+
+func decMax(a, b string) (string, error) {
+	x, err := decimal.NewFromString(a)
+	if err != nil {
+		return "", err
+	}
+	y, err := decimal.NewFromString(b)
+	if err != nil {
+		return "", err
+	}
+	if y.GreaterThan(x) {
+		return b, nil
+	}
+	return a, nil
+}
+
+// DB is the SQLite store. It implements store.Store.
+type DB struct {
+	path string
+	w    *sql.DB // the single writer connection
+	r    *sql.DB // a pool of read-only connections
+
+	mu      sync.Mutex // guards nextSeq across AppendEvents calls
+	nextSeq int64
+}
+
+var _ store.Store = (*DB)(nil)
+
+// FileName is the database file's name inside the data directory.
+const FileName = "tally.db"
+
+// Open opens (creating if needed) the store in directory dir and applies
+// pending migrations.
+func Open(ctx context.Context, dir string) (*DB, error) {
+	registerDriver()
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	common := "_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_cache_size=-65536"
+	w, err := sql.Open(driverName, "file:"+path+"?"+common+"&_synchronous=FULL&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	db := &DB{path: path, w: w}
+	if err := db.migrate(ctx); err != nil {
+		w.Close()
+		return nil, err
+	}
+	r, err := sql.Open(driverName, "file:"+path+"?"+common+"&mode=ro&_query_only=1")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s for reading: %w", path, err)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	db.r = r
+	if err := w.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM events").Scan(&db.nextSeq); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("read event sequence: %w", err)
+	}
+	return db, nil
+}
+
+// Close closes the database.
+func (db *DB) Close() error {
+	var errs []error
+	if db.r != nil {
+		errs = append(errs, db.r.Close())
+	}
+	if db.w != nil {
+		errs = append(errs, db.w.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Path is the database file's path.
+func (db *DB) Path() string { return db.path }
+
+// Size is the bytes used by the database file and its write-ahead log.
+func (db *DB) Size(ctx context.Context) (int64, error) {
+	var total int64
+	for _, p := range []string{db.path, db.path + "-wal"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		total += fi.Size()
+	}
+	return total, nil
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	if _, err := db.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := filepath.Base(name)
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migrate: bad migration name %s", base)
+		}
+		var n int
+		if err := db.w.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, v).Scan(&n); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		if n > 0 {
+			continue
+		}
+		body, err := migrations.ReadFile(name)
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		tx, err := db.w.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrate %s: %w", base, err)
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate %s: %w", base, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, v); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate %s: %w", base, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migrate %s: %w", base, err)
+		}
+	}
+	return nil
+}
+
+func isUniqueViolation(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.Code == sqlite3.ErrConstraint
+}
+
+func placeholders(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.Repeat("?,", n-1) + "?"
+}
