@@ -28,6 +28,7 @@ type serveFlags struct {
 	addr, data, config, adminToken string
 	logLevel, logFormat            string
 	shutdownTimeout                time.Duration
+	debugAddr                      string
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -41,6 +42,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (env TALLY_LOG_LEVEL)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json (env TALLY_LOG_FORMAT)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for in-flight requests (env TALLY_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "when set, serve Go profiling (pprof) on this address, e.g. 127.0.0.1:6060 (env TALLY_DEBUG_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -86,7 +88,7 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 	if authn.Open() {
 		log.Warn("no --admin-token set: the API accepts every request without credentials; set one before exposing tally beyond this machine")
 	}
-	st, err := sqlite.Open(ctx, f.data)
+	st, err := sqlite.Open(ctx, f.data, sqlite.Options{})
 	if err != nil {
 		return err
 	}
@@ -129,6 +131,9 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if f.debugAddr != "" {
+		startDebugServer(f.debugAddr, log)
 	}
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {

@@ -25,11 +25,22 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := applyEnv(fs); err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	st, err := sqlite.Open(ctx, *data)
+	st, err := sqlite.Open(ctx, *data, sqlite.Options{})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	ms, err := st.ListMeters(ctx)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	set, err := ingest.NewMeterSet(1, ms)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	if _, err := st.Recover(ctx, set.StoredContributions); err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
 	rep, err := ingest.Verify(ctx, st)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)

@@ -693,6 +693,17 @@ func TestParseTimeFastAgreesWithTimeParse(t *testing.T) {
 	} {
 		checkParseTime(t, s)
 	}
+	// Every day of years around the edges of the calendar arithmetic.
+	for _, years := range [][2]int{{0, 2}, {99, 101}, {399, 401}, {1899, 1901}, {1968, 2104}, {2399, 2401}, {9998, 9999}} {
+		for y := years[0]; y <= years[1]; y++ {
+			for d := time.Date(y, 1, 1, 0, 0, 0, 0, time.UTC); d.Year() == y; d = d.AddDate(0, 0, 1) {
+				s := fmt.Sprintf("%04d-%02d-%02dT23:59:58.5-01:30", y, d.Month(), d.Day())
+				if fast, ok := parseTimeFast([]byte(s)); !ok || !fast.Equal(d.Add(25*time.Hour+29*time.Minute+58*time.Second+500*time.Millisecond)) {
+					t.Fatalf("parseTimeFast(%q) = %v, %v", s, fast, ok)
+				}
+			}
+		}
+	}
 }
 
 // checkParseTime checks that parseTime and parseTimeFast agree with

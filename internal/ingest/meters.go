@@ -21,12 +21,24 @@ type InvalidError struct{ Err error }
 func (e *InvalidError) Error() string { return "invalid meter: " + e.Err.Error() }
 func (e *InvalidError) Unwrap() error { return e.Err }
 
-// LoadMeters reads the meter definitions from the store and makes them the
-// active set. Call it once before serving.
+// LoadMeters reads the meter definitions from the store, makes them the
+// active set, and replays into the rollups any events committed but not yet
+// projected when tally last stopped. Call it once before serving.
 func (p *Pipeline) LoadMeters(ctx context.Context) error {
 	p.meterMu.Lock()
 	defer p.meterMu.Unlock()
-	return p.reloadLocked(ctx)
+	if err := p.reloadLocked(ctx); err != nil {
+		return err
+	}
+	set := p.meters.Load()
+	n, err := p.store.Recover(ctx, set.StoredContributions)
+	if err != nil {
+		return fmt.Errorf("load meters: %w", err)
+	}
+	if n > 0 {
+		p.log.Info("replayed events into rollups after an unclean stop", "events", n)
+	}
+	return nil
 }
 
 func (p *Pipeline) reloadLocked(ctx context.Context) error {

@@ -41,6 +41,20 @@ func (s *MeterSet) Contributions(ev *event.Event) []store.Contribution {
 	return contributions(s.byType[ev.Type], ev.Type, ev.Time, ev.Data)
 }
 
+// StoredContributions computes a stored event's contributions, for
+// replaying events into the rollups after a crash.
+func (s *MeterSet) StoredContributions(e store.StoredEvent) ([]store.Contribution, error) {
+	ms := s.byType[e.Type]
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	data, err := event.DataOf(e.Raw)
+	if err != nil {
+		return nil, fmt.Errorf("event seq %d: %w", e.Seq, err)
+	}
+	return contributions(ms, e.Type, e.Time, data), nil
+}
+
 func contributions(meters []*meter.Compiled, typ string, t time.Time, data []byte) []store.Contribution {
 	if len(meters) == 0 {
 		return nil

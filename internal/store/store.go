@@ -155,6 +155,12 @@ type Rollups interface {
 	// one transaction, so that a meter is never stored without its
 	// projection. ErrConflict if another meter has the slug.
 	PutMeter(ctx context.Context, m meter.Meter, rollups []Rollup, uniques []UniqueValue, errs []EventError) error
+	// Recover re-applies to the rollups the events whose rollup deltas were
+	// committed but not yet projected when the process stopped (a backend
+	// that projects synchronously has none), computing each event's
+	// contributions with contribs. It returns how many events it replayed.
+	// Call it once at start, after loading the meters, before serving.
+	Recover(ctx context.Context, contribs func(StoredEvent) ([]Contribution, error)) (int, error)
 }
 
 // Subject is a key usage is attributed to, with optional descriptive data.

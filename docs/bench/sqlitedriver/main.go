@@ -312,12 +312,12 @@ func (g *generator) next() event {
 		return e
 	}
 	e := event{
-		source:  sources[g.rng.IntN(nSources)],
-		id:      g.id(),
-		typ:     types[g.rng.IntN(len(types))],
-		subj:    g.rng.IntN(nSubjects),
-		timeMs:  g.startMs + int64(float64(g.n)*g.stepMs),
-		tokens:  1 + g.rng.Int64N(4000),
+		source: sources[g.rng.IntN(nSources)],
+		id:     g.id(),
+		typ:    types[g.rng.IntN(len(types))],
+		subj:   g.rng.IntN(nSubjects),
+		timeMs: g.startMs + int64(float64(g.n)*g.stepMs),
+		tokens: 1 + g.rng.Int64N(4000),
 	}
 	e.subject = subjects[e.subj]
 	e.cost = decimal.NewFromInt(e.tokens).Mul(pricePerToken)
@@ -434,6 +434,7 @@ type result struct {
 	txTime     time.Duration // sum of BEGIN..COMMIT
 	wall       time.Duration // whole ingest loop incl. generation
 	cpu        time.Duration // process user+sys during transactions
+	runq       time.Duration // runnable-but-not-running during transactions
 	allocBytes uint64        // Go heap bytes allocated during transactions
 	allocObjs  uint64
 	dbBytes    int64 // after wal_checkpoint(TRUNCATE) and close
@@ -454,6 +455,29 @@ func cpuNow() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runqWait is the time this process's threads spent runnable but waiting
+// for a CPU (sum of field 2 of /proc/self/task/*/schedstat). On a shared
+// machine it separates "other people's load" from driver cost.
+func runqWait() time.Duration {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return 0
+	}
+	var total int64
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/self/task/" + e.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			total += n
+		}
+	}
+	return time.Duration(total)
 }
 
 var allocSamples = []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/allocs:objects"}}
@@ -544,7 +568,7 @@ func run(c config) (res result, err error) {
 			batch = append(batch, gen.next())
 		}
 
-		cpu0 := cpuNow()
+		cpu0, rq0 := cpuNow(), runqWait()
 		ab0, ao0 := allocNow()
 		t0 := time.Now()
 
@@ -689,6 +713,7 @@ func run(c config) (res result, err error) {
 		}
 		res.txTime += time.Since(t0)
 		res.cpu += cpuNow() - cpu0
+		res.runq += runqWait() - rq0
 		ab1, ao1 := allocNow()
 		res.allocBytes += ab1 - ab0
 		res.allocObjs += ao1 - ao0
@@ -777,73 +802,82 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func main() {
+func main() { os.Exit(realMain()) }
+
+func realMain() int {
 	var (
 		events  = flag.Int("events", 1_000_000, "events per run")
 		runs    = flag.Int("runs", 3, "runs per configuration (median reported)")
 		drivers = flag.String("drivers", "mattn,modernc", "drivers to compare")
 		batches = flag.String("batches", "1000,10000", "events per transaction")
-		shapes  = flag.String("shapes", "single,multi", "statement shapes: single (prepared row-at-a-time, RowsAffected) and/or multi (-rows-row VALUES, RETURNING)")
-		idModes = flag.String("ids", "seq,uuid", "event id styles: seq (run prefix + counter) and/or uuid (random v4)")
-		uuidSub = flag.String("uuid-batches", "10000", "batch sizes that also run with -ids uuid (empty: all)")
+		shapes  = flag.String("shapes", "single", "statement shapes, comma-separated: single (prepared row-at-a-time Exec + RowsAffected), multi (-rows-row VALUES + RETURNING)")
+		idModes = flag.String("ids", "seq", "event id styles, comma-separated: seq (run prefix + counter), uuid (random v4)")
 		rows    = flag.Int("rows", 100, "rows per statement for the multi shape")
 		cache   = flag.Int("cache-kib", 65536, "PRAGMA cache_size in KiB (negative form)")
 		dupFrac = flag.Float64("dup", 0.005, "fraction of events that are client retries (must be deduplicated)")
 		rate    = flag.Float64("rate", 1000, "simulated event rate (events/s of event time); sets how many minutes a batch spans")
 		seed    = flag.Uint64("seed", 1, "PRNG seed")
-		dirFlag = flag.String("dir", os.TempDir(), "parent directory for the temporary database directory")
 		pk      = flag.String("rollup-pk", "subject", "rollups primary key order: subject = (meter,subject,minute,group_key), minute = (meter,minute,subject,group_key)")
+		dirFlag = flag.String("dir", os.TempDir(), "parent directory for the temporary database directory")
 		cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the whole invocation to this file")
 	)
 	flag.Parse()
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, format+"\n", a...)
+		return 1
+	}
+	if _, ok := rollupPK[*pk]; !ok {
+		return fail("unknown -rollup-pk %q", *pk)
+	}
+	var batchSizes []int
+	for _, s := range splitList(*batches) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return fail("bad batch size %q", s)
+		}
+		batchSizes = append(batchSizes, n)
+	}
+	drv := splitList(*drivers)
+	for _, d := range drv {
+		if d != "mattn" && d != "modernc" {
+			return fail("unknown driver %q", d)
+		}
+	}
+	for _, s := range splitList(*shapes) {
+		if s != "single" && s != "multi" {
+			return fail("unknown shape %q", s)
+		}
+	}
+	for _, s := range splitList(*idModes) {
+		if s != "seq" && s != "uuid" {
+			return fail("unknown id style %q", s)
+		}
+	}
 	if *cpuProf != "" {
 		f, err := os.Create(*cpuProf)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+			return fail("%v", err)
 		}
+		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+			return fail("%v", err)
 		}
 		defer pprof.StopCPUProfile()
 	}
 
 	dir, err := os.MkdirTemp(*dirFlag, "tally-sqlitebench-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return fail("%v", err)
 	}
 	defer os.RemoveAll(dir)
-
-	var batchSizes []int
-	for _, s := range splitList(*batches) {
-		n, err := strconv.Atoi(s)
-		if err != nil || n <= 0 {
-			fmt.Fprintf(os.Stderr, "bad batch size %q\n", s)
-			os.Exit(2)
-		}
-		batchSizes = append(batchSizes, n)
-	}
-	uuidOK := func(b int) bool {
-		l := splitList(*uuidSub)
-		return len(l) == 0 || slices.Contains(l, strconv.Itoa(b))
-	}
-	drv := splitList(*drivers)
-	for _, d := range drv {
-		if d != "mattn" && d != "modernc" {
-			fmt.Fprintf(os.Stderr, "unknown driver %q\n", d)
-			os.Exit(2)
-		}
-	}
 
 	fmt.Printf("# tally SQLite driver benchmark\n")
 	fmt.Printf("go: %s %s/%s, GOMAXPROCS=%d, NumCPU=%d\n", runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), runtime.NumCPU())
 	fmt.Printf("mattn/go-sqlite3 %s, modernc.org/sqlite %s, shopspring/decimal %s\n",
 		modVersion("github.com/mattn/go-sqlite3"), modVersion("modernc.org/sqlite"), modVersion("github.com/shopspring/decimal"))
 	fmt.Printf("dir: %s\n", dir)
-	fmt.Printf("events/run=%d runs=%d rows/stmt(multi)=%d dup=%.3f rate=%.0f ev/s cache=%d KiB\n",
-		*events, *runs, *rows, *dupFrac, *rate, *cache)
+	fmt.Printf("events/run=%d runs=%d rows/stmt(multi)=%d dup=%.3f rate=%.0f ev/s rollup %s\n",
+		*events, *runs, *rows, *dupFrac, *rate, rollupPK[*pk])
 	fmt.Printf("pragmas: %s\n\n", strings.Join(pragmas(*cache), "; "))
 
 	// Read the PRAGMAs back once per driver: proof they took effect.
@@ -852,27 +886,29 @@ func main() {
 		p := filepath.Join(dir, "pragma-"+d+".db")
 		db, err := openDB(c, p)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, d, err)
-			os.Exit(1)
+			return fail("%s: %v", d, err)
 		}
-		var ver, jm string
+		var ver, jm, fn string
 		var sync, bt, cs, ts int
-		db.QueryRow("SELECT sqlite_version()").Scan(&ver)
-		db.QueryRow("PRAGMA journal_mode").Scan(&jm)
-		db.QueryRow("PRAGMA synchronous").Scan(&sync)
-		db.QueryRow("PRAGMA busy_timeout").Scan(&bt)
-		db.QueryRow("PRAGMA cache_size").Scan(&cs)
-		db.QueryRow("PRAGMA temp_store").Scan(&ts)
-		var fn string
-		if err := db.QueryRow("SELECT dec_add('0.1','0.2') || ' ' || dec_min('10','9.5') || ' ' || dec_max('-1','-1.5')").Scan(&fn); err != nil {
-			fmt.Fprintln(os.Stderr, d, "dec_* functions:", err)
-			os.Exit(1)
+		for _, q := range []struct {
+			sql string
+			dst any
+		}{
+			{"SELECT sqlite_version()", &ver},
+			{"PRAGMA journal_mode", &jm},
+			{"PRAGMA synchronous", &sync},
+			{"PRAGMA busy_timeout", &bt},
+			{"PRAGMA cache_size", &cs},
+			{"PRAGMA temp_store", &ts},
+			{"SELECT dec_add('0.1','0.2') || ' ' || dec_min('10','9.5') || ' ' || dec_max('-1','-1.5')", &fn},
+		} {
+			if err := db.QueryRow(q.sql).Scan(q.dst); err != nil {
+				db.Close()
+				return fail("%s: %s: %v", d, q.sql, err)
+			}
 		}
 		db.Close()
-		os.Remove(p)
-		os.Remove(p + "-wal")
-		os.Remove(p + "-shm")
-		fmt.Printf("%-8s sqlite %s journal_mode=%s synchronous=%d busy_timeout=%d cache_size=%d temp_store=%d; dec_add/min/max check: %s\n",
+		fmt.Printf("%-8s sqlite %s journal_mode=%s synchronous=%d busy_timeout=%d cache_size=%d temp_store=%d; dec_add/min/max: %s\n",
 			d, ver, jm, sync, bt, cs, ts, fn)
 	}
 	fmt.Println()
@@ -885,16 +921,13 @@ func main() {
 	results := map[cfgKey][]result{}
 	var order []cfgKey
 	start := time.Now()
-	fmt.Printf("%-4s %-8s %-6s %-4s %6s %12s %9s %9s %10s %9s %9s %10s\n",
-		"run", "driver", "shape", "ids", "batch", "events/s", "tx s", "wall s", "cpu µs/ev", "KiB/ev", "allocs/ev", "db MiB")
+	fmt.Printf("%-3s %-7s %-6s %-4s %6s %10s %8s %8s %8s %9s %8s %9s %8s\n",
+		"run", "driver", "shape", "ids", "batch", "events/s", "tx s", "runq s", "wall s", "cpu µs/ev", "KiB/ev", "allocs/ev", "db MiB")
 	for r := 0; r < *runs; r++ {
 		for _, ids := range splitList(*idModes) {
 			for _, shape := range splitList(*shapes) {
 				for _, b := range batchSizes {
-					if ids == "uuid" && !uuidOK(b) {
-						continue
-					}
-					// Alternate which driver goes first, run by run.
+					// Interleave: alternate which driver goes first, run by run.
 					ds := slices.Clone(drv)
 					if r%2 == 1 {
 						slices.Reverse(ds)
@@ -904,8 +937,7 @@ func main() {
 							cache: *cache, dupFrac: *dupFrac, rate: *rate, seed: *seed, dir: dir, pk: *pk}
 						res, err := run(c)
 						if err != nil {
-							fmt.Fprintf(os.Stderr, "%s %s %s %d: %v\n", d, shape, ids, b, err)
-							os.Exit(1)
+							return fail("%s %s %s %d: %v", d, shape, ids, b, err)
 						}
 						k := cfgKey{shape, ids, b, d}
 						if _, ok := results[k]; !ok {
@@ -913,8 +945,8 @@ func main() {
 						}
 						results[k] = append(results[k], res)
 						n := float64(res.events)
-						fmt.Printf("%-4d %-8s %-6s %-4s %6d %12.0f %9.2f %9.2f %10.2f %9.2f %9.1f %10.1f\n",
-							r+1, d, shape, ids, b, res.eventsPerSec(), res.txTime.Seconds(), res.wall.Seconds(),
+						fmt.Printf("%-3d %-7s %-6s %-4s %6d %10.0f %8.2f %8.2f %8.2f %9.2f %8.2f %9.1f %8.1f\n",
+							r+1, d, shape, ids, b, res.eventsPerSec(), res.txTime.Seconds(), res.runq.Seconds(), res.wall.Seconds(),
 							float64(res.cpu.Microseconds())/n, float64(res.allocBytes)/n/1024, float64(res.allocObjs)/n,
 							float64(res.dbBytes)/(1<<20))
 					}
@@ -924,49 +956,48 @@ func main() {
 	}
 	fmt.Printf("\ntotal %.0fs\n\n", time.Since(start).Seconds())
 
-	// Summary: medians, plus modernc/mattn ratio.
+	// Summary: medians per configuration.
 	fmt.Println("## Medians")
 	fmt.Println()
-	fmt.Println("| shape | ids | batch | driver | events/s (median) | min–max | CPU µs/event | Go alloc KiB/event | DB MiB | rollup rows |")
+	fmt.Println("| ids | shape | batch | driver | events/s median | events/s min–max | CPU µs/event | runq wait s | Go alloc KiB/event | DB MiB |")
 	fmt.Println("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
 	slices.SortStableFunc(order, func(a, b cfgKey) int {
-		return cmp.Or(strings.Compare(a.ids, b.ids), strings.Compare(b.shape, a.shape), cmp.Compare(a.batch, b.batch), strings.Compare(a.driver, b.driver))
+		return cmp.Or(strings.Compare(b.ids, a.ids), strings.Compare(b.shape, a.shape), cmp.Compare(a.batch, b.batch), strings.Compare(a.driver, b.driver))
 	})
+	type med struct{ eps, cpu float64 }
+	meds := map[cfgKey]med{}
 	for _, k := range order {
 		rs := results[k]
-		var eps, cpu, kib, mib []float64
+		var eps, cpu, rq, kib, mib []float64
 		for _, r := range rs {
 			n := float64(r.events)
 			eps = append(eps, r.eventsPerSec())
 			cpu = append(cpu, float64(r.cpu.Microseconds())/n)
+			rq = append(rq, r.runq.Seconds())
 			kib = append(kib, float64(r.allocBytes)/n/1024)
 			mib = append(mib, float64(r.dbBytes)/(1<<20))
 		}
-		fmt.Printf("| %s | %s | %d | %s | %.0f | %.0f–%.0f | %.2f | %.2f | %.1f | %d |\n",
-			k.shape, k.ids, k.batch, k.driver, median(eps), slices.Min(eps), slices.Max(eps),
-			median(cpu), median(kib), median(mib), rs[0].rollupRows)
+		meds[k] = med{median(eps), median(cpu)}
+		fmt.Printf("| %s | %s | %d | %s | %.0f | %.0f–%.0f | %.1f | %.1f | %.2f | %.0f |\n",
+			k.ids, k.shape, k.batch, k.driver, median(eps), slices.Min(eps), slices.Max(eps),
+			median(cpu), median(rq), median(kib), median(mib))
 	}
 	fmt.Println()
 	if len(drv) == 2 {
-		fmt.Println("## Ratio (median events/s)")
-		fmt.Println()
+		fmt.Printf("## %s relative to %s (medians)\n\n", drv[1], drv[0])
 		for _, k := range order {
 			if k.driver != drv[0] {
 				continue
 			}
 			o := k
 			o.driver = drv[1]
-			if len(results[o]) == 0 {
+			a, okA := meds[k]
+			b, okB := meds[o]
+			if !okA || !okB {
 				continue
 			}
-			var a, b []float64
-			for _, r := range results[k] {
-				a = append(a, r.eventsPerSec())
-			}
-			for _, r := range results[o] {
-				b = append(b, r.eventsPerSec())
-			}
-			fmt.Printf("- %s/%s batch %d: %s/%s = %.2f\n", k.shape, k.ids, k.batch, drv[0], drv[1], median(a)/median(b))
+			fmt.Printf("- %s ids, %s, batch %d: events/s x%.2f, CPU/event x%.2f\n", k.ids, k.shape, k.batch, b.eps/a.eps, b.cpu/a.cpu)
 		}
 	}
+	return 0
 }

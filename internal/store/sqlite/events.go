@@ -21,8 +21,23 @@ type uniqueKey struct {
 	value string
 }
 
-const insertEventSQL = `INSERT INTO events (seq, source, id, type, subject, time_us, ingested_us, raw)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, id) DO NOTHING`
+// eventsPerInsert is how many events one INSERT statement carries.
+const eventsPerInsert = 100
+
+func insertEventsSQL(n int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO events (seq, source, id, type, subject, time_us, ingested_us, raw) VALUES ")
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?)")
+	}
+	b.WriteString(" ON CONFLICT (source, id) DO NOTHING RETURNING seq")
+	return b.String()
+}
+
+var fullInsertSQL = insertEventsSQL(eventsPerInsert)
 
 const upsertRollupSQL = `INSERT INTO rollups
  (meter_id, subject, minute, group_key, count, sum, min, max, latest, latest_us, latest_seq)
@@ -36,20 +51,61 @@ const upsertRollupSQL = `INSERT INTO rollups
   latest_seq = CASE WHEN excluded.latest_us > latest_us OR (excluded.latest_us = latest_us AND excluded.latest_seq > latest_seq) THEN excluded.latest_seq ELSE latest_seq END,
   latest_us = MAX(latest_us, excluded.latest_us)`
 
-// upsertCountSQL serves meters without values (COUNT, UNIQUE_COUNT), sparing
-// the decimal functions.
-const upsertCountSQL = `INSERT INTO rollups
- (meter_id, subject, minute, group_key, count, sum, min, max, latest, latest_us, latest_seq)
- VALUES (?, ?, ?, ?, ?, '0', '0', '0', '0', 0, 0)
- ON CONFLICT (meter_id, subject, minute, group_key) DO UPDATE SET count = count + excluded.count`
-
 const insertUniqueSQL = `INSERT INTO unique_values (meter_id, subject, minute, group_key, value)
  VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`
 
 const insertEventErrorSQL = `INSERT INTO event_errors (seq, meter_id, message) VALUES (?, ?, ?)
  ON CONFLICT (seq, meter_id) DO UPDATE SET message = excluded.message`
 
-// AppendEvents implements store.Events.
+// insertEvents inserts events with seqs first, first+1, … and marks in
+// inserted which of them were new.
+func insertEvents(ctx context.Context, tx *sql.Tx, events []store.NewEvent, first, ingestedUS int64, inserted []bool) error {
+	var full *sql.Stmt
+	args := make([]any, 0, 8*eventsPerInsert)
+	for start := 0; start < len(events); start += eventsPerInsert {
+		end := min(start+eventsPerInsert, len(events))
+		args = args[:0]
+		for i := start; i < end; i++ {
+			ev := &events[i]
+			args = append(args, first+int64(i), ev.Source, ev.ID, ev.Type, ev.Subject, ev.Time.UnixMicro(), ingestedUS, []byte(ev.Raw))
+		}
+		var rows *sql.Rows
+		var err error
+		if end-start == eventsPerInsert {
+			if full == nil {
+				if full, err = tx.PrepareContext(ctx, fullInsertSQL); err != nil {
+					return err
+				}
+				defer full.Close()
+			}
+			rows, err = full.QueryContext(ctx, args...)
+		} else {
+			rows, err = tx.QueryContext(ctx, insertEventsSQL(end-start), args...)
+		}
+		if err != nil {
+			return fmt.Errorf("insert events %d..%d: %w", start, end-1, err)
+		}
+		for rows.Next() {
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
+				rows.Close()
+				return err
+			}
+			inserted[seq-first] = true
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AppendEvents implements store.Events. The events and their distinct
+// values and errors are written in one durable transaction; their rollup
+// deltas go to the overlay (see overlay.go), flushed with a later commit.
 func (db *DB) AppendEvents(ctx context.Context, events []store.NewEvent, ingestedAt time.Time) (store.AppendResult, error) {
 	res := store.AppendResult{}
 	if len(events) == 0 {
@@ -64,36 +120,23 @@ func (db *DB) AppendEvents(ctx context.Context, events []store.NewEvent, ingeste
 	}
 	defer tx.Rollback()
 
-	ins, err := tx.PrepareContext(ctx, insertEventSQL)
-	if err != nil {
+	first := db.nextSeq
+	inserted := make([]bool, len(events))
+	if err := insertEvents(ctx, tx, events, first, ingestedAt.UnixMicro(), inserted); err != nil {
 		return res, fmt.Errorf("append events: %w", err)
 	}
-	defer ins.Close()
-
-	seq := db.nextSeq
-	ingestedUS := ingestedAt.UnixMicro()
-	states := make(map[rollupKey]*meter.State)
-	counts := make(map[rollupKey]int64)
+	deltas := make(map[string]map[cellKey]*meter.State)
 	var uniques map[uniqueKey]struct{}
 	var errs []store.EventError
-
 	for i := range events {
-		ev := &events[i]
-		r, err := ins.ExecContext(ctx, seq, ev.Source, ev.ID, ev.Type, ev.Subject, ev.Time.UnixMicro(), ingestedUS, []byte(ev.Raw))
-		if err != nil {
-			return res, fmt.Errorf("append events: insert event %d: %w", i, err)
-		}
-		n, err := r.RowsAffected()
-		if err != nil {
-			return res, fmt.Errorf("append events: %w", err)
-		}
-		if n == 0 {
+		if !inserted[i] {
 			res.Duplicates++
 			continue
 		}
 		res.Inserted++
+		ev := &events[i]
+		seq := first + int64(i)
 		minute := store.MinuteOf(ev.Time)
-		timeUS := ev.Time.UnixMicro()
 		for _, c := range ev.Contributions {
 			if c.Err != "" {
 				errs = append(errs, store.EventError{Seq: seq, MeterID: c.MeterID, Message: c.Err})
@@ -103,66 +146,49 @@ func (db *DB) AppendEvents(ctx context.Context, events []store.NewEvent, ingeste
 				res.InvalidByMeter[c.MeterID]++
 				continue
 			}
-			k := rollupKey{meterID: c.MeterID, subject: ev.Subject, groupKey: c.GroupKey, minute: minute}
-			switch c.Aggregation {
-			case meter.Count:
-				counts[k]++
-			case meter.UniqueCount:
-				counts[k]++
+			if c.Aggregation == meter.UniqueCount {
 				if uniques == nil {
 					uniques = make(map[uniqueKey]struct{})
 				}
-				uniques[uniqueKey{k, c.Unique}] = struct{}{}
-			default:
-				s := states[k]
-				if s == nil {
-					s = &meter.State{}
-					states[k] = s
-				}
-				s.Add(c.Value, timeUS, seq)
+				uniques[uniqueKey{rollupKey{c.MeterID, ev.Subject, c.GroupKey, minute}, c.Unique}] = struct{}{}
 			}
 		}
-		seq++
+		addContributions(deltas, ev.Subject, minute, ev.Time.UnixMicro(), seq, ev.Contributions)
 	}
-
-	if err := writeDerived(ctx, tx, states, counts, uniques, errs); err != nil {
+	if err := writeUniquesAndErrors(ctx, tx, uniques, errs); err != nil {
 		return res, fmt.Errorf("append events: %w", err)
+	}
+	last := first + int64(len(events)) - 1
+
+	if db.ov.due(db.opts, len(deltas)) {
+		// Flush the overlay and this batch's deltas in this transaction.
+		db.ov.mu.Lock()
+		defer db.ov.mu.Unlock()
+		if err := upsertStates(ctx, tx, deltas); err != nil {
+			return res, fmt.Errorf("append events: %w", err)
+		}
+		if err := writeOverlay(ctx, tx, db.ov, last); err != nil {
+			return res, fmt.Errorf("append events: %w", err)
+		}
+		if err := tx.Commit(); err != nil {
+			return res, fmt.Errorf("append events: commit: %w", err)
+		}
+		db.ov.clearLocked()
+		db.nextSeq = last + 1
+		return res, nil
 	}
 	if err := tx.Commit(); err != nil {
 		return res, fmt.Errorf("append events: commit: %w", err)
 	}
-	db.nextSeq = seq
+	db.nextSeq = last + 1
+	db.ov.mu.Lock()
+	db.ov.mergeLocked(deltas)
+	db.ov.mu.Unlock()
 	return res, nil
 }
 
-// writeDerived merges rollup states, counts, distinct values and event
-// errors into the tables inside tx.
-func writeDerived(ctx context.Context, tx *sql.Tx, states map[rollupKey]*meter.State, counts map[rollupKey]int64, uniques map[uniqueKey]struct{}, errs []store.EventError) error {
-	if len(states) > 0 {
-		st, err := tx.PrepareContext(ctx, upsertRollupSQL)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		for k, s := range states {
-			if _, err := st.ExecContext(ctx, k.meterID, k.subject, k.minute, k.groupKey, s.Count,
-				s.Sum.String(), s.Min.String(), s.Max.String(), s.Latest.String(), s.LatestTime, s.LatestSeq); err != nil {
-				return fmt.Errorf("upsert rollup: %w", err)
-			}
-		}
-	}
-	if len(counts) > 0 {
-		st, err := tx.PrepareContext(ctx, upsertCountSQL)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		for k, n := range counts {
-			if _, err := st.ExecContext(ctx, k.meterID, k.subject, k.minute, k.groupKey, n); err != nil {
-				return fmt.Errorf("upsert count rollup: %w", err)
-			}
-		}
-	}
+// writeUniquesAndErrors stores distinct values and event errors inside tx.
+func writeUniquesAndErrors(ctx context.Context, tx *sql.Tx, uniques map[uniqueKey]struct{}, errs []store.EventError) error {
 	if len(uniques) > 0 {
 		st, err := tx.PrepareContext(ctx, insertUniqueSQL)
 		if err != nil {
@@ -289,11 +315,15 @@ func (db *DB) attachErrors(ctx context.Context, evs []store.StoredEvent) error {
 	return rows.Err()
 }
 
-// ScanEvents implements store.Events. It reads in pages so that no read
-// transaction stays open for the whole scan.
+// ScanEvents implements store.Events.
 func (db *DB) ScanEvents(ctx context.Context, eventType string, fn func(store.StoredEvent) error) error {
+	return db.scanEventsAfter(ctx, 0, eventType, fn)
+}
+
+// scanEventsAfter calls fn for events with seq > after, in seq order. It
+// reads in pages so that no read transaction stays open for the whole scan.
+func (db *DB) scanEventsAfter(ctx context.Context, after int64, eventType string, fn func(store.StoredEvent) error) error {
 	const page = 5000
-	var after int64
 	for {
 		q := "SELECT seq, source, id, type, subject, time_us, ingested_us, raw FROM events WHERE seq > ?"
 		args := []any{after}

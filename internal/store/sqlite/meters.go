@@ -87,6 +87,11 @@ func (db *DB) UpdateMeter(ctx context.Context, m meter.Meter) error {
 
 // DeleteMeter implements store.Meters.
 func (db *DB) DeleteMeter(ctx context.Context, id string) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := db.flushLocked(ctx); err != nil {
+		return fmt.Errorf("delete meter: %w", err)
+	}
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("delete meter: %w", err)

@@ -26,6 +26,10 @@ func rollupWhere(q store.RollupQuery) (string, []any) {
 // QueryRollups implements store.Rollups.
 func (db *DB) QueryRollups(ctx context.Context, q store.RollupQuery) ([]store.Rollup, error) {
 	where, args := rollupWhere(q)
+	// Hold the overlay while reading the table so that a concurrent flush
+	// can't make a delta appear in both or in neither.
+	db.ov.mu.RLock()
+	defer db.ov.mu.RUnlock()
 	rows, err := db.r.QueryContext(ctx, "SELECT subject, group_key, minute, count, sum, min, max, latest, latest_us, latest_seq FROM rollups WHERE "+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query rollups: %w", err)
@@ -46,7 +50,7 @@ func (db *DB) QueryRollups(ctx context.Context, q store.RollupQuery) ([]store.Ro
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("query rollups: %w", err)
 	}
-	return out, nil
+	return db.ov.appendTo(out, q), nil
 }
 
 func parseDecimals(s *meter.State, sum, mn, mx, latest string) error {
@@ -93,6 +97,13 @@ func (db *DB) PutMeter(ctx context.Context, m meter.Meter, rollups []store.Rollu
 	if err != nil {
 		return fmt.Errorf("put meter: %w", err)
 	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	// Pending deltas were computed with the old meter set: write them first,
+	// so that no replay after a crash mixes them with the new definition.
+	if err := db.flushLocked(ctx); err != nil {
+		return fmt.Errorf("put meter: %w", err)
+	}
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("put meter: %w", err)
@@ -109,16 +120,16 @@ func (db *DB) PutMeter(ctx context.Context, m meter.Meter, rollups []store.Rollu
 	if err := clearDerived(ctx, tx, meterID); err != nil {
 		return fmt.Errorf("put meter: %w", err)
 	}
-	states := make(map[rollupKey]*meter.State, len(rollups))
+	cells := make(map[cellKey]*meter.State, len(rollups))
 	for i := range rollups {
 		r := rollups[i]
-		k := rollupKey{meterID: meterID, subject: r.Subject, groupKey: r.GroupKey, minute: r.Minute}
-		if s, ok := states[k]; ok {
+		k := cellKey{subject: r.Subject, groupKey: r.GroupKey, minute: r.Minute}
+		if s, ok := cells[k]; ok {
 			s.Merge(r.State)
 			continue
 		}
 		st := r.State
-		states[k] = &st
+		cells[k] = &st
 	}
 	us := make(map[uniqueKey]struct{}, len(uniques))
 	for _, u := range uniques {
@@ -127,7 +138,10 @@ func (db *DB) PutMeter(ctx context.Context, m meter.Meter, rollups []store.Rollu
 	for i := range errs {
 		errs[i].MeterID = meterID
 	}
-	if err := writeDerived(ctx, tx, states, nil, us, errs); err != nil {
+	if err := upsertStates(ctx, tx, map[string]map[cellKey]*meter.State{meterID: cells}); err != nil {
+		return fmt.Errorf("put meter: %w", err)
+	}
+	if err := writeUniquesAndErrors(ctx, tx, us, errs); err != nil {
 		return fmt.Errorf("put meter: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
 	"github.com/shopspring/decimal"
@@ -96,8 +97,20 @@ type DB struct {
 	w    *sql.DB // the single writer connection
 	r    *sql.DB // a pool of read-only connections
 
-	mu      sync.Mutex // guards nextSeq across AppendEvents calls
+	opts Options
+	ov   *overlay
+
+	mu      sync.Mutex // serialises writers; guards nextSeq
 	nextSeq int64
+}
+
+// Options tune the store.
+type Options struct {
+	// FlushInterval and FlushKeys bound how long and how large the
+	// in-memory rollup overlay grows before it is written to the rollups
+	// table (defaults 2s and 100,000 cells).
+	FlushInterval time.Duration
+	FlushKeys     int
 }
 
 var _ store.Store = (*DB)(nil)
@@ -107,8 +120,14 @@ const FileName = "tally.db"
 
 // Open opens (creating if needed) the store in directory dir and applies
 // pending migrations.
-func Open(ctx context.Context, dir string) (*DB, error) {
+func Open(ctx context.Context, dir string, opts Options) (*DB, error) {
 	registerDriver()
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = 2 * time.Second
+	}
+	if opts.FlushKeys <= 0 {
+		opts.FlushKeys = 100_000
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
@@ -121,7 +140,7 @@ func Open(ctx context.Context, dir string) (*DB, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	db := &DB{path: path, w: w}
+	db := &DB{path: path, w: w, opts: opts, ov: newOverlay()}
 	if err := db.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err
@@ -141,9 +160,12 @@ func Open(ctx context.Context, dir string) (*DB, error) {
 	return db, nil
 }
 
-// Close closes the database.
+// Close flushes pending rollups and closes the database.
 func (db *DB) Close() error {
 	var errs []error
+	if db.w != nil && db.ov != nil {
+		errs = append(errs, db.Flush(context.Background()))
+	}
 	if db.r != nil {
 		errs = append(errs, db.r.Close())
 	}

@@ -1,0 +1,220 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tally-metering/tally/internal/meter"
+	"github.com/tally-metering/tally/internal/store"
+)
+
+// The rollups table is written behind: each ingest transaction stores its
+// raw events durably, while their rollup deltas are merged into an
+// in-memory overlay that queries read together with the table. The overlay
+// is flushed into the table inside a later ingest transaction (every
+// FlushInterval or FlushKeys, and before any meter change or close), in the
+// same transaction that advances projection_state.applied_seq. Events after
+// applied_seq are replayed from the raw events by Recover after a crash, so
+// nothing is lost or counted twice. This turns one rollup upsert per
+// (meter, subject, minute, group) per commit into one per flush, which is
+// what lets ingest keep up with many subjects.
+
+type cellKey struct {
+	subject, groupKey string
+	minute            int64
+}
+
+type overlay struct {
+	// mu is held for reading while a query reads the table and the overlay,
+	// and for writing while a flush commits and clears the overlay, so a
+	// query sees a delta exactly once.
+	mu      sync.RWMutex
+	byMeter map[string]map[cellKey]*meter.State
+	keys    int
+	last    time.Time
+}
+
+func newOverlay() *overlay {
+	return &overlay{byMeter: make(map[string]map[cellKey]*meter.State), last: time.Now()}
+}
+
+// mergeLocked folds deltas into the overlay; the caller holds mu.
+func (o *overlay) mergeLocked(deltas map[string]map[cellKey]*meter.State) {
+	for id, cells := range deltas {
+		dst := o.byMeter[id]
+		if dst == nil {
+			o.byMeter[id] = cells
+			o.keys += len(cells)
+			continue
+		}
+		for k, s := range cells {
+			if cur, ok := dst[k]; ok {
+				cur.Merge(*s)
+			} else {
+				dst[k] = s
+				o.keys++
+			}
+		}
+	}
+}
+
+func (o *overlay) clearLocked() {
+	o.byMeter = make(map[string]map[cellKey]*meter.State)
+	o.keys = 0
+	o.last = time.Now()
+}
+
+// due reports whether the overlay should be flushed with the next commit.
+func (o *overlay) due(limits Options, adding int) bool {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	if o.keys == 0 {
+		return false
+	}
+	return o.keys+adding >= limits.FlushKeys || time.Since(o.last) >= limits.FlushInterval
+}
+
+// appendTo adds the overlay's states for one meter and query to out.
+func (o *overlay) appendTo(out []store.Rollup, q store.RollupQuery) []store.Rollup {
+	cells := o.byMeter[q.MeterID]
+	if len(cells) == 0 {
+		return out
+	}
+	var subjects map[string]bool
+	if len(q.Subjects) > 0 {
+		subjects = make(map[string]bool, len(q.Subjects))
+		for _, s := range q.Subjects {
+			subjects[s] = true
+		}
+	}
+	for k, s := range cells {
+		if k.minute < q.From || k.minute >= q.To || (subjects != nil && !subjects[k.subject]) {
+			continue
+		}
+		out = append(out, store.Rollup{MeterID: q.MeterID, Subject: k.subject, GroupKey: k.groupKey, Minute: k.minute, State: *s})
+	}
+	return out
+}
+
+// writeOverlayLocked upserts the overlay's states into the rollups table
+// and records seq as applied, inside tx. The caller holds o.mu (read or
+// write) and clears the overlay after a successful commit.
+func writeOverlay(ctx context.Context, tx *sql.Tx, o *overlay, appliedSeq int64) error {
+	if err := upsertStates(ctx, tx, o.byMeter); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE projection_state SET applied_seq = ? WHERE id = 1", appliedSeq); err != nil {
+		return fmt.Errorf("record applied seq: %w", err)
+	}
+	return nil
+}
+
+func upsertStates(ctx context.Context, tx *sql.Tx, states map[string]map[cellKey]*meter.State) error {
+	if len(states) == 0 {
+		return nil
+	}
+	st, err := tx.PrepareContext(ctx, upsertRollupSQL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for id, cells := range states {
+		for k, s := range cells {
+			if _, err := st.ExecContext(ctx, id, k.subject, k.minute, k.groupKey, s.Count,
+				s.Sum.String(), s.Min.String(), s.Max.String(), s.Latest.String(), s.LatestTime, s.LatestSeq); err != nil {
+				return fmt.Errorf("upsert rollup: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// flushLocked writes the overlay into the table in its own transaction. The
+// caller holds db.mu.
+func (db *DB) flushLocked(ctx context.Context) error {
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("flush rollups: %w", err)
+	}
+	defer tx.Rollback()
+	db.ov.mu.Lock()
+	defer db.ov.mu.Unlock()
+	if err := writeOverlay(ctx, tx, db.ov, db.nextSeq-1); err != nil {
+		return fmt.Errorf("flush rollups: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("flush rollups: %w", err)
+	}
+	db.ov.clearLocked()
+	return nil
+}
+
+// Flush writes every pending rollup delta into the rollups table.
+func (db *DB) Flush(ctx context.Context) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.flushLocked(ctx)
+}
+
+// Recover implements store.Rollups: it replays the events committed after
+// the last rollup flush (after a crash) into the overlay, using contribs to
+// compute what each adds to the meters, then flushes.
+func (db *DB) Recover(ctx context.Context, contribs func(store.StoredEvent) ([]store.Contribution, error)) (int, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	var applied int64
+	if err := db.w.QueryRowContext(ctx, "SELECT applied_seq FROM projection_state WHERE id = 1").Scan(&applied); err != nil {
+		return 0, fmt.Errorf("recover rollups: %w", err)
+	}
+	deltas := make(map[string]map[cellKey]*meter.State)
+	n := 0
+	err := db.scanEventsAfter(ctx, applied, "", func(e store.StoredEvent) error {
+		cs, err := contribs(e)
+		if err != nil {
+			return err
+		}
+		n++
+		addContributions(deltas, e.Subject, store.MinuteOf(e.Time), e.Time.UnixMicro(), e.Seq, cs)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("recover rollups: %w", err)
+	}
+	db.ov.mu.Lock()
+	db.ov.mergeLocked(deltas)
+	db.ov.mu.Unlock()
+	if err := db.flushLocked(ctx); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// addContributions folds one event's valid contributions into deltas.
+func addContributions(deltas map[string]map[cellKey]*meter.State, subject string, minute, timeUS, seq int64, cs []store.Contribution) {
+	for i := range cs {
+		c := &cs[i]
+		if c.Err != "" {
+			continue
+		}
+		cells := deltas[c.MeterID]
+		if cells == nil {
+			cells = make(map[cellKey]*meter.State)
+			deltas[c.MeterID] = cells
+		}
+		k := cellKey{subject: subject, groupKey: c.GroupKey, minute: minute}
+		s := cells[k]
+		if s == nil {
+			s = &meter.State{}
+			cells[k] = s
+		}
+		switch c.Aggregation {
+		case meter.Count, meter.UniqueCount:
+			s.AddCount()
+		default:
+			s.Add(c.Value, timeUS, seq)
+		}
+	}
+}
