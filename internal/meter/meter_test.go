@@ -1,0 +1,204 @@
+package meter
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+)
+
+func TestValidate(t *testing.T) {
+	ok := Meter{Slug: "api_requests", EventType: "request", Aggregation: Sum, ValueProperty: "$.value", GroupBy: map[string]string{"route": "$.route"}}
+	tests := []struct {
+		name    string
+		mutate  func(*Meter)
+		wantErr []string
+	}{
+		{"valid", func(*Meter) {}, nil},
+		{"count needs no value", func(m *Meter) { m.Aggregation = Count; m.ValueProperty = "" }, nil},
+		{"empty slug", func(m *Meter) { m.Slug = "" }, []string{"slug: required"}},
+		{"bad slug", func(m *Meter) { m.Slug = "API-requests" }, []string{"slug: \"API-requests\""}},
+		{"double underscore", func(m *Meter) { m.Slug = "a__b" }, []string{"slug:"}},
+		{"long slug", func(m *Meter) { m.Slug = strings.Repeat("a", 65) }, []string{"at most 64"}},
+		{"no event type", func(m *Meter) { m.EventType = " " }, []string{"eventType: required"}},
+		{"bad aggregation", func(m *Meter) { m.Aggregation = "MEDIAN" }, []string{`aggregation: "MEDIAN" is not one of`}},
+		{"sum without value", func(m *Meter) { m.ValueProperty = "" }, []string{"valueProperty: required for aggregation SUM"}},
+		{"value not a path", func(m *Meter) { m.ValueProperty = "value" }, []string{"must start with $"}},
+		{"bad path", func(m *Meter) { m.ValueProperty = "$.[" }, []string{"not a valid JSONPath"}},
+		{"reserved group", func(m *Meter) { m.GroupBy = map[string]string{"subject": "$.s"} }, []string{`"subject" is reserved`}},
+		{"bad group key", func(m *Meter) { m.GroupBy = map[string]string{"a-b": "$.s"} }, []string{`key "a-b"`}},
+		{"every problem at once", func(m *Meter) { m.Slug = ""; m.EventType = ""; m.Aggregation = "X" },
+			[]string{"slug: required", "eventType: required", "aggregation:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := ok
+			tt.mutate(&m)
+			err := m.Validate()
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil, want errors containing %q", tt.wantErr)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate() = %q, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func mustCompile(t *testing.T, m Meter) *Compiled {
+	t.Helper()
+	c, err := Compile(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestExtract(t *testing.T) {
+	sum := mustCompile(t, Meter{Slug: "v", EventType: "e", Aggregation: Sum, ValueProperty: "$.usage.value",
+		GroupBy: map[string]string{"route": "$.route", "code": "$.code"}})
+	uniq := mustCompile(t, Meter{Slug: "u", EventType: "e", Aggregation: UniqueCount, ValueProperty: "$.user"})
+	tests := []struct {
+		name      string
+		m         *Compiled
+		data      string
+		wantValue string
+		wantGroup string
+		wantUniq  string
+		wantErr   string
+	}{
+		{"number", sum, `{"usage":{"value":0.1},"route":"/a","code":200}`, "0.1", `{"code":"200","route":"/a"}`, "", ""},
+		{"numeric string", sum, `{"usage":{"value":"12.50"}}`, "12.5", "", "", ""},
+		{"exponent", sum, `{"usage":{"value":1e3}}`, "1000", "", "", ""},
+		{"many digits stay exact", sum, `{"usage":{"value":0.1000000000000000055511151231257827}}`, "0.1000000000000000055511151231257827", "", "", ""},
+		{"missing value", sum, `{"route":"/a"}`, "", "", "", "value property $.usage.value is missing"},
+		{"no data", sum, ``, "", "", "", "event has no data"},
+		{"NaN string", sum, `{"usage":{"value":"NaN"}}`, "", "", "", "not a number"},
+		{"Infinity string", sum, `{"usage":{"value":"Infinity"}}`, "", "", "", "not a number"},
+		{"padded string", sum, `{"usage":{"value":" 1"}}`, "", "", "", "not a number"},
+		{"bool", sum, `{"usage":{"value":true}}`, "", "", "", "is a boolean"},
+		{"object", sum, `{"usage":{"value":{}}}`, "", "", "", "is an object"},
+		{"group of missing and null values", sum, `{"usage":{"value":1},"route":null}`, "1", "", "", ""},
+		{"unique string", uniq, `{"user":"alice"}`, "", "", "alice", ""},
+		{"unique number normalised", uniq, `{"user":1.50}`, "", "", "1.5", ""},
+		{"unique object", uniq, `{"user":{"id":1}}`, "", "", "", "expected a string or number"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data, err := ParseData([]byte(tt.data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := tt.m.Extract(data)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Extract() error = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Extract() error = %v", err)
+			}
+			if tt.wantValue != "" && got.Value.String() != tt.wantValue {
+				t.Errorf("value = %s, want %s", got.Value, tt.wantValue)
+			}
+			if got.GroupKey != tt.wantGroup {
+				t.Errorf("group key = %q, want %q", got.GroupKey, tt.wantGroup)
+			}
+			if got.Unique != tt.wantUniq {
+				t.Errorf("unique = %q, want %q", got.Unique, tt.wantUniq)
+			}
+		})
+	}
+}
+
+func TestGroupKeyRoundTrip(t *testing.T) {
+	in := map[string]string{"b": `quote " and \ slash`, "a": "ünïcode", "c": ""}
+	key := EncodeGroupKey(in)
+	if want := `{"a":"ünïcode","b":"quote \" and \\ slash","c":""}`; key != want {
+		t.Fatalf("EncodeGroupKey = %s, want %s", key, want)
+	}
+	out, err := DecodeGroupKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 3 || out["b"] != in["b"] || out["a"] != in["a"] || out["c"] != "" {
+		t.Fatalf("DecodeGroupKey = %v, want %v", out, in)
+	}
+	if EncodeGroupKey(nil) != "" {
+		t.Fatal("no groups must encode as the empty key")
+	}
+}
+
+func TestApplies(t *testing.T) {
+	from := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	c := mustCompile(t, Meter{Slug: "c", EventType: "e", Aggregation: Count, EventFrom: &from})
+	if c.Applies("other", from) {
+		t.Error("applies to another event type")
+	}
+	if c.Applies("e", from.Add(-time.Nanosecond)) {
+		t.Error("applies to an event before eventFrom")
+	}
+	if !c.Applies("e", from) {
+		t.Error("does not apply to an event at eventFrom")
+	}
+}
+
+func d(s string) decimal.Decimal { return decimal.RequireFromString(s) }
+
+func TestStateAggregations(t *testing.T) {
+	var s State
+	s.Add(d("0.1"), 100, 1)
+	s.Add(d("0.2"), 300, 2)
+	s.Add(d("-5"), 200, 3)
+	s.Add(d("7"), 300, 0) // same time as seq 2 but ingested earlier: not the latest
+	checks := map[Aggregation]string{Sum: "2.3", Count: "4", Min: "-5", Max: "7", Latest: "0.2", Avg: "0.575"}
+	for agg, want := range checks {
+		if got := s.Value(agg).String(); got != want {
+			t.Errorf("%s = %s, want %s", agg, got, want)
+		}
+	}
+}
+
+func TestStateAvgRounding(t *testing.T) {
+	var s State
+	s.Add(d("1"), 1, 1)
+	s.Add(d("0"), 2, 2)
+	s.Add(d("0"), 3, 3)
+	if got, want := s.Value(Avg).String(), "0.33333333333333333333"; got != want {
+		t.Fatalf("AVG = %s, want %s (rounded to %d places)", got, want, AvgScale)
+	}
+}
+
+// TestStateMergeIsOrderFree checks that merging partial states in any order
+// gives the state of adding every value to one.
+func TestStateMergeIsOrderFree(t *testing.T) {
+	vals := []string{"3", "0.5", "-2", "10", "10", "0.25"}
+	var whole State
+	parts := make([]State, 3)
+	for i, v := range vals {
+		whole.Add(d(v), int64(i%4), int64(i))
+		parts[i%3].Add(d(v), int64(i%4), int64(i))
+	}
+	for _, order := range [][]int{{0, 1, 2}, {2, 1, 0}, {1, 2, 0}} {
+		var m State
+		for _, i := range order {
+			m.Merge(parts[i])
+		}
+		m.Merge(State{}) // merging nothing changes nothing
+		for _, agg := range []Aggregation{Sum, Count, Min, Max, Latest, Avg} {
+			if !m.Value(agg).Equal(whole.Value(agg)) {
+				t.Errorf("order %v: %s = %s, want %s", order, agg, m.Value(agg), whole.Value(agg))
+			}
+		}
+	}
+}
