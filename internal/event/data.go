@@ -1,22 +1,19 @@
 package event
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // DataOf returns the data member of a stored raw event: the raw JSON object,
-// or nil when the event has no data or null data.
+// or nil when the event has no data or null data. It reads the event with the
+// same decoder as ingestion, so a replayed event sees exactly the data its
+// meters saw when it arrived.
 func DataOf(raw []byte) (json.RawMessage, error) {
-	var env struct {
-		Data json.RawMessage `json:"data"`
+	evs, err := Decode(MediaTypeCloudEvent, raw, time.Unix(0, 0), Limits{})
+	if err != nil {
+		return nil, fmt.Errorf("read stored event: %w", err)
 	}
-	if err := json.Unmarshal(raw, &env); err != nil {
-		return nil, fmt.Errorf("read event data: %w", err)
-	}
-	if len(env.Data) == 0 || bytes.Equal(env.Data, []byte("null")) {
-		return nil, nil
-	}
-	return env.Data, nil
+	return evs[0].Data, nil
 }

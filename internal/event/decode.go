@@ -56,9 +56,13 @@ const (
 //
 // Any other media type, or none, gives an error wrapping
 // ErrUnsupportedMediaType. Otherwise either every event is valid and Decode
-// returns them in request order, or it returns an *InvalidError listing the
-// problems found in all events (at most MaxProblems of them); TooLarge is set
-// when the request holds more than lim.MaxEvents events.
+// returns them in request order, or it returns an *InvalidError listing
+// every problem found in every event (at most MaxProblems entries); TooLarge
+// is set when the request holds more than lim.MaxEvents events. A Problem's
+// Index is the event's 0-based position in the request (-1 for the request
+// as a whole) and Field the CloudEvents attribute concerned. Malformed JSON
+// is reported with its byte offset (NDJSON: line and column); a JSON body
+// cannot be read past it, but an NDJSON body goes on with the next line.
 //
 // Each event must be a CloudEvents 1.0 JSON object with specversion "1.0",
 // non-empty string id (at most lim.MaxIDBytes bytes), source, type and
@@ -787,4 +791,12 @@ func daysIn(month, year int) int {
 		return 30
 	}
 	return 31
+}
+
+// CheckContentType returns the error Decode would give for a Content-Type it
+// does not decode (wrapping ErrUnsupportedMediaType), or nil, so that a
+// server can refuse a request before reading its body.
+func CheckContentType(contentType string) error {
+	_, err := parseContentType(contentType)
+	return err
 }

@@ -1,9 +1,11 @@
 package event
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -736,6 +738,45 @@ func TestPlain8(t *testing.T) {
 			if got := plain8(x); got != want {
 				t.Fatalf("plain8(%q) = %v, want %v", b, got, want)
 			}
+		}
+	}
+	// Random words, biased towards the edges of the plain range.
+	edges := []byte{0, 0x1f, 0x20, 0x21, '"', 0x23, 0x5b, '\\', 0x5d, 0x7f, 0x80, 0xff}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 200000 {
+		var b [8]byte
+		want := true
+		for i := range b {
+			if r.IntN(2) == 0 {
+				b[i] = edges[r.IntN(len(edges))]
+			} else {
+				b[i] = byte(r.Uint32())
+			}
+			want = want && strPlain[b[i]]
+		}
+		if got := plain8(binary.LittleEndian.Uint64(b[:])); got != want {
+			t.Fatalf("plain8(%q) = %v, want %v", b, got, want)
+		}
+	}
+}
+
+func TestDataOfMatchesDecode(t *testing.T) {
+	for _, raw := range []string{
+		`{"specversion":"1.0","id":"1","source":"s","type":"t","subject":"x","data":{"v":1}}`,
+		`{"specversion":"1.0","id":"1","source":"s","type":"t","subject":"x","Data":{"v":1}}`,
+		`{"specversion":"1.0","id":"1","source":"s","type":"t","subject":"x","data":null}`,
+		`{"specversion":"1.0","id":"1","source":"s","type":"t","subject":"x"}`,
+	} {
+		evs, err := Decode(MediaTypeCloudEvent, []byte(raw), time.Unix(0, 0), Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DataOf([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(evs[0].Data) {
+			t.Errorf("DataOf(%s) = %s, Decode gives %s", raw, got, evs[0].Data)
 		}
 	}
 }

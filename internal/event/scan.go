@@ -173,21 +173,22 @@ func (s *scanner) str() (start, end int, esc, ok bool) {
 }
 
 // plain8 reports whether the eight bytes packed in x are all plain string
-// bytes (see strPlain).
+// bytes (see strPlain), using the bit tricks of "Bit Twiddling Hacks":
+// (y - n*ones) &^ y & high is non-zero exactly when some byte of y is less
+// than n (for n <= 128).
 func plain8(x uint64) bool {
 	const (
-		ones = 0x0101010101010101
-		high = 0x8080808080808080
+		ones   = 0x0101010101010101
+		high   = 0x8080808080808080
+		quote  = '"' * ones
+		bslash = '\\' * ones
 	)
-	// A byte b of y has its high bit set by (y - ones) &^ y when b == 0
-	// (exactly: the lowest such byte is found, higher ones may be false
-	// positives, which only send us to the byte-wise loop).
-	zero := func(y uint64) uint64 { return (y - ones) &^ y & high }
-	special := x&high | // non-ASCII
-		(x-0x20*ones)&^x&high | // control characters (< 0x20)
-		zero(x^('"'*ones)) |
-		zero(x^('\\'*ones))
-	return special == 0
+	q, b := x^quote, x^bslash // a zero byte marks '"' or '\\'
+	special := x |            // non-ASCII (high bit)
+		(x-0x20*ones)&^x | // control characters (< 0x20)
+		(q-ones)&^q |
+		(b-ones)&^b
+	return special&high == 0
 }
 
 func isHex(c byte) bool {

@@ -19,7 +19,7 @@ var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (s *Server) ingestEvents(w http.ResponseWriter, r *http.Request) {
 	ct := r.Header.Get("Content-Type")
-	if _, err := event.Decode(ct, nil, time.Time{}, event.Limits{}); errors.Is(err, event.ErrUnsupportedMediaType) {
+	if err := event.CheckContentType(ct); err != nil {
 		// Refuse before reading a body we can't decode.
 		s.writeError(w, r, err)
 		return
