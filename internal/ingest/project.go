@@ -59,25 +59,14 @@ func contributions(meters []*meter.Compiled, typ string, t time.Time, data []byt
 	if len(meters) == 0 {
 		return nil
 	}
-	var parsed any
-	var parseErr error
-	var parsedOnce bool
+	d := meter.NewData(data)
 	out := make([]store.Contribution, 0, len(meters))
 	for _, m := range meters {
 		if !m.Applies(typ, t) {
 			continue
 		}
 		c := store.Contribution{MeterID: m.ID, Aggregation: m.Aggregation}
-		if !parsedOnce {
-			parsed, parseErr = meter.ParseData(data)
-			parsedOnce = true
-		}
-		if parseErr != nil {
-			c.Err = fmt.Sprintf("meter %s: %v", m.Slug, parseErr)
-			out = append(out, c)
-			continue
-		}
-		contrib, err := m.Extract(parsed)
+		contrib, err := m.Extract(d)
 		if err != nil {
 			c.Err = err.Error()
 		} else {

@@ -12,19 +12,112 @@ import (
 
 	"github.com/ohler55/ojg/jp"
 	"github.com/shopspring/decimal"
+	"github.com/tidwall/gjson"
 )
 
 // Compiled is a meter with its JSONPath expressions parsed, ready to read
 // events.
 type Compiled struct {
 	Meter
-	value  jp.Expr
+	value  *path
 	groups []groupPath
 }
 
 type groupPath struct {
 	name string
+	path *path
+}
+
+// path is a compiled JSONPath. Plain member chains ($.a.b, $['a b']) — nearly
+// every meter's — are read straight from the data's bytes (gjson, which keeps
+// a number's exact text); any other expression is evaluated on the parsed
+// data (ojg).
+type path struct {
 	expr jp.Expr
+	fast string // gjson path when the expression is a plain member chain
+}
+
+func compilePath(p string) *path {
+	x := jp.MustParseString(p)
+	out := &path{expr: x}
+	if len(x) < 2 {
+		return out
+	}
+	if _, ok := x[0].(jp.Root); !ok {
+		return out
+	}
+	parts := make([]string, 0, len(x)-1)
+	for _, f := range x[1:] {
+		c, ok := f.(jp.Child)
+		if !ok {
+			return out
+		}
+		parts = append(parts, gjson.Escape(string(c)))
+	}
+	out.fast = strings.Join(parts, ".")
+	return out
+}
+
+// get returns the values the path selects in d.
+func (p *path) get(d *Data) ([]any, error) {
+	if p.fast != "" {
+		r := gjson.GetBytes(d.raw, p.fast)
+		if !r.Exists() {
+			return nil, nil
+		}
+		return []any{resultValue(r)}, nil
+	}
+	tree, err := d.tree()
+	if err != nil || tree == nil {
+		return nil, err
+	}
+	return p.expr.Get(tree), nil
+}
+
+// resultValue converts a gjson result to the values ParseData produces.
+func resultValue(r gjson.Result) any {
+	switch r.Type {
+	case gjson.Null:
+		return nil
+	case gjson.False:
+		return false
+	case gjson.True:
+		return true
+	case gjson.Number:
+		return json.Number(r.Raw)
+	case gjson.String:
+		return r.Str
+	}
+	v, err := ParseData([]byte(r.Raw))
+	if err != nil {
+		return r.Raw
+	}
+	return v
+}
+
+// Data is an event's data object, parsed only if a meter needs more than a
+// plain member chain.
+type Data struct {
+	raw    []byte
+	parsed any
+	err    error
+	done   bool
+}
+
+// NewData wraps the raw data object (nil or "null" for none).
+func NewData(raw []byte) *Data {
+	if bytes.Equal(raw, []byte("null")) {
+		raw = nil
+	}
+	return &Data{raw: raw}
+}
+
+func (d *Data) tree() (any, error) {
+	if !d.done {
+		d.parsed, d.err = ParseData(d.raw)
+		d.done = true
+	}
+	return d.parsed, d.err
 }
 
 // Compile validates m and parses its paths.
@@ -34,10 +127,10 @@ func Compile(m Meter) (*Compiled, error) {
 	}
 	c := &Compiled{Meter: m}
 	if m.ValueProperty != "" && m.Aggregation.NeedsValue() {
-		c.value = jp.MustParseString(m.ValueProperty)
+		c.value = compilePath(m.ValueProperty)
 	}
 	for _, name := range sortedKeys(m.GroupBy) {
-		c.groups = append(c.groups, groupPath{name: name, expr: jp.MustParseString(m.GroupBy[name])})
+		c.groups = append(c.groups, groupPath{name: name, path: compilePath(m.GroupBy[name])})
 	}
 	return c, nil
 }
@@ -60,9 +153,9 @@ func (c *Compiled) Applies(eventType string, t time.Time) bool {
 	return c.EventFrom == nil || !t.Before(*c.EventFrom)
 }
 
-// Extract reads the event's contribution from its parsed data (see
-// ParseData). The error says why the meter can't count the event.
-func (c *Compiled) Extract(data any) (Contribution, error) {
+// Extract reads the event's contribution from its data. The error says why
+// the meter can't count the event.
+func (c *Compiled) Extract(data *Data) (Contribution, error) {
 	var out Contribution
 	if len(c.groups) > 0 {
 		out.GroupKey = c.groupKey(data)
@@ -90,11 +183,14 @@ func (c *Compiled) Extract(data any) (Contribution, error) {
 	return out, nil
 }
 
-func (c *Compiled) lookup(data any) (any, error) {
-	if data == nil {
+func (c *Compiled) lookup(data *Data) (any, error) {
+	if len(data.raw) == 0 {
 		return nil, fmt.Errorf("meter %s: event has no data, value property %s is missing", c.Slug, c.ValueProperty)
 	}
-	got := c.value.Get(data)
+	got, err := c.value.get(data)
+	if err != nil {
+		return nil, fmt.Errorf("meter %s: %w", c.Slug, err)
+	}
 	switch len(got) {
 	case 0:
 		return nil, fmt.Errorf("meter %s: value property %s is missing", c.Slug, c.ValueProperty)
@@ -105,21 +201,52 @@ func (c *Compiled) lookup(data any) (any, error) {
 	}
 }
 
-func (c *Compiled) groupKey(data any) string {
-	vals := make(map[string]string, len(c.groups))
+func (c *Compiled) groupKey(data *Data) string {
+	if len(data.raw) == 0 {
+		return ""
+	}
+	var b []byte
 	for _, g := range c.groups {
-		if data == nil {
-			break
-		}
-		got := g.expr.Get(data)
-		if len(got) != 1 {
+		got, err := g.path.get(data)
+		if err != nil || len(got) != 1 {
 			continue
 		}
-		if s, ok := groupText(got[0]); ok {
-			vals[g.name] = s
+		s, ok := groupText(got[0])
+		if !ok {
+			continue
+		}
+		if b == nil {
+			b = append(b, '{')
+		} else {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, g.name)
+		b = append(b, ':')
+		b = appendJSONString(b, s)
+	}
+	if b == nil {
+		return ""
+	}
+	return string(append(b, '}'))
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// does for the characters JSON requires escaping.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
 		}
 	}
-	return EncodeGroupKey(vals)
+	return append(b, '"')
 }
 
 // EncodeGroupKey turns group values into the canonical key rollups are stored
@@ -133,20 +260,16 @@ func EncodeGroupKey(vals map[string]string) string {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	var b strings.Builder
-	b.WriteByte('{')
+	b := []byte{'{'}
 	for i, k := range keys {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		kb, _ := json.Marshal(k)
-		vb, _ := json.Marshal(vals[k])
-		b.Write(kb)
-		b.WriteByte(':')
-		b.Write(vb)
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = appendJSONString(b, vals[k])
 	}
-	b.WriteByte('}')
-	return b.String()
+	return string(append(b, '}'))
 }
 
 // DecodeGroupKey is the inverse of EncodeGroupKey.

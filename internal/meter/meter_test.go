@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -94,11 +95,7 @@ func TestExtract(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			data, err := ParseData([]byte(tt.data))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := tt.m.Extract(data)
+			got, err := tt.m.Extract(NewData([]byte(tt.data)))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("Extract() error = %v, want %q", err, tt.wantErr)
@@ -118,6 +115,40 @@ func TestExtract(t *testing.T) {
 				t.Errorf("unique = %q, want %q", got.Unique, tt.wantUniq)
 			}
 		})
+	}
+}
+
+// TestFastAndTreePathsAgree checks that plain member chains, read straight
+// from the bytes, give what the general JSONPath evaluation gives.
+func TestFastAndTreePathsAgree(t *testing.T) {
+	data := []byte(`{"a":{"b c":"x","n":12.50,"z":null,"t":true,"o":{"k":[1,2]}},"dot.key":3,"arr":[{"v":"9.99"}]}`)
+	for _, p := range []string{"$.a['b c']", "$.a.n", "$.a.z", "$.a.t", "$.a.o", "$['dot.key']", "$.missing", "$.a.missing.deeper"} {
+		fast := compilePath(p)
+		if fast.fast == "" {
+			t.Fatalf("%s: expected a plain member chain", p)
+		}
+		slow := &path{expr: fast.expr}
+		gf, err := fast.get(NewData(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs, err := slow.get(NewData(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(gf) != fmt.Sprint(gs) {
+			t.Errorf("%s: fast path gives %v, JSONPath evaluation gives %v", p, gf, gs)
+		}
+	}
+	for _, p := range []string{"$.arr[0].v", "$..n", "$.a.*"} {
+		if compilePath(p).fast != "" {
+			t.Errorf("%s must not take the fast path", p)
+		}
+	}
+	m := mustCompile(t, Meter{Slug: "v", EventType: "e", Aggregation: Sum, ValueProperty: "$.arr[0].v"})
+	got, err := m.Extract(NewData(data))
+	if err != nil || got.Value.String() != "9.99" {
+		t.Fatalf("Extract with an array index = %v, %v; want 9.99", got.Value, err)
 	}
 }
 
