@@ -28,6 +28,12 @@ type meterInput struct {
 	// WindowSize is accepted and ignored: older OpenMeter clients send it,
 	// and tally keeps per-minute rollups for every meter.
 	WindowSize *string `json:"windowSize"`
+	// The read-only fields of a meter are accepted and ignored, so that a
+	// meter read with GET can be sent back with PUT.
+	ID        *string         `json:"id"`
+	ManagedBy *string         `json:"managedBy"`
+	CreatedAt json.RawMessage `json:"createdAt"`
+	UpdatedAt json.RawMessage `json:"updatedAt"`
 }
 
 func (in meterInput) meter() meter.Meter {
@@ -43,11 +49,15 @@ func (in meterInput) meter() meter.Meter {
 }
 
 // decodeJSON reads a JSON body into v, refusing unknown fields so that a
-// misspelt field is an error rather than silently ignored.
+// misspelt field is an error rather than silently ignored. An empty body
+// reads as emptyOK's value when that is set.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
 	if err != nil {
 		return &queryError{fmt.Errorf("read body: %w", err)}
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &queryError{errors.New("body: empty; send a JSON document")}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -58,7 +68,10 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		case errors.As(err, &se):
 			return &queryError{fmt.Errorf("body is not valid JSON at byte %d: %v", se.Offset, err)}
 		case errors.As(err, &te):
-			return &queryError{fmt.Errorf("%s: must be %s, got JSON %s", te.Field, te.Type, te.Value)}
+			if te.Field == "" {
+				return &queryError{fmt.Errorf("body: must be %s, got JSON %s", jsonKindOf(te.Type.Kind().String()), te.Value)}
+			}
+			return &queryError{fmt.Errorf("%s: must be %s, got JSON %s", te.Field, jsonKindOf(te.Type.Kind().String()), te.Value)}
 		}
 		return &queryError{fmt.Errorf("body: %v", err)}
 	}
@@ -124,4 +137,21 @@ func (s *Server) deleteMeter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// jsonKindOf names a Go kind as the JSON type a client must send.
+func jsonKindOf(kind string) string {
+	switch kind {
+	case "slice", "array":
+		return "a JSON array"
+	case "struct", "map":
+		return "a JSON object"
+	case "string":
+		return "a string"
+	case "bool":
+		return "true or false"
+	case "ptr", "interface":
+		return "a JSON value"
+	}
+	return "a number"
 }

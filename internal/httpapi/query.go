@@ -86,20 +86,23 @@ func (s *Server) queryMeter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in queryInput
-	if r.Method == http.MethodPost {
-		err = decodeJSON(w, r, &in)
-	} else {
-		in, err = parseQueryString(r.URL.Query())
-		if err != nil {
-			err = &queryError{err}
+	var errs []error
+	switch {
+	case r.Method != http.MethodPost:
+		// Keep going after a bad parameter, so that every problem is listed.
+		var perr error
+		in, perr = parseQueryString(r.URL.Query())
+		if perr != nil {
+			errs = append(errs, perr)
+		}
+	case r.ContentLength != 0:
+		if err := decodeJSON(w, r, &in); err != nil {
+			s.writeError(w, r, err)
+			return
 		}
 	}
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+	// An empty POST body asks for the defaults, like a GET without parameters.
 	q := usage.Query{Meter: m, From: in.From, To: in.To, Subjects: in.Subject, GroupBy: in.GroupBy, FilterGroupBy: in.FilterGroupBy}
-	var errs []error
 	if in.WindowSize != "" {
 		ws, err := usage.ParseWindowSize(in.WindowSize)
 		if err != nil {
@@ -114,10 +117,8 @@ func (s *Server) queryMeter(w http.ResponseWriter, r *http.Request) {
 		}
 		q.TimeZone = loc
 	}
-	if len(errs) == 0 {
-		if err := q.Validate(); err != nil {
-			errs = append(errs, err)
-		}
+	if err := q.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		badRequest(w, r, errors.Join(errs...))

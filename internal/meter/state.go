@@ -4,7 +4,8 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-// AvgScale is the number of decimal places an AVG is rounded to (half-even),
+// AvgScale is the number of decimal places an AVG is rounded to (half away
+// from zero),
 // since a mean such as 1/3 has no finite decimal form.
 const AvgScale = 20
 

@@ -33,7 +33,7 @@ func insertEventsSQL(n int) string {
 		}
 		b.WriteString("(?,?,?,?,?,?,?,?)")
 	}
-	b.WriteString(" ON CONFLICT (source, id) DO NOTHING RETURNING seq")
+	b.WriteString(" ON CONFLICT (source, id) DO NOTHING")
 	return b.String()
 }
 
@@ -58,7 +58,9 @@ const insertEventErrorSQL = `INSERT INTO event_errors (seq, meter_id, message) V
  ON CONFLICT (seq, meter_id) DO UPDATE SET message = excluded.message`
 
 // insertEvents inserts events with seqs first, first+1, … and marks in
-// inserted which of them were new.
+// inserted which of them were new. A statement that inserted all its rows
+// (the usual case) needs no read-back; otherwise the new rows are found by
+// their seqs.
 func insertEvents(ctx context.Context, tx *sql.Tx, events []store.NewEvent, first, ingestedUS int64, inserted []bool) error {
 	var full *sql.Stmt
 	args := make([]any, 0, 8*eventsPerInsert)
@@ -69,7 +71,7 @@ func insertEvents(ctx context.Context, tx *sql.Tx, events []store.NewEvent, firs
 			ev := &events[i]
 			args = append(args, first+int64(i), ev.Source, ev.ID, ev.Type, ev.Subject, ev.Time.UnixMicro(), ingestedUS, []byte(ev.Raw))
 		}
-		var rows *sql.Rows
+		var res sql.Result
 		var err error
 		if end-start == eventsPerInsert {
 			if full == nil {
@@ -78,12 +80,29 @@ func insertEvents(ctx context.Context, tx *sql.Tx, events []store.NewEvent, firs
 				}
 				defer full.Close()
 			}
-			rows, err = full.QueryContext(ctx, args...)
+			res, err = full.ExecContext(ctx, args...)
 		} else {
-			rows, err = tx.QueryContext(ctx, insertEventsSQL(end-start), args...)
+			res, err = tx.ExecContext(ctx, insertEventsSQL(end-start), args...)
 		}
 		if err != nil {
 			return fmt.Errorf("insert events %d..%d: %w", start, end-1, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if int(n) == end-start {
+			for i := start; i < end; i++ {
+				inserted[i] = true
+			}
+			continue
+		}
+		if n == 0 {
+			continue
+		}
+		rows, err := tx.QueryContext(ctx, "SELECT seq FROM events WHERE seq BETWEEN ? AND ?", first+int64(start), first+int64(end-1))
+		if err != nil {
+			return err
 		}
 		for rows.Next() {
 			var seq int64
@@ -94,9 +113,6 @@ func insertEvents(ctx context.Context, tx *sql.Tx, events []store.NewEvent, firs
 			inserted[seq-first] = true
 		}
 		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
 			return err
 		}
 	}

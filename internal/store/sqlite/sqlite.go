@@ -100,6 +100,10 @@ type DB struct {
 	opts Options
 	ov   *overlay
 
+	ckpt     *sql.DB // the checkpointer's connection
+	stopCkpt chan struct{}
+	ckptDone chan struct{}
+
 	mu      sync.Mutex // serialises writers; guards nextSeq
 	nextSeq int64
 }
@@ -153,6 +157,23 @@ func Open(ctx context.Context, dir string, opts Options) (*DB, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	db.r = r
+	// Checkpoints (copying the write-ahead log into the database file) run
+	// on their own connection in the background rather than inside a
+	// commit, so that ingest never waits for them.
+	if _, err := w.ExecContext(ctx, "PRAGMA wal_autocheckpoint=0"); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("configure checkpoints: %w", err)
+	}
+	c, err := sql.Open(driverName, "file:"+path+"?"+common+"&_synchronous=FULL")
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s for checkpoints: %w", path, err)
+	}
+	c.SetMaxOpenConns(1)
+	db.ckpt = c
+	db.stopCkpt = make(chan struct{})
+	db.ckptDone = make(chan struct{})
+	go db.checkpointLoop()
 	if err := w.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM events").Scan(&db.nextSeq); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("read event sequence: %w", err)
@@ -166,6 +187,15 @@ func (db *DB) Close() error {
 	if db.w != nil && db.ov != nil {
 		errs = append(errs, db.Flush(context.Background()))
 	}
+	if db.ckpt != nil {
+		close(db.stopCkpt)
+		<-db.ckptDone
+		errs = append(errs, db.ckpt.Close())
+		if db.w != nil {
+			_, err := db.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+			errs = append(errs, err)
+		}
+	}
 	if db.r != nil {
 		errs = append(errs, db.r.Close())
 	}
@@ -173,6 +203,24 @@ func (db *DB) Close() error {
 		errs = append(errs, db.w.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// checkpointInterval is how often the background checkpointer runs.
+const checkpointInterval = 500 * time.Millisecond
+
+func (db *DB) checkpointLoop() {
+	defer close(db.ckptDone)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stopCkpt:
+			return
+		case <-t.C:
+			// PASSIVE never blocks writers or readers; it copies what it can.
+			_, _ = db.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		}
+	}
 }
 
 // Path is the database file's path.
