@@ -32,6 +32,10 @@ type Config struct {
 	MaxBatchEvents int
 	// QueueRequests is how many requests may wait for the writer (default 256).
 	QueueRequests int
+	// Writers is how many goroutines commit batches (default 2). The store
+	// serialises the writes themselves; with two, one batch's rollup deltas
+	// are merged while the next batch is written.
+	Writers int
 }
 
 // Pipeline batches concurrent Submit calls into shared transactions (group
@@ -47,7 +51,7 @@ type Pipeline struct {
 	meters     atomic.Pointer[MeterSet]
 	meterMu    sync.Mutex // serialises meter changes
 	reqs       chan *request
-	excl       chan *exclusive
+	exclMu     sync.RWMutex // writers hold it for reading while they commit
 	quit       chan struct{}
 	done       chan struct{}
 	closeOnce  sync.Once
@@ -63,11 +67,6 @@ type request struct {
 	done   chan error
 }
 
-type exclusive struct {
-	fn   func(ctx context.Context) error
-	done chan error
-}
-
 // New starts a pipeline over st. Call LoadMeters before serving and Close
 // when done.
 func New(st Store, now func() time.Time, log *slog.Logger, metrics *Metrics, cfg Config) *Pipeline {
@@ -77,6 +76,9 @@ func New(st Store, now func() time.Time, log *slog.Logger, metrics *Metrics, cfg
 	if cfg.QueueRequests <= 0 {
 		cfg.QueueRequests = 256
 	}
+	if cfg.Writers <= 0 {
+		cfg.Writers = 2
+	}
 	p := &Pipeline{
 		store:   st,
 		now:     now,
@@ -84,13 +86,23 @@ func New(st Store, now func() time.Time, log *slog.Logger, metrics *Metrics, cfg
 		metrics: metrics,
 		cfg:     cfg,
 		reqs:    make(chan *request, cfg.QueueRequests),
-		excl:    make(chan *exclusive),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 	empty, _ := NewMeterSet(0, nil)
 	p.meters.Store(empty)
-	go p.run()
+	var wg sync.WaitGroup
+	for range cfg.Writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.run()
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(p.done)
+	}()
 	return p
 }
 
@@ -134,13 +146,10 @@ func buildNewEvents(set *MeterSet, events []event.Event) []store.NewEvent {
 }
 
 func (p *Pipeline) run() {
-	defer close(p.done)
 	for {
 		select {
 		case r := <-p.reqs:
 			p.commit(p.gather(r))
-		case x := <-p.excl:
-			x.done <- x.fn(context.Background())
 		case <-p.quit:
 			// Commit what was queued before shutdown, until no Submit call
 			// that passed the closed check is left.
@@ -177,6 +186,8 @@ func (p *Pipeline) gather(first *request) []*request {
 }
 
 func (p *Pipeline) commit(batch []*request) {
+	p.exclMu.RLock()
+	defer p.exclMu.RUnlock()
 	start := time.Now()
 	cur := p.meters.Load()
 	total := 0
@@ -207,17 +218,14 @@ func (p *Pipeline) commit(batch []*request) {
 	}
 }
 
-// Exclusive runs fn while no events are being written: between two commits.
+// Exclusive runs fn while no events are being written: between commits.
 func (p *Pipeline) Exclusive(ctx context.Context, fn func(ctx context.Context) error) error {
-	x := &exclusive{fn: fn, done: make(chan error, 1)}
-	select {
-	case p.excl <- x:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-p.done:
-		return ErrClosed
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	return <-x.done
+	p.exclMu.Lock()
+	defer p.exclMu.Unlock()
+	return fn(ctx)
 }
 
 // Close stops accepting events, commits everything already queued and

@@ -107,8 +107,16 @@ func sameState(a, b *meter.State, agg meter.Aggregation) bool {
 func compareRollups(m meter.Meter, stored, rebuilt []store.Rollup) []Difference {
 	sm := make(map[cellKey]*meter.State, len(stored))
 	for i := range stored {
+		// A cell can come twice: from the rollups table and from deltas
+		// not yet flushed to it (see sqlite's overlay). Merge them.
 		r := &stored[i]
-		sm[cellKey{r.Subject, r.GroupKey, r.Minute}] = &r.State
+		k := cellKey{r.Subject, r.GroupKey, r.Minute}
+		if s, ok := sm[k]; ok {
+			s.Merge(r.State)
+			continue
+		}
+		st := r.State
+		sm[k] = &st
 	}
 	rm := make(map[cellKey]*meter.State, len(rebuilt))
 	for i := range rebuilt {

@@ -122,26 +122,54 @@ func insertEvents(ctx context.Context, tx *sql.Tx, events []store.NewEvent, firs
 // AppendEvents implements store.Events. The events and their distinct
 // values and errors are written in one durable transaction; their rollup
 // deltas go to the overlay (see overlay.go), flushed with a later commit.
+//
+// Only the insert and commit hold the writer lock: computing and merging
+// the rollup deltas happens after it is released, so that with two
+// callers one batch's deltas are merged while the next batch is written.
+// AppendEvents returns once its deltas are merged, so a query made after
+// it returns sees the events.
 func (db *DB) AppendEvents(ctx context.Context, events []store.NewEvent, ingestedAt time.Time) (store.AppendResult, error) {
 	res := store.AppendResult{}
 	if len(events) == 0 {
 		return res, nil
 	}
+	first, inserted, err := db.commitEvents(ctx, events, ingestedAt, &res)
+	if err != nil {
+		return res, err
+	}
+	deltas := make(map[string]map[cellKey]*meter.State)
+	for i := range events {
+		if inserted[i] {
+			ev := &events[i]
+			addContributions(deltas, ev.Subject, store.MinuteOf(ev.Time), ev.Time.UnixMicro(), first+int64(i), ev.Contributions)
+		}
+	}
+	db.ov.mu.Lock()
+	db.ov.mergeLocked(deltas)
+	delete(db.ov.pending, first)
+	db.ov.cond.Broadcast()
+	db.ov.mu.Unlock()
+	return res, nil
+}
+
+// commitEvents inserts events, their distinct values and errors, flushing
+// the overlay into the same transaction when due, and commits. On success
+// the batch is registered as pending in the overlay under its first seq.
+func (db *DB) commitEvents(ctx context.Context, events []store.NewEvent, ingestedAt time.Time, res *store.AppendResult) (int64, []bool, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
-		return res, fmt.Errorf("append events: begin: %w", err)
+		return 0, nil, fmt.Errorf("append events: begin: %w", err)
 	}
 	defer tx.Rollback()
 
 	first := db.nextSeq
 	inserted := make([]bool, len(events))
 	if err := insertEvents(ctx, tx, events, first, ingestedAt.UnixMicro(), inserted); err != nil {
-		return res, fmt.Errorf("append events: %w", err)
+		return 0, nil, fmt.Errorf("append events: %w", err)
 	}
-	deltas := make(map[string]map[cellKey]*meter.State)
 	var uniques map[uniqueKey]struct{}
 	var errs []store.EventError
 	for i := range events {
@@ -152,7 +180,6 @@ func (db *DB) AppendEvents(ctx context.Context, events []store.NewEvent, ingeste
 		res.Inserted++
 		ev := &events[i]
 		seq := first + int64(i)
-		minute := store.MinuteOf(ev.Time)
 		for _, c := range ev.Contributions {
 			if c.Err != "" {
 				errs = append(errs, store.EventError{Seq: seq, MeterID: c.MeterID, Message: c.Err})
@@ -166,41 +193,41 @@ func (db *DB) AppendEvents(ctx context.Context, events []store.NewEvent, ingeste
 				if uniques == nil {
 					uniques = make(map[uniqueKey]struct{})
 				}
-				uniques[uniqueKey{rollupKey{c.MeterID, ev.Subject, c.GroupKey, minute}, c.Unique}] = struct{}{}
+				uniques[uniqueKey{rollupKey{c.MeterID, ev.Subject, c.GroupKey, store.MinuteOf(ev.Time)}, c.Unique}] = struct{}{}
 			}
 		}
-		addContributions(deltas, ev.Subject, minute, ev.Time.UnixMicro(), seq, ev.Contributions)
 	}
 	if err := writeUniquesAndErrors(ctx, tx, uniques, errs); err != nil {
-		return res, fmt.Errorf("append events: %w", err)
+		return 0, nil, fmt.Errorf("append events: %w", err)
 	}
 	last := first + int64(len(events)) - 1
 
-	if db.ov.due(db.opts, len(deltas)) {
-		// Flush the overlay and this batch's deltas in this transaction.
+	flush := db.ov.due(db.opts)
+	if flush {
+		// Write the overlay into this transaction. It must hold every
+		// batch committed before this one, so wait for their merges; this
+		// batch's own deltas stay out (they are merged after the commit,
+		// and replayed after a crash since applied_seq stays below them).
 		db.ov.mu.Lock()
 		defer db.ov.mu.Unlock()
-		if err := upsertStates(ctx, tx, deltas); err != nil {
-			return res, fmt.Errorf("append events: %w", err)
+		db.ov.waitMergedLocked()
+		if err := writeOverlay(ctx, tx, db.ov, first-1); err != nil {
+			return 0, nil, fmt.Errorf("append events: %w", err)
 		}
-		if err := writeOverlay(ctx, tx, db.ov, last); err != nil {
-			return res, fmt.Errorf("append events: %w", err)
-		}
-		if err := tx.Commit(); err != nil {
-			return res, fmt.Errorf("append events: commit: %w", err)
-		}
-		db.ov.clearLocked()
-		db.nextSeq = last + 1
-		return res, nil
 	}
 	if err := tx.Commit(); err != nil {
-		return res, fmt.Errorf("append events: commit: %w", err)
+		return 0, nil, fmt.Errorf("append events: commit: %w", err)
 	}
 	db.nextSeq = last + 1
-	db.ov.mu.Lock()
-	db.ov.mergeLocked(deltas)
-	db.ov.mu.Unlock()
-	return res, nil
+	if flush {
+		db.ov.clearLocked()
+		db.ov.pending[first] = true
+	} else {
+		db.ov.mu.Lock()
+		db.ov.pending[first] = true
+		db.ov.mu.Unlock()
+	}
+	return first, inserted, nil
 }
 
 // writeUniquesAndErrors stores distinct values and event errors inside tx.
@@ -304,7 +331,20 @@ func scanEvent(rows *sql.Rows) (store.StoredEvent, error) {
 	return e, nil
 }
 
+// errorsPerQuery bounds the events whose errors one query reads, so that
+// it stays under SQLite's limit on bound variables (32,766).
+const errorsPerQuery = 1000
+
 func (db *DB) attachErrors(ctx context.Context, evs []store.StoredEvent) error {
+	for start := 0; start < len(evs); start += errorsPerQuery {
+		if err := db.attachErrorsOnce(ctx, evs[start:min(start+errorsPerQuery, len(evs))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (db *DB) attachErrorsOnce(ctx context.Context, evs []store.StoredEvent) error {
 	if len(evs) == 0 {
 		return nil
 	}

@@ -35,10 +35,24 @@ type overlay struct {
 	byMeter map[string]map[cellKey]*meter.State
 	keys    int
 	last    time.Time
+	// pending holds the first seq of each batch committed but not yet
+	// merged; cond (on mu) signals each merge.
+	pending map[int64]bool
+	cond    *sync.Cond
 }
 
 func newOverlay() *overlay {
-	return &overlay{byMeter: make(map[string]map[cellKey]*meter.State), last: time.Now()}
+	o := &overlay{byMeter: make(map[string]map[cellKey]*meter.State), last: time.Now(), pending: make(map[int64]bool)}
+	o.cond = sync.NewCond(&o.mu)
+	return o
+}
+
+// waitMergedLocked waits until every committed batch is merged; the caller
+// holds mu for writing.
+func (o *overlay) waitMergedLocked() {
+	for len(o.pending) > 0 {
+		o.cond.Wait()
+	}
 }
 
 // mergeLocked folds deltas into the overlay; the caller holds mu.
@@ -68,16 +82,18 @@ func (o *overlay) clearLocked() {
 }
 
 // due reports whether the overlay should be flushed with the next commit.
-func (o *overlay) due(limits Options, adding int) bool {
+func (o *overlay) due(limits Options) bool {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	if o.keys == 0 {
 		return false
 	}
-	return o.keys+adding >= limits.FlushKeys || time.Since(o.last) >= limits.FlushInterval
+	return o.keys >= limits.FlushKeys || time.Since(o.last) >= limits.FlushInterval
 }
 
-// appendTo adds the overlay's states for one meter and query to out.
+// appendTo adds the overlay's states for one meter and query to out, the
+// table's rows for the query: a cell in both is merged into its row, so
+// that each cell is returned once, with its whole state.
 func (o *overlay) appendTo(out []store.Rollup, q store.RollupQuery) []store.Rollup {
 	cells := o.byMeter[q.MeterID]
 	if len(cells) == 0 {
@@ -90,8 +106,16 @@ func (o *overlay) appendTo(out []store.Rollup, q store.RollupQuery) []store.Roll
 			subjects[s] = true
 		}
 	}
+	stored := make(map[cellKey]int, len(out))
+	for i := range out {
+		stored[cellKey{subject: out[i].Subject, groupKey: out[i].GroupKey, minute: out[i].Minute}] = i
+	}
 	for k, s := range cells {
 		if k.minute < q.From || k.minute >= q.To || (subjects != nil && !subjects[k.subject]) {
+			continue
+		}
+		if i, ok := stored[k]; ok {
+			out[i].State.Merge(*s)
 			continue
 		}
 		out = append(out, store.Rollup{MeterID: q.MeterID, Subject: k.subject, GroupKey: k.groupKey, Minute: k.minute, State: *s})
@@ -142,6 +166,7 @@ func (db *DB) flushLocked(ctx context.Context) error {
 	defer tx.Rollback()
 	db.ov.mu.Lock()
 	defer db.ov.mu.Unlock()
+	db.ov.waitMergedLocked()
 	if err := writeOverlay(ctx, tx, db.ov, db.nextSeq-1); err != nil {
 		return fmt.Errorf("flush rollups: %w", err)
 	}
