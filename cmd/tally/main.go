@@ -60,6 +60,7 @@ func commands() []command {
 		{"loadgen", "send generated events to a tally server and measure", runLoadgen, false},
 		{"verify", "recompute every meter from the raw events and compare", runVerify, false},
 		{"version", "print the version", runVersion, false},
+		{"querybench", "time usage queries for random subjects (for benchmarks)", runQueryBench, true},
 		{"nullserver", "serve an ingest endpoint that discards everything (for benchmarks)", runNullServer, true},
 	}
 }
