@@ -23,8 +23,9 @@ var ErrNotFound = errors.New("not found")
 var ErrConflict = errors.New("conflict")
 
 // Store is everything tally keeps. Implementations are safe for concurrent
-// use; AppendEvents and ReplaceMeterRollups are called by one writer at a
-// time (the ingest pipeline serialises them).
+// use, AppendEvents included (the ingest pipeline runs two committers); the
+// pipeline calls PutMeter, DeleteMeter and Recover only while no
+// AppendEvents call is running.
 type Store interface {
 	Events
 	Meters

@@ -174,7 +174,10 @@ func Open(ctx context.Context, dir string, opts Options) (*DB, error) {
 	db.stopCkpt = make(chan struct{})
 	db.ckptDone = make(chan struct{})
 	go db.checkpointLoop()
-	if err := w.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM events").Scan(&db.nextSeq); err != nil {
+	// Seqs taken by skipped duplicates leave gaps, and applied_seq may lie in
+	// such a gap: new events must start above both, or a replay after a
+	// crash would skip them.
+	if err := w.QueryRowContext(ctx, `SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), (SELECT applied_seq FROM projection_state WHERE id = 1)) + 1`).Scan(&db.nextSeq); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("read event sequence: %w", err)
 	}
