@@ -117,14 +117,9 @@ func Project(ctx context.Context, events store.Events, m *meter.Compiled) (Proje
 				st = &meter.State{}
 				states[k] = st
 			}
-			switch m.Aggregation {
-			case meter.Count:
-				st.AddCount()
-			case meter.UniqueCount:
-				st.AddCount()
+			st.Observe(m.Aggregation, c.Value, e.Time.UnixMicro(), e.Seq)
+			if m.Aggregation == meter.UniqueCount {
 				uniques[ukey{k, c.Unique}] = struct{}{}
-			default:
-				st.Add(c.Value, e.Time.UnixMicro(), e.Seq)
 			}
 		}
 		return nil

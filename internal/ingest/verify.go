@@ -112,7 +112,7 @@ func compareRollups(m meter.Meter, stored, rebuilt []store.Rollup) []Difference 
 		r := &stored[i]
 		k := cellKey{r.Subject, r.GroupKey, r.Minute}
 		if s, ok := sm[k]; ok {
-			s.Merge(r.State)
+			s.MergeFor(m.Aggregation, r.State)
 			continue
 		}
 		st := r.State

@@ -33,13 +33,14 @@ type groupPath struct {
 // a number's exact text); any other expression is evaluated on the parsed
 // data (ojg).
 type path struct {
+	src  string
 	expr jp.Expr
 	fast string // gjson path when the expression is a plain member chain
 }
 
 func compilePath(p string) *path {
 	x := jp.MustParseString(p)
-	out := &path{expr: x}
+	out := &path{src: p, expr: x}
 	if len(x) < 2 {
 		return out
 	}
@@ -58,8 +59,20 @@ func compilePath(p string) *path {
 	return out
 }
 
-// get returns the values the path selects in d.
+// get returns the values the path selects in d. Results are cached in d,
+// so meters reading the same property of an event read it once.
 func (p *path) get(d *Data) ([]any, error) {
+	for i := range d.cache {
+		if d.cache[i].src == p.src {
+			return d.cache[i].got, d.cache[i].err
+		}
+	}
+	got, err := p.eval(d)
+	d.cache = append(d.cache, cached{src: p.src, got: got, err: err})
+	return got, err
+}
+
+func (p *path) eval(d *Data) ([]any, error) {
 	if p.fast != "" {
 		r := gjson.GetBytes(d.raw, p.fast)
 		if !r.Exists() {
@@ -102,6 +115,14 @@ type Data struct {
 	parsed any
 	err    error
 	done   bool
+	cache  []cached
+	buf    [4]cached
+}
+
+type cached struct {
+	src string
+	got []any
+	err error
 }
 
 // NewData wraps the raw data object (nil or "null" for none).
@@ -109,7 +130,9 @@ func NewData(raw []byte) *Data {
 	if bytes.Equal(raw, []byte("null")) {
 		raw = nil
 	}
-	return &Data{raw: raw}
+	d := &Data{raw: raw}
+	d.cache = d.buf[:0]
+	return d
 }
 
 func (d *Data) tree() (any, error) {

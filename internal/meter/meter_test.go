@@ -233,3 +233,28 @@ func TestStateMergeIsOrderFree(t *testing.T) {
 		}
 	}
 }
+
+// TestObserveMatchesAdd checks that the ingest path's Observe and MergeFor
+// give every aggregation the same value as Add and Merge.
+func TestObserveMatchesAdd(t *testing.T) {
+	vals := []string{"3", "0.5", "-2", "10", "10", "0.25", "7"}
+	for _, agg := range []Aggregation{Sum, Avg, Min, Max, Latest, Count} {
+		var whole, observed State
+		parts := make([]State, 3)
+		for i, v := range vals {
+			ts, seq := int64(i%3), int64(i)
+			whole.Add(d(v), ts, seq)
+			observed.Observe(agg, d(v), ts, seq)
+			parts[i%3].Observe(agg, d(v), ts, seq)
+		}
+		var merged State
+		for _, i := range []int{2, 0, 1} {
+			merged.MergeFor(agg, parts[i])
+		}
+		for name, s := range map[string]State{"Observe": observed, "MergeFor": merged} {
+			if !s.Value(agg).Equal(whole.Value(agg)) || s.Count != whole.Count {
+				t.Errorf("%s %s = %s (count %d), Add gives %s (count %d)", name, agg, s.Value(agg), s.Count, whole.Value(agg), whole.Count)
+			}
+		}
+	}
+}

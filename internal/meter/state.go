@@ -93,3 +93,61 @@ func (s State) Value(a Aggregation) decimal.Decimal {
 	}
 	return decimal.Zero
 }
+
+// Observe counts one event for aggregation a, keeping only the fields a
+// reads (Sum for SUM and AVG, Min, Max, or Latest); the others stay zero.
+// It is the cheap form of Add used on the ingest path; Value(a) is the same
+// either way.
+func (s *State) Observe(a Aggregation, v decimal.Decimal, timeUS, seq int64) {
+	first := s.Count == 0
+	s.Count++
+	switch a {
+	case Sum, Avg:
+		if first {
+			s.Sum = v
+		} else {
+			s.Sum = s.Sum.Add(v)
+		}
+	case Min:
+		if first || v.LessThan(s.Min) {
+			s.Min = v
+		}
+	case Max:
+		if first || v.GreaterThan(s.Max) {
+			s.Max = v
+		}
+	case Latest:
+		if first || timeUS > s.LatestTime || (timeUS == s.LatestTime && seq > s.LatestSeq) {
+			s.Latest, s.LatestTime, s.LatestSeq = v, timeUS, seq
+		}
+	}
+}
+
+// MergeFor folds o into s for aggregation a, touching only the fields a
+// reads. Both states must have been built with Observe for a (or Add).
+func (s *State) MergeFor(a Aggregation, o State) {
+	if o.Count == 0 {
+		return
+	}
+	if s.Count == 0 {
+		*s = o
+		return
+	}
+	s.Count += o.Count
+	switch a {
+	case Sum, Avg:
+		s.Sum = s.Sum.Add(o.Sum)
+	case Min:
+		if o.Min.LessThan(s.Min) {
+			s.Min = o.Min
+		}
+	case Max:
+		if o.Max.GreaterThan(s.Max) {
+			s.Max = o.Max
+		}
+	case Latest:
+		if o.LatestTime > s.LatestTime || (o.LatestTime == s.LatestTime && o.LatestSeq > s.LatestSeq) {
+			s.Latest, s.LatestTime, s.LatestSeq = o.Latest, o.LatestTime, o.LatestSeq
+		}
+	}
+}

@@ -112,7 +112,8 @@ type Meters interface {
 }
 
 // Rollup is the aggregation state of one meter's events for one subject,
-// group and minute.
+// group and minute. State holds only the fields the meter's aggregation
+// reads (see meter.State.Observe); the others are zero.
 type Rollup struct {
 	MeterID  string
 	Subject  string

@@ -54,7 +54,7 @@ func Compute(q Query, rollups []store.Rollup, uniques []store.UniqueValue) ([]Ro
 			if a == nil {
 				continue
 			}
-			a.state.Merge(r.State)
+			a.state.MergeFor(q.Meter.Aggregation, r.State)
 		}
 	}
 	return c.rows(), nil

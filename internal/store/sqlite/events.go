@@ -137,15 +137,14 @@ func (db *DB) AppendEvents(ctx context.Context, events []store.NewEvent, ingeste
 	if err != nil {
 		return res, err
 	}
-	deltas := make(map[string]map[cellKey]*meter.State)
+	// The batch is committed: its deltas go straight into the overlay.
+	db.ov.mu.Lock()
 	for i := range events {
 		if inserted[i] {
 			ev := &events[i]
-			addContributions(deltas, ev.Subject, store.MinuteOf(ev.Time), ev.Time.UnixMicro(), first+int64(i), ev.Contributions)
+			db.ov.addLocked(ev.Subject, store.MinuteOf(ev.Time), ev.Time.UnixMicro(), first+int64(i), ev.Contributions)
 		}
 	}
-	db.ov.mu.Lock()
-	db.ov.mergeLocked(deltas)
 	delete(db.ov.pending, first)
 	db.ov.cond.Broadcast()
 	db.ov.mu.Unlock()

@@ -33,8 +33,10 @@ type overlay struct {
 	// query sees a delta exactly once.
 	mu      sync.RWMutex
 	byMeter map[string]map[cellKey]*meter.State
-	keys    int
-	last    time.Time
+	// aggs is each meter's aggregation, so merges touch only its fields.
+	aggs map[string]meter.Aggregation
+	keys int
+	last time.Time
 	// pending holds the first seq of each batch committed but not yet
 	// merged; cond (on mu) signals each merge.
 	pending map[int64]bool
@@ -42,7 +44,7 @@ type overlay struct {
 }
 
 func newOverlay() *overlay {
-	o := &overlay{byMeter: make(map[string]map[cellKey]*meter.State), last: time.Now(), pending: make(map[int64]bool)}
+	o := &overlay{byMeter: make(map[string]map[cellKey]*meter.State), aggs: make(map[string]meter.Aggregation), last: time.Now(), pending: make(map[int64]bool)}
 	o.cond = sync.NewCond(&o.mu)
 	return o
 }
@@ -52,26 +54,6 @@ func newOverlay() *overlay {
 func (o *overlay) waitMergedLocked() {
 	for len(o.pending) > 0 {
 		o.cond.Wait()
-	}
-}
-
-// mergeLocked folds deltas into the overlay; the caller holds mu.
-func (o *overlay) mergeLocked(deltas map[string]map[cellKey]*meter.State) {
-	for id, cells := range deltas {
-		dst := o.byMeter[id]
-		if dst == nil {
-			o.byMeter[id] = cells
-			o.keys += len(cells)
-			continue
-		}
-		for k, s := range cells {
-			if cur, ok := dst[k]; ok {
-				cur.Merge(*s)
-			} else {
-				dst[k] = s
-				o.keys++
-			}
-		}
 	}
 }
 
@@ -115,7 +97,7 @@ func (o *overlay) appendTo(out []store.Rollup, q store.RollupQuery) []store.Roll
 			continue
 		}
 		if i, ok := stored[k]; ok {
-			out[i].State.Merge(*s)
+			out[i].State.MergeFor(o.aggs[q.MeterID], *s)
 			continue
 		}
 		out = append(out, store.Rollup{MeterID: q.MeterID, Subject: k.subject, GroupKey: k.groupKey, Minute: k.minute, State: *s})
@@ -194,7 +176,6 @@ func (db *DB) Recover(ctx context.Context, contribs func(store.StoredEvent) ([]s
 	if err := db.w.QueryRowContext(ctx, "SELECT applied_seq FROM projection_state WHERE id = 1").Scan(&applied); err != nil {
 		return 0, fmt.Errorf("recover rollups: %w", err)
 	}
-	deltas := make(map[string]map[cellKey]*meter.State)
 	n := 0
 	err := db.scanEventsAfter(ctx, applied, "", func(e store.StoredEvent) error {
 		cs, err := contribs(e)
@@ -202,23 +183,24 @@ func (db *DB) Recover(ctx context.Context, contribs func(store.StoredEvent) ([]s
 			return err
 		}
 		n++
-		addContributions(deltas, e.Subject, store.MinuteOf(e.Time), e.Time.UnixMicro(), e.Seq, cs)
+		db.ov.mu.Lock()
+		db.ov.addLocked(e.Subject, store.MinuteOf(e.Time), e.Time.UnixMicro(), e.Seq, cs)
+		db.ov.mu.Unlock()
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("recover rollups: %w", err)
 	}
-	db.ov.mu.Lock()
-	db.ov.mergeLocked(deltas)
-	db.ov.mu.Unlock()
 	if err := db.flushLocked(ctx); err != nil {
 		return n, err
 	}
 	return n, nil
 }
 
-// addContributions folds one event's valid contributions into deltas.
-func addContributions(deltas map[string]map[cellKey]*meter.State, subject string, minute, timeUS, seq int64, cs []store.Contribution) {
+// addContributions folds one event's valid contributions into deltas and
+// returns how many new cells it made.
+func addContributions(deltas map[string]map[cellKey]*meter.State, subject string, minute, timeUS, seq int64, cs []store.Contribution) int {
+	added := 0
 	for i := range cs {
 		c := &cs[i]
 		if c.Err != "" {
@@ -234,12 +216,20 @@ func addContributions(deltas map[string]map[cellKey]*meter.State, subject string
 		if s == nil {
 			s = &meter.State{}
 			cells[k] = s
+			added++
 		}
-		switch c.Aggregation {
-		case meter.Count, meter.UniqueCount:
-			s.AddCount()
-		default:
-			s.Add(c.Value, timeUS, seq)
+		s.Observe(c.Aggregation, c.Value, timeUS, seq)
+	}
+	return added
+}
+
+// addLocked folds one event's contributions straight into the overlay; the
+// caller holds mu.
+func (o *overlay) addLocked(subject string, minute, timeUS, seq int64, cs []store.Contribution) {
+	for i := range cs {
+		if cs[i].Err == "" {
+			o.aggs[cs[i].MeterID] = cs[i].Aggregation
 		}
 	}
+	o.keys += addContributions(o.byMeter, subject, minute, timeUS, seq, cs)
 }

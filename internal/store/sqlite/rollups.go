@@ -125,7 +125,7 @@ func (db *DB) PutMeter(ctx context.Context, m meter.Meter, rollups []store.Rollu
 		r := rollups[i]
 		k := cellKey{subject: r.Subject, groupKey: r.GroupKey, minute: r.Minute}
 		if s, ok := cells[k]; ok {
-			s.Merge(r.State)
+			s.MergeFor(m.Aggregation, r.State)
 			continue
 		}
 		st := r.State

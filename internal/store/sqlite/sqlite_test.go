@@ -550,11 +550,7 @@ func addEvent(states map[cell]*meter.State, cs []store.Contribution, subject str
 			s = &meter.State{}
 			states[k] = s
 		}
-		if c.Aggregation == meter.Count || c.Aggregation == meter.UniqueCount {
-			s.AddCount()
-		} else {
-			s.Add(c.Value, at.UnixMicro(), seq)
-		}
+		s.Observe(c.Aggregation, c.Value, at.UnixMicro(), seq)
 	}
 }
 

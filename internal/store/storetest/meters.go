@@ -218,11 +218,20 @@ func testDeleteMeter(t *testing.T, b Backend) {
 
 // putState is the state of events with values vs, the i-th at t0+i s with
 // sequence number 1000+i.
-func putState(vs ...string) meter.State {
+// putState is the state of values vs for aggregation agg, as a backend
+// keeps it (only the fields agg reads).
+func putState(agg meter.Aggregation, vs ...string) meter.State {
 	var s meter.State
 	for i, v := range vs {
-		s.Add(dec(v), t0.Add(time.Duration(i)*time.Second).UnixMicro(), int64(1000+i))
+		s.Observe(agg, dec(v), t0.Add(time.Duration(i)*time.Second).UnixMicro(), int64(1000+i))
 	}
+	return s
+}
+
+// observed is the state of one value for aggregation agg.
+func observed(agg meter.Aggregation, v string, timeUS, seq int64) meter.State {
+	var s meter.State
+	s.Observe(agg, dec(v), timeUS, seq)
 	return s
 }
 
@@ -304,7 +313,7 @@ func testPutMeter(t *testing.T, b Backend) {
 	t.Run("creates a meter", func(t *testing.T) {
 		e, seq := setup(t)
 		def := newMeter("m-new", "fresh", meter.Max)
-		rollups := []store.Rollup{{MeterID: "m-new", Subject: "alice", Minute: m0, State: putState("3", "9", "1")}}
+		rollups := []store.Rollup{{MeterID: "m-new", Subject: "alice", Minute: m0, State: putState(meter.Max, "3", "9", "1")}}
 		errs := []store.EventError{{Seq: seq["a"], MeterID: "m-new", Message: "fresh error"}}
 		if err := e.s.PutMeter(ctxOf(t), def, rollups, nil, errs); err != nil {
 			t.Fatalf("PutMeter: %v", err)
@@ -313,7 +322,7 @@ func testPutMeter(t *testing.T, b Backend) {
 		e.append(t, t0, ev("f", "alice", 59*time.Second, val("m-new", meter.Max, "4")))
 		f := e.listEvents(t, store.EventFilter{ID: "f"})[0]
 		want := []store.Rollup{rollups[0]}
-		want[0].State.Add(dec("4"), f.Time.UnixMicro(), f.Seq)
+		want[0].State.MergeFor(meter.Max, observed(meter.Max, "4", f.Time.UnixMicro(), f.Seq))
 		e.stages(t, func(t *testing.T) {
 			e.checkMeterDefs(t, sumMeter, countMeter, def)
 			if diff := cmp.Diff(want, e.rollups(t, all("m-new")), rollupOpts); diff != "" {
@@ -347,7 +356,7 @@ func testPutMeter(t *testing.T, b Backend) {
 
 	t.Run("slug conflict changes nothing", func(t *testing.T) {
 		e, seq := setup(t)
-		rollups := []store.Rollup{{MeterID: mSum, Subject: "zed", Minute: m0, State: putState("100")}}
+		rollups := []store.Rollup{{MeterID: mSum, Subject: "zed", Minute: m0, State: putState(meter.Sum, "100")}}
 		errs := []store.EventError{{Seq: seq["a"], MeterID: mSum, Message: "must not be stored"}}
 		taken := newMeter(mSum, "count", meter.Sum)
 		if err := e.s.PutMeter(ctxOf(t), taken, rollups, nil, errs); !errors.Is(err, store.ErrConflict) {

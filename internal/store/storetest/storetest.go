@@ -255,12 +255,7 @@ func (m *model) rollups(seqs map[evKey]int64, q store.RollupQuery) []store.Rollu
 				states[k] = s
 				order = append(order, k)
 			}
-			switch c.Aggregation {
-			case meter.Count, meter.UniqueCount:
-				s.AddCount()
-			default:
-				s.Add(c.Value, e.Time.UnixMicro(), seqs[keyOf(e.NewEvent)])
-			}
+			s.Observe(c.Aggregation, c.Value, e.Time.UnixMicro(), seqs[keyOf(e.NewEvent)])
 		}
 	}
 	out := make([]store.Rollup, 0, len(order))
