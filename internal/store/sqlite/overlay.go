@@ -27,12 +27,16 @@ type cellKey struct {
 	minute            int64
 }
 
+// subjectCells holds one meter's cell states by subject, so that a query for
+// some subjects reads only theirs.
+type subjectCells map[string]map[cellKey]*meter.State
+
 type overlay struct {
 	// mu is held for reading while a query reads the table and the overlay,
 	// and for writing while a flush commits and clears the overlay, so a
 	// query sees a delta exactly once.
 	mu      sync.RWMutex
-	byMeter map[string]map[cellKey]*meter.State
+	byMeter map[string]subjectCells
 	// aggs is each meter's aggregation, so merges touch only its fields.
 	aggs map[string]meter.Aggregation
 	keys int
@@ -44,7 +48,7 @@ type overlay struct {
 }
 
 func newOverlay() *overlay {
-	o := &overlay{byMeter: make(map[string]map[cellKey]*meter.State), aggs: make(map[string]meter.Aggregation), last: time.Now(), pending: make(map[int64]bool)}
+	o := &overlay{byMeter: make(map[string]subjectCells), aggs: make(map[string]meter.Aggregation), last: time.Now(), pending: make(map[int64]bool)}
 	o.cond = sync.NewCond(&o.mu)
 	return o
 }
@@ -58,7 +62,7 @@ func (o *overlay) waitMergedLocked() {
 }
 
 func (o *overlay) clearLocked() {
-	o.byMeter = make(map[string]map[cellKey]*meter.State)
+	o.byMeter = make(map[string]subjectCells)
 	o.keys = 0
 	o.last = time.Now()
 }
@@ -77,30 +81,39 @@ func (o *overlay) due(limits Options) bool {
 // table's rows for the query: a cell in both is merged into its row, so
 // that each cell is returned once, with its whole state.
 func (o *overlay) appendTo(out []store.Rollup, q store.RollupQuery) []store.Rollup {
-	cells := o.byMeter[q.MeterID]
-	if len(cells) == 0 {
+	bySubject := o.byMeter[q.MeterID]
+	if len(bySubject) == 0 {
 		return out
-	}
-	var subjects map[string]bool
-	if len(q.Subjects) > 0 {
-		subjects = make(map[string]bool, len(q.Subjects))
-		for _, s := range q.Subjects {
-			subjects[s] = true
-		}
 	}
 	stored := make(map[cellKey]int, len(out))
 	for i := range out {
 		stored[cellKey{subject: out[i].Subject, groupKey: out[i].GroupKey, minute: out[i].Minute}] = i
 	}
-	for k, s := range cells {
-		if k.minute < q.From || k.minute >= q.To || (subjects != nil && !subjects[k.subject]) {
-			continue
+	agg := o.aggs[q.MeterID]
+	add := func(cells map[cellKey]*meter.State) {
+		for k, s := range cells {
+			if k.minute < q.From || k.minute >= q.To {
+				continue
+			}
+			if i, ok := stored[k]; ok {
+				out[i].State.MergeFor(agg, *s)
+				continue
+			}
+			out = append(out, store.Rollup{MeterID: q.MeterID, Subject: k.subject, GroupKey: k.groupKey, Minute: k.minute, State: *s})
 		}
-		if i, ok := stored[k]; ok {
-			out[i].State.MergeFor(o.aggs[q.MeterID], *s)
-			continue
+	}
+	if len(q.Subjects) > 0 {
+		seen := make(map[string]bool, len(q.Subjects))
+		for _, sub := range q.Subjects {
+			if !seen[sub] {
+				seen[sub] = true
+				add(bySubject[sub])
+			}
 		}
-		out = append(out, store.Rollup{MeterID: q.MeterID, Subject: k.subject, GroupKey: k.groupKey, Minute: k.minute, State: *s})
+		return out
+	}
+	for _, cells := range bySubject {
+		add(cells)
 	}
 	return out
 }
@@ -118,7 +131,7 @@ func writeOverlay(ctx context.Context, tx *sql.Tx, o *overlay, appliedSeq int64)
 	return nil
 }
 
-func upsertStates(ctx context.Context, tx *sql.Tx, states map[string]map[cellKey]*meter.State) error {
+func upsertStates(ctx context.Context, tx *sql.Tx, states map[string]subjectCells) error {
 	if len(states) == 0 {
 		return nil
 	}
@@ -127,11 +140,13 @@ func upsertStates(ctx context.Context, tx *sql.Tx, states map[string]map[cellKey
 		return err
 	}
 	defer st.Close()
-	for id, cells := range states {
-		for k, s := range cells {
-			if _, err := st.ExecContext(ctx, id, k.subject, k.minute, k.groupKey, s.Count,
-				s.Sum.String(), s.Min.String(), s.Max.String(), s.Latest.String(), s.LatestTime, s.LatestSeq); err != nil {
-				return fmt.Errorf("upsert rollup: %w", err)
+	for id, bySubject := range states {
+		for _, cells := range bySubject {
+			for k, s := range cells {
+				if _, err := st.ExecContext(ctx, id, k.subject, k.minute, k.groupKey, s.Count,
+					s.Sum.String(), s.Min.String(), s.Max.String(), s.Latest.String(), s.LatestTime, s.LatestSeq); err != nil {
+					return fmt.Errorf("upsert rollup: %w", err)
+				}
 			}
 		}
 	}
@@ -199,17 +214,22 @@ func (db *DB) Recover(ctx context.Context, contribs func(store.StoredEvent) ([]s
 
 // addContributions folds one event's valid contributions into deltas and
 // returns how many new cells it made.
-func addContributions(deltas map[string]map[cellKey]*meter.State, subject string, minute, timeUS, seq int64, cs []store.Contribution) int {
+func addContributions(deltas map[string]subjectCells, subject string, minute, timeUS, seq int64, cs []store.Contribution) int {
 	added := 0
 	for i := range cs {
 		c := &cs[i]
 		if c.Err != "" {
 			continue
 		}
-		cells := deltas[c.MeterID]
+		bySubject := deltas[c.MeterID]
+		if bySubject == nil {
+			bySubject = make(subjectCells)
+			deltas[c.MeterID] = bySubject
+		}
+		cells := bySubject[subject]
 		if cells == nil {
 			cells = make(map[cellKey]*meter.State)
-			deltas[c.MeterID] = cells
+			bySubject[subject] = cells
 		}
 		k := cellKey{subject: subject, groupKey: c.GroupKey, minute: minute}
 		s := cells[k]

@@ -55,17 +55,26 @@ func (db *DB) QueryRollups(ctx context.Context, q store.RollupQuery) ([]store.Ro
 
 func parseDecimals(s *meter.State, sum, mn, mx, latest string) error {
 	var err error
-	if s.Sum, err = decimal.NewFromString(sum); err != nil {
+	if s.Sum, err = parseDecimal(sum); err != nil {
 		return err
 	}
-	if s.Min, err = decimal.NewFromString(mn); err != nil {
+	if s.Min, err = parseDecimal(mn); err != nil {
 		return err
 	}
-	if s.Max, err = decimal.NewFromString(mx); err != nil {
+	if s.Max, err = parseDecimal(mx); err != nil {
 		return err
 	}
-	s.Latest, err = decimal.NewFromString(latest)
+	s.Latest, err = parseDecimal(latest)
 	return err
+}
+
+// parseDecimal reads a stored decimal; "0", the value of every field an
+// aggregation does not use, costs nothing.
+func parseDecimal(s string) (decimal.Decimal, error) {
+	if s == "0" {
+		return decimal.Zero, nil
+	}
+	return decimal.NewFromString(s)
 }
 
 // QueryUniqueValues implements store.Rollups.
@@ -120,16 +129,19 @@ func (db *DB) PutMeter(ctx context.Context, m meter.Meter, rollups []store.Rollu
 	if err := clearDerived(ctx, tx, meterID); err != nil {
 		return fmt.Errorf("put meter: %w", err)
 	}
-	cells := make(map[cellKey]*meter.State, len(rollups))
+	cells := make(subjectCells)
 	for i := range rollups {
 		r := rollups[i]
 		k := cellKey{subject: r.Subject, groupKey: r.GroupKey, minute: r.Minute}
-		if s, ok := cells[k]; ok {
+		if cells[r.Subject] == nil {
+			cells[r.Subject] = make(map[cellKey]*meter.State)
+		}
+		if s, ok := cells[r.Subject][k]; ok {
 			s.MergeFor(m.Aggregation, r.State)
 			continue
 		}
 		st := r.State
-		cells[k] = &st
+		cells[r.Subject][k] = &st
 	}
 	us := make(map[uniqueKey]struct{}, len(uniques))
 	for _, u := range uniques {
@@ -138,7 +150,7 @@ func (db *DB) PutMeter(ctx context.Context, m meter.Meter, rollups []store.Rollu
 	for i := range errs {
 		errs[i].MeterID = meterID
 	}
-	if err := upsertStates(ctx, tx, map[string]map[cellKey]*meter.State{meterID: cells}); err != nil {
+	if err := upsertStates(ctx, tx, map[string]subjectCells{meterID: cells}); err != nil {
 		return fmt.Errorf("put meter: %w", err)
 	}
 	if err := writeUniquesAndErrors(ctx, tx, us, errs); err != nil {

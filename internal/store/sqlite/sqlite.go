@@ -208,8 +208,12 @@ func (db *DB) Close() error {
 	return errors.Join(errs...)
 }
 
-// checkpointInterval is how often the background checkpointer runs.
-const checkpointInterval = 500 * time.Millisecond
+// checkpointInterval is how often the background checkpointer runs, and
+// walLimit the write-ahead log size past which it truncates the log.
+const (
+	checkpointInterval = 500 * time.Millisecond
+	walLimit           = 128 << 20
+)
 
 func (db *DB) checkpointLoop() {
 	defer close(db.ckptDone)
@@ -222,6 +226,13 @@ func (db *DB) checkpointLoop() {
 		case <-t.C:
 			// PASSIVE never blocks writers or readers; it copies what it can.
 			_, _ = db.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+			// Under steady writes the log is never idle long enough to be
+			// reused, so it would grow without end: past walLimit, restart it
+			// (this waits for the current transaction and briefly holds off
+			// the next; the frames are already copied by then).
+			if fi, err := os.Stat(db.path + "-wal"); err == nil && fi.Size() > walLimit {
+				_, _ = db.ckpt.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+			}
 		}
 	}
 }
