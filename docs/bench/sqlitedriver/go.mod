@@ -19,3 +19,9 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
+
+// github.com/google/pprof is only a test dependency of modernc.org/sqlite
+// v1.61.1; the module proxy does not serve the pseudo-version it names, which
+// makes `go mod tidy` fail. Point it at one the proxy has. Does not affect
+// the build.
+replace github.com/google/pprof v0.0.0-20261016150608-1facf8f91b50 => github.com/google/pprof v0.0.0-20260802141513-ef3492d7dac3

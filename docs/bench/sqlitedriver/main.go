@@ -8,27 +8,32 @@
 // See ../../sqlite-driver.md for the results and the decision.
 //
 // One run = one fresh database file, one writer goroutine, -events events
-// ingested in transactions of -batch events. Each transaction does what
-// tally's store does on ingest:
+// ingested in transactions of one of -batches events. Each transaction does
+// what tally's store does on ingest:
 //
 //  1. INSERT every event with ON CONFLICT(source,id) DO NOTHING and find out
 //     which rows were new (RowsAffected per row, or RETURNING for the
-//     multi-row shape);
-//  2. fold only the new events into per-minute rollups in Go;
-//  3. upsert the rollups with ON CONFLICT DO UPDATE, adding decimal sums
-//     exactly through the Go-registered SQL function dec_add (and
-//     dec_min/dec_max);
+//     multi-row shape); 0.5% of events are client retries that must come
+//     back as not new;
+//  2. fold only the new events into per-minute rollups in Go (3 meters);
+//  3. upsert the rollups, sorted in primary-key order, with ON CONFLICT DO
+//     UPDATE, adding decimal sums exactly through the Go-registered SQL
+//     function dec_add (and dec_min/dec_max);
 //  4. COMMIT with synchronous=FULL (durable).
 //
 // Event generation is not timed; steps 1-4 are. Both drivers get
 // byte-identical input (fixed seed), and runs are interleaved
 // (run 1: mattn then modernc, run 2: modernc then mattn, ...) so that
-// background load on a shared machine hits both drivers alike.
+// background load on a shared machine hits both drivers alike. After each
+// run the database is checked: one row per new event, rollup counts and the
+// exact decimal cost total match the generator's.
 //
-// Usage:
+// Usage (see ../../sqlite-driver.md for results):
 //
-//	go run . -events 1000000
-//	go run . -events 200000 -runs 1 -drivers modernc -shapes multi
+//	go run . -events 1000000                                        # the decision matrix
+//	go run . -events 200000 -shapes single,multi -ids seq,uuid      # statement shapes, id styles
+//	go run . -events 1000000 -runs 1 -rollup-pk minute              # rollup key order
+//	go run . -events 200000 -runs 1 -drivers modernc -cpuprofile /tmp/cpu.prof
 package main
 
 import (
