@@ -49,10 +49,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Visit(func(f *flag.Flag) { tokenSet = tokenSet || f.Name == "token" })
 	if !tokenSet {
 		// Not a flag default, so that usage never prints a secret.
-		c.Token = os.Getenv("TALLY_TOKEN")
-		if c.Token == "" {
-			c.Token = os.Getenv("TALLY_ADMIN_TOKEN")
-		}
+		c.Token = tokenFromEnv()
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
@@ -98,4 +95,13 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("loadgen: %d of %d requests failed", res.Errors, res.Requests)
 	}
 	return err
+}
+
+// tokenFromEnv is the bearer token the client commands use when no --token
+// is given: $TALLY_TOKEN, else $TALLY_ADMIN_TOKEN.
+func tokenFromEnv() string {
+	if t := os.Getenv("TALLY_TOKEN"); t != "" {
+		return t
+	}
+	return os.Getenv("TALLY_ADMIN_TOKEN")
 }

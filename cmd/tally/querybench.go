@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/tally-metering/tally/internal/loadgen"
@@ -35,10 +34,7 @@ func runQueryBench(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		return errUsage
 	}
-	c.Token = os.Getenv("TALLY_TOKEN")
-	if c.Token == "" {
-		c.Token = os.Getenv("TALLY_ADMIN_TOKEN")
-	}
+	c.Token = tokenFromEnv()
 	var err error
 	c.To = time.Now().UTC().Truncate(time.Hour).Add(time.Hour)
 	if to != "" {
