@@ -50,7 +50,9 @@ func compilePath(p string) *path {
 	parts := make([]string, 0, len(x)-1)
 	for _, f := range x[1:] {
 		c, ok := f.(jp.Child)
-		if !ok {
+		if !ok || isDigits(string(c)) {
+			// A numeric name would index an array in gjson but not in
+			// JSONPath: leave it to the general evaluation.
 			return out
 		}
 		parts = append(parts, gjson.Escape(string(c)))
@@ -325,22 +327,57 @@ func ParseData(raw []byte) (any, error) {
 // errNotNumber is wrapped by value errors for values that are not numbers.
 var errNotNumber = errors.New("not a number")
 
+// The range of values meters accept. Exact decimals of any size would let
+// one event (say 1e20000000) cost minutes of CPU wherever its value is
+// printed or added; usage and money never need more than this.
+const (
+	maxNumberText     = 100 // characters of a value as sent
+	maxIntegerDigits  = 40
+	maxFractionDigits = 30
+)
+
+// errOutOfRange is wrapped by value errors for numbers outside that range.
+var errOutOfRange = fmt.Errorf("outside the supported range (at most %d integer digits and %d decimal places)", maxIntegerDigits, maxFractionDigits)
+
+// parseBounded parses number text and checks it is within range.
+func parseBounded(text string) (decimal.Decimal, error) {
+	if len(text) > maxNumberText {
+		return decimal.Decimal{}, errOutOfRange
+	}
+	d, err := decimal.NewFromString(text)
+	if err != nil {
+		return decimal.Decimal{}, errNotNumber
+	}
+	exp := int(d.Exponent())
+	coef := len(d.Coefficient().Text(10))
+	if d.Coefficient().Sign() < 0 {
+		coef--
+	}
+	if exp < -maxFractionDigits || coef+exp > maxIntegerDigits {
+		if d.IsZero() {
+			return decimal.Zero, nil
+		}
+		return decimal.Decimal{}, errOutOfRange
+	}
+	return d, nil
+}
+
 func toDecimal(v any) (decimal.Decimal, error) {
 	switch x := v.(type) {
 	case json.Number:
-		d, err := decimal.NewFromString(string(x))
+		d, err := parseBounded(string(x))
 		if err != nil {
-			return decimal.Decimal{}, fmt.Errorf("is %s, %w", string(x), errNotNumber)
+			return decimal.Decimal{}, fmt.Errorf("is %.40s, %w", string(x), err)
 		}
 		return d, nil
 	case string:
 		s := strings.TrimSpace(x)
 		if s != x || s == "" || !isDecimalText(s) {
-			return decimal.Decimal{}, fmt.Errorf("is the string %q, %w", x, errNotNumber)
+			return decimal.Decimal{}, fmt.Errorf("is the string %.40q, %w", x, errNotNumber)
 		}
-		d, err := decimal.NewFromString(s)
+		d, err := parseBounded(s)
 		if err != nil {
-			return decimal.Decimal{}, fmt.Errorf("is the string %q, %w", x, errNotNumber)
+			return decimal.Decimal{}, fmt.Errorf("is the string %.40q, %w", x, err)
 		}
 		return d, nil
 	case int64:
@@ -396,8 +433,9 @@ func scalarText(v any) (string, bool) {
 	case string:
 		return x, true
 	case json.Number:
-		// 1, 1.0 and 1e0 are the same number: count them once.
-		if d, err := decimal.NewFromString(string(x)); err == nil {
+		// 1, 1.0 and 1e0 are the same number: count them once. A number
+		// outside the supported range keeps its text, which is cheap.
+		if d, err := parseBounded(string(x)); err == nil {
 			return d.String(), true
 		}
 		return string(x), true
@@ -442,4 +480,16 @@ func jsonKind(v any) string {
 		return "an object"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
