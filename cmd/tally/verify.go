@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/tally-metering/tally/internal/ingest"
 	"github.com/tally-metering/tally/internal/store/sqlite"
@@ -25,6 +26,10 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := applyEnv(fs); err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
+	if fi, err := os.Stat(*data); err != nil || !fi.IsDir() {
+		return fmt.Errorf("verify: data directory %s does not exist", *data)
+	}
+	// Open refuses a directory a running tally holds: stop it first.
 	st, err := sqlite.Open(ctx, *data, sqlite.Options{})
 	if err != nil {
 		return err

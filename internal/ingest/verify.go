@@ -39,8 +39,8 @@ type VerifyReport struct {
 }
 
 // Verify recomputes every meter from the raw events and compares the result
-// with the stored rollups and distinct values. It reads only; run it on a
-// store no one is writing to, or expect the newest minute to differ.
+// with the stored rollups and distinct values. It does not write; run it on
+// a store no one is writing to, or expect the newest minute to differ.
 func Verify(ctx context.Context, st Store) (VerifyReport, error) {
 	var rep VerifyReport
 	ms, err := st.ListMeters(ctx)

@@ -100,7 +100,8 @@ type DB struct {
 	opts Options
 	ov   *overlay
 
-	ckpt     *sql.DB // the checkpointer's connection
+	lock     *os.File // holds the data directory's lock
+	ckpt     *sql.DB  // the checkpointer's connection
 	stopCkpt chan struct{}
 	ckptDone chan struct{}
 
@@ -119,6 +120,16 @@ type Options struct {
 
 var _ store.Store = (*DB)(nil)
 
+// ErrLocked is returned (wrapped) by Open when another process has the data
+// directory open.
+var ErrLocked = errors.New("data directory locked")
+
+func unlock(f *os.File) {
+	if f != nil {
+		f.Close() // closing the file releases the lock
+	}
+}
+
 // FileName is the database file's name inside the data directory.
 const FileName = "tally.db"
 
@@ -135,23 +146,30 @@ func Open(ctx context.Context, dir string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, FileName)
 	common := "_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_cache_size=-65536"
 	w, err := sql.Open(driverName, "file:"+path+"?"+common+"&_synchronous=FULL&_txlock=immediate")
 	if err != nil {
+		unlock(lock)
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	db := &DB{path: path, w: w, opts: opts, ov: newOverlay()}
+	db := &DB{path: path, w: w, opts: opts, ov: newOverlay(), lock: lock}
 	if err := db.migrate(ctx); err != nil {
 		w.Close()
+		unlock(lock)
 		return nil, err
 	}
 	r, err := sql.Open(driverName, "file:"+path+"?"+common+"&mode=ro&_query_only=1")
 	if err != nil {
 		w.Close()
+		unlock(lock)
 		return nil, fmt.Errorf("open %s for reading: %w", path, err)
 	}
 	r.SetMaxOpenConns(8)
@@ -164,7 +182,9 @@ func Open(ctx context.Context, dir string, opts Options) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("configure checkpoints: %w", err)
 	}
-	c, err := sql.Open(driverName, "file:"+path+"?"+common+"&_synchronous=FULL")
+	// A short busy timeout: a checkpoint that can't get its locks at once
+	// gives up until the next tick rather than holding off ingest.
+	c, err := sql.Open(driverName, "file:"+path+"?_journal_mode=WAL&_busy_timeout=100&_synchronous=FULL")
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s for checkpoints: %w", path, err)
@@ -205,6 +225,8 @@ func (db *DB) Close() error {
 	if db.w != nil {
 		errs = append(errs, db.w.Close())
 	}
+	unlock(db.lock)
+	db.lock = nil
 	return errors.Join(errs...)
 }
 

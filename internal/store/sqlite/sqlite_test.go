@@ -96,7 +96,7 @@ func openDB(t *testing.T, dir string, opts Options) *DB {
 func closeDB(t *testing.T, db *DB) {
 	t.Helper()
 	err := db.Close()
-	db.r, db.w, db.ckpt = nil, nil, nil
+	db.r, db.w, db.ckpt, db.lock = nil, nil, nil, nil
 	if err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -131,6 +131,8 @@ func abandon(t *testing.T, db *DB) {
 		errs = append(errs, db.w.Close())
 	}
 	db.r, db.w = nil, nil
+	unlock(db.lock) // a dying process's lock goes with it
+	db.lock = nil
 	if err := errors.Join(errs...); err != nil {
 		t.Errorf("abandon: %v", err)
 	}
@@ -183,10 +185,13 @@ var crashMethods = []struct {
 }{
 	{
 		// A new process opens the directory while the old handle, never
-		// closed, still has its connections open; it is abandoned when
-		// the test ends.
+		// closed, still has its connections open (its directory lock is
+		// gone, as a dead process's is); it is abandoned when the test
+		// ends.
 		name: "second handle on the directory",
 		crash: func(t *testing.T, db *DB, opts Options) *DB {
+			unlock(db.lock)
+			db.lock = nil
 			return openDB(t, filepath.Dir(db.Path()), opts)
 		},
 	},
@@ -834,4 +839,17 @@ func TestFlushDuringMerge(t *testing.T) {
 		t.Errorf("after a crash (-live +recovered):\n%s", diff)
 	}
 	closeDB(t, db2)
+}
+
+// TestSecondOpenIsRefused checks that a data directory can't be opened
+// twice at once, and can be after the first handle is closed.
+func TestSecondOpenIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir, Options{})
+	if _, err := Open(t.Context(), dir, Options{}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open = %v, want ErrLocked", err)
+	}
+	closeDB(t, db)
+	again := openDB(t, dir, Options{})
+	closeDB(t, again)
 }
