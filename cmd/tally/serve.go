@@ -129,6 +129,7 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 		MaxBodyBytes: cfg.Ingest.MaxBodyBytes,
 		Limits:       event.Limits{MaxEvents: maxEventsOr(cfg.Ingest.MaxEvents), MaxFutureSkew: cfg.Ingest.MaxFutureSkew},
 		OpenAPI:      api.OpenAPI,
+		Ready:        func(context.Context) error { return st.Health() },
 	})
 	hs := &http.Server{
 		Handler:           srv,

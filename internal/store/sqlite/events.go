@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -133,7 +134,15 @@ func (db *DB) AppendEvents(ctx context.Context, events []store.NewEvent, ingeste
 	if len(events) == 0 {
 		return res, nil
 	}
-	first, inserted, err := db.commitEvents(ctx, events, ingestedAt, &res)
+	first, inserted, err := db.commitEvents(ctx, events, ingestedAt, &res, true)
+	var fe *flushError
+	if errors.As(err, &fe) {
+		// The rollup flush failed, not the events: commit them without
+		// it, so a flush problem never rejects incoming usage.
+		db.flushFailed(fe.err)
+		res = store.AppendResult{}
+		first, inserted, err = db.commitEvents(ctx, events, ingestedAt, &res, false)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -154,7 +163,7 @@ func (db *DB) AppendEvents(ctx context.Context, events []store.NewEvent, ingeste
 // commitEvents inserts events, their distinct values and errors, flushing
 // the overlay into the same transaction when due, and commits. On success
 // the batch is registered as pending in the overlay under its first seq.
-func (db *DB) commitEvents(ctx context.Context, events []store.NewEvent, ingestedAt time.Time, res *store.AppendResult) (int64, []bool, error) {
+func (db *DB) commitEvents(ctx context.Context, events []store.NewEvent, ingestedAt time.Time, res *store.AppendResult, mayFlush bool) (int64, []bool, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 
@@ -201,7 +210,7 @@ func (db *DB) commitEvents(ctx context.Context, events []store.NewEvent, ingeste
 	}
 	last := first + int64(len(events)) - 1
 
-	flush := db.ov.due(db.opts)
+	flush := mayFlush && db.ov.due(db.opts)
 	if flush {
 		// Write the overlay into this transaction. It must hold every
 		// batch committed before this one, so wait for their merges; this
@@ -211,10 +220,13 @@ func (db *DB) commitEvents(ctx context.Context, events []store.NewEvent, ingeste
 		defer db.ov.mu.Unlock()
 		db.ov.waitMergedLocked()
 		if err := writeOverlay(ctx, tx, db.ov, first-1); err != nil {
-			return 0, nil, fmt.Errorf("append events: %w", err)
+			return 0, nil, &flushError{fmt.Errorf("flush rollups: %w", err)}
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		if flush {
+			return 0, nil, &flushError{fmt.Errorf("commit with rollup flush: %w", err)}
+		}
 		return 0, nil, fmt.Errorf("append events: commit: %w", err)
 	}
 	db.nextSeq = last + 1
@@ -405,4 +417,33 @@ func (db *DB) scanEventsAfter(ctx context.Context, after int64, eventType string
 		}
 		after = batch[len(batch)-1].Seq
 	}
+}
+
+// flushError marks a failure of the rollup flush riding in an ingest
+// transaction.
+type flushError struct{ err error }
+
+func (e *flushError) Error() string { return e.err.Error() }
+func (e *flushError) Unwrap() error { return e.err }
+
+// flushFailed records a failed flush; the overlay keeps the deltas and the
+// next due commit tries again.
+func (db *DB) flushFailed(err error) {
+	db.ov.mu.Lock()
+	db.ov.flushErrors++
+	db.ov.lastFlushErr = err
+	db.ov.last = time.Now() // wait a full interval before trying again
+	db.ov.mu.Unlock()
+}
+
+// Health reports a problem the store has that needs an operator: a rollup
+// flush failing since the last one that succeeded. Usage is still taken in
+// (and queries still see it, from memory) while it fails.
+func (db *DB) Health() error {
+	db.ov.mu.RLock()
+	defer db.ov.mu.RUnlock()
+	if db.ov.lastFlushErr != nil {
+		return fmt.Errorf("writing rollups to the database fails (%d attempts): %w", db.ov.flushErrors, db.ov.lastFlushErr)
+	}
+	return nil
 }

@@ -45,6 +45,9 @@ type overlay struct {
 	// merged; cond (on mu) signals each merge.
 	pending map[int64]bool
 	cond    *sync.Cond
+	// flushErrors counts flushes that failed; lastFlushErr is the latest.
+	flushErrors  int64
+	lastFlushErr error
 }
 
 func newOverlay() *overlay {
@@ -62,6 +65,7 @@ func (o *overlay) waitMergedLocked() {
 }
 
 func (o *overlay) clearLocked() {
+	o.lastFlushErr = nil
 	o.byMeter = make(map[string]subjectCells)
 	o.keys = 0
 	o.last = time.Now()

@@ -853,3 +853,48 @@ func TestSecondOpenIsRefused(t *testing.T) {
 	again := openDB(t, dir, Options{})
 	closeDB(t, again)
 }
+
+// TestFailingFlushKeepsIngesting checks that a rollup flush that fails does
+// not reject incoming events: they are committed, counted from memory, and
+// Health reports the failure until a flush succeeds.
+func TestFailingFlushKeepsIngesting(t *testing.T) {
+	ctx := t.Context()
+	db := openDB(t, t.TempDir(), Options{FlushKeys: 1})
+	defer closeDB(t, db)
+	at := time.Date(2026, 6, 20, 10, 0, 0, 0, time.UTC)
+	ev := func(id, v string) store.NewEvent {
+		return store.NewEvent{ID: id, Source: "s", Type: "t", Subject: "alice", Time: at, Raw: []byte(`{}`),
+			Contributions: []store.Contribution{{MeterID: "m", Aggregation: meter.Sum, Contribution: meter.Contribution{Value: decimal.RequireFromString(v)}}}}
+	}
+	for _, id := range []string{"a", "b"} { // the second append flushes the first
+		if _, err := db.AppendEvents(ctx, []store.NewEvent{ev(id, "1")}, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.w.Exec("UPDATE rollups SET sum = 'not a number'"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.AppendEvents(ctx, []store.NewEvent{ev("c", "1")}, at)
+	if err != nil || res.Inserted != 1 {
+		t.Fatalf("AppendEvents with a failing flush = %+v, %v; want the event stored", res, err)
+	}
+	if err := db.Health(); err == nil {
+		t.Fatal("Health() = nil after a failed flush")
+	}
+	if evs, err := db.ListEvents(ctx, store.EventFilter{ID: "c"}); err != nil || len(evs) != 1 {
+		t.Fatalf("event c stored: %v, %v", evs, err)
+	}
+	if _, err := db.w.Exec("UPDATE rollups SET sum = '1'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Health(); err != nil {
+		t.Fatalf("Health() = %v after a successful flush", err)
+	}
+	rs, err := db.QueryRollups(ctx, store.RollupQuery{MeterID: "m", From: -1 << 62, To: 1 << 62})
+	if err != nil || len(rs) != 1 || !rs[0].State.Sum.Equal(decimal.RequireFromString("3")) {
+		t.Fatalf("rollups = %+v, %v; want one cell with sum 3", rs, err)
+	}
+}
