@@ -1431,3 +1431,20 @@ func TestAPIServesOpenAPIDocument(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIFieldNamesAreCaseSensitive checks that a body member whose name
+// matches a field only when case is ignored is refused, naming the field.
+func TestAPIFieldNamesAreCaseSensitive(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{})
+	h.createMeter(`{"slug":"v","eventType":"e","aggregation":"SUM","valueProperty":"$.v"}`)
+	for _, tc := range []struct{ method, path, body, want string }{
+		{"POST", "/api/v1/meters/v/query", `{"windowsize":"DAY"}`, `did you mean \"windowSize\"`},
+		{"POST", "/api/v1/meters", `{"slug":"w","eventtype":"e","aggregation":"COUNT"}`, `did you mean \"eventType\"`},
+		{"POST", "/api/v1/subjects", `[{"key":"a"},{"Key":"b"}]`, `[1]: unknown field \"Key\"`},
+	} {
+		r := h.do(tc.method, tc.path, "application/json", tc.body)
+		if r.Status != 400 || !strings.Contains(string(r.Body), tc.want) {
+			t.Errorf("%s %s %s = %s, want 400 mentioning %s", tc.method, tc.path, tc.body, r, tc.want)
+		}
+	}
+}

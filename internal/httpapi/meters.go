@@ -1,11 +1,7 @@
 package httpapi
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -46,39 +42,6 @@ func (in meterInput) meter() meter.Meter {
 		m.EventFrom = &t
 	}
 	return m
-}
-
-// decodeJSON reads a JSON body into v, refusing unknown fields so that a
-// misspelt field is an error rather than silently ignored. An empty body
-// reads as emptyOK's value when that is set.
-func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
-	if err != nil {
-		return &queryError{fmt.Errorf("read body: %w", err)}
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return &queryError{errors.New("body: empty; send a JSON document")}
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &se):
-			return &queryError{fmt.Errorf("body is not valid JSON at byte %d: %v", se.Offset, err)}
-		case errors.As(err, &te):
-			if te.Field == "" {
-				return &queryError{fmt.Errorf("body: must be %s, got JSON %s", jsonKindOf(te.Type.Kind().String()), te.Value)}
-			}
-			return &queryError{fmt.Errorf("%s: must be %s, got JSON %s", te.Field, jsonKindOf(te.Type.Kind().String()), te.Value)}
-		}
-		return &queryError{fmt.Errorf("body: %v", err)}
-	}
-	if dec.More() {
-		return &queryError{errors.New("body: unexpected data after the JSON value")}
-	}
-	return nil
 }
 
 func (s *Server) listMeters(w http.ResponseWriter, r *http.Request) {
@@ -137,21 +100,4 @@ func (s *Server) deleteMeter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// jsonKindOf names a Go kind as the JSON type a client must send.
-func jsonKindOf(kind string) string {
-	switch kind {
-	case "slice", "array":
-		return "a JSON array"
-	case "struct", "map":
-		return "a JSON object"
-	case "string":
-		return "a string"
-	case "bool":
-		return "true or false"
-	case "ptr", "interface":
-		return "a JSON value"
-	}
-	return "a number"
 }
