@@ -29,13 +29,14 @@ type groupPath struct {
 }
 
 // path is a compiled JSONPath. Plain member chains ($.a.b, $['a b']) — nearly
-// every meter's — are read straight from the data's bytes (gjson, which keeps
-// a number's exact text); any other expression is evaluated on the parsed
-// data (ojg).
+// every meter's — are read straight from the data's bytes (with gjson's
+// scanner, which keeps a number's exact text); any other expression is
+// evaluated on the parsed data (ojg). Both take the last of repeated member
+// names, as the event decoder does.
 type path struct {
 	src  string
 	expr jp.Expr
-	fast string // gjson path when the expression is a plain member chain
+	keys []string // the member names when the expression is a plain chain
 }
 
 func compilePath(p string) *path {
@@ -47,18 +48,39 @@ func compilePath(p string) *path {
 	if _, ok := x[0].(jp.Root); !ok {
 		return out
 	}
-	parts := make([]string, 0, len(x)-1)
+	keys := make([]string, 0, len(x)-1)
 	for _, f := range x[1:] {
 		c, ok := f.(jp.Child)
-		if !ok || isDigits(string(c)) {
-			// A numeric name would index an array in gjson but not in
-			// JSONPath: leave it to the general evaluation.
+		if !ok {
 			return out
 		}
-		parts = append(parts, gjson.Escape(string(c)))
+		keys = append(keys, string(c))
 	}
-	out.fast = strings.Join(parts, ".")
+	out.keys = keys
 	return out
+}
+
+// member walks raw through the object members named keys, taking the last
+// member of a repeated name at each level.
+func member(raw []byte, keys []string) gjson.Result {
+	cur := gjson.ParseBytes(raw)
+	for _, k := range keys {
+		if !cur.IsObject() {
+			return gjson.Result{}
+		}
+		var found gjson.Result
+		cur.ForEach(func(name, v gjson.Result) bool {
+			if name.Str == k {
+				found = v
+			}
+			return true
+		})
+		if !found.Exists() {
+			return gjson.Result{}
+		}
+		cur = found
+	}
+	return cur
 }
 
 // get returns the values the path selects in d. Results are cached in d,
@@ -75,8 +97,8 @@ func (p *path) get(d *Data) ([]any, error) {
 }
 
 func (p *path) eval(d *Data) ([]any, error) {
-	if p.fast != "" {
-		r := gjson.GetBytes(d.raw, p.fast)
+	if p.keys != nil {
+		r := member(d.raw, p.keys)
 		if !r.Exists() {
 			return nil, nil
 		}
@@ -480,16 +502,4 @@ func jsonKind(v any) string {
 		return "an object"
 	}
 	return fmt.Sprintf("%T", v)
-}
-
-func isDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }

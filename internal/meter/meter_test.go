@@ -128,10 +128,10 @@ func TestExtract(t *testing.T) {
 // TestFastAndTreePathsAgree checks that plain member chains, read straight
 // from the bytes, give what the general JSONPath evaluation gives.
 func TestFastAndTreePathsAgree(t *testing.T) {
-	data := []byte(`{"a":{"b c":"x","n":12.50,"z":null,"t":true,"o":{"k":[1,2]}},"dot.key":3,"arr":[{"v":"9.99"}]}`)
-	for _, p := range []string{"$.a['b c']", "$.a.n", "$.a.z", "$.a.t", "$.a.o", "$['dot.key']", "$.missing", "$.a.missing.deeper"} {
+	data := []byte(`{"a":{"b c":"x","n":12.50,"z":null,"t":true,"o":{"k":[1,2]}},"dot.key":3,"arr":[{"v":"9.99"}],"dup":1,"dup":2,"list":[5,6]}`)
+	for _, p := range []string{"$.a['b c']", "$.a.n", "$.a.z", "$.a.t", "$.a.o", "$['dot.key']", "$.missing", "$.a.missing.deeper", "$.dup", "$.list.0", "$['list']['1']"} {
 		fast := compilePath(p)
-		if fast.fast == "" {
+		if fast.keys == nil {
 			t.Fatalf("%s: expected a plain member chain", p)
 		}
 		slow := &path{expr: fast.expr}
@@ -148,7 +148,7 @@ func TestFastAndTreePathsAgree(t *testing.T) {
 		}
 	}
 	for _, p := range []string{"$.arr[0].v", "$..n", "$.a.*"} {
-		if compilePath(p).fast != "" {
+		if compilePath(p).keys != nil {
 			t.Errorf("%s must not take the fast path", p)
 		}
 	}
