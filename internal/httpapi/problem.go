@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/tally-metering/tally/internal/billing"
 	"github.com/tally-metering/tally/internal/event"
 	"github.com/tally-metering/tally/internal/ingest"
 	"github.com/tally-metering/tally/internal/store"
@@ -59,6 +60,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var inv *event.InvalidError
 	var minv *ingest.InvalidError
 	var qerr *queryError
+	var berr *billing.ValidationError
+	var taken *store.SubjectTakenError
+	var cerr *conflictError
 	switch {
 	case errors.As(err, &inv):
 		status := http.StatusBadRequest
@@ -72,6 +76,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeProblem(w, r, Problem{Status: http.StatusBadRequest, Title: "Invalid meter", Detail: minv.Error(), Errors: splitJoined(minv.Err)})
 	case errors.As(err, &qerr):
 		badRequest(w, r, qerr.err)
+	case errors.As(err, &berr):
+		writeProblem(w, r, Problem{Status: http.StatusBadRequest, Title: "Invalid " + berr.What, Detail: berr.Error(), Errors: berr.Errors()})
+	case errors.As(err, &taken):
+		writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: taken.Error()})
+	case errors.As(err, &cerr):
+		writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: cerr.Error()})
 	case errors.Is(err, store.ErrNotFound):
 		writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: err.Error()})
 	case errors.Is(err, store.ErrConflict):

@@ -109,6 +109,18 @@ func (s *Server) routes() []routeDef {
 		r("POST", "/api/v1/subjects", s.upsertSubjects),
 		r("GET", "/api/v1/subjects/{key}", s.getSubject),
 		r("DELETE", "/api/v1/subjects/{key}", s.deleteSubject),
+		r("GET", "/api/v1/customers", s.listCustomers),
+		r("POST", "/api/v1/customers", s.createCustomer),
+		r("GET", "/api/v1/customers/{idOrKey}", s.getCustomer),
+		r("PUT", "/api/v1/customers/{idOrKey}", s.updateCustomer),
+		r("DELETE", "/api/v1/customers/{idOrKey}", s.deleteCustomer),
+		r("GET", "/api/v1/customers/{idOrKey}/users", s.listCustomerUsers),
+		r("POST", "/api/v1/customers/{idOrKey}/users", s.createCustomerUser),
+		r("GET", "/api/v1/plans", s.listPlans),
+		r("POST", "/api/v1/plans", s.createPlan),
+		r("GET", "/api/v1/plans/{idOrKey}", s.getPlan),
+		r("PUT", "/api/v1/plans/{idOrKey}", s.updatePlan),
+		r("POST", "/api/v1/plans/{idOrKey}/publish", s.publishPlan),
 	}
 }
 

@@ -31,6 +31,8 @@ type Store interface {
 	Meters
 	Rollups
 	Subjects
+	Customers
+	Plans
 	// Size is the bytes the store occupies on disk (0 if unknown).
 	Size(ctx context.Context) (int64, error)
 	Close() error

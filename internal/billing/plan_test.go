@@ -1,0 +1,113 @@
+package billing
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestCustomerInputValidate(t *testing.T) {
+	ok := CustomerInput{Key: "contoso", Name: "Contoso", Currency: "EUR", Subjects: []string{"a", "b"}}
+	tests := []struct {
+		name string
+		edit func(*CustomerInput)
+		want []string // field prefixes of the errors, in order; nil: valid
+	}{
+		{"valid", func(*CustomerInput) {}, nil},
+		{"loose email", func(in *CustomerInput) { in.Email = "a.b+c@mail.example.org" }, nil},
+		{"key with separators", func(in *CustomerInput) { in.Key = "tenant:42.eu-west_1" }, nil},
+		{"bad key", func(in *CustomerInput) { in.Key = ".x" }, []string{"key:"}},
+		{"long key", func(in *CustomerInput) { in.Key = strings.Repeat("k", 129) }, []string{"key:"}},
+		{"missing", func(in *CustomerInput) { *in = CustomerInput{} }, []string{"key:", "name:", "currency:"}},
+		{"emails", func(in *CustomerInput) { in.Email = "a@b" }, []string{"email:"}},
+		{"lower-case currency", func(in *CustomerInput) { in.Currency = "eur" }, []string{"currency:"}},
+		{"subjects", func(in *CustomerInput) { in.Subjects = []string{"a", "", "a"} }, []string{"subjects[1]:", "subjects[2]:"}},
+		{"external", func(in *CustomerInput) {
+			in.External = ExternalRefs{Azure: &AzureRef{}, AWS: &AWSRef{CustomerAWSAccountID: "abc"}, Stripe: &StripeRef{}}
+		}, []string{"external.azure:", "external.aws.customerAWSAccountId:", "external.stripe.customerId:"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := ok
+			tc.edit(&in)
+			checkFieldErrors(t, in.Validate(), tc.want)
+		})
+	}
+}
+
+func TestPlanInputValidate(t *testing.T) {
+	var ok PlanInput
+	if err := json.Unmarshal([]byte(`{"key":"mail-pro","name":"Mail Pro","currency":"EUR","cadence":"P1M","baseFee":"10.00",
+	  "charges":[{"key":"emails","meter":"emails","included":"1000",
+	              "pricing":{"model":"package","packageSize":"1000","unitPrice":"5.00"}}]}`), &ok); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		edit func(*PlanInput)
+		want []string
+	}{
+		{"valid", func(*PlanInput) {}, nil},
+		{"no charges", func(in *PlanInput) { in.Charges = nil }, nil},
+		{"cadence", func(in *PlanInput) { in.Cadence = "P1W" }, []string{"cadence:"}},
+		{"charge key and meter", func(in *PlanInput) { in.Charges[0].Key, in.Charges[0].Meter = "", "" }, []string{"charges[0].key:", "charges[0].meter:"}},
+		{"duplicate charge", func(in *PlanInput) { in.Charges = append(in.Charges, in.Charges[0]) }, []string{"charges[1].key:"}},
+		{"pricing", func(in *PlanInput) { in.Charges[0].Pricing.PackageSize = PlanInput{}.BaseFee }, []string{"charges[0].pricing.packageSize:"}},
+		{"reporting", func(in *PlanInput) {
+			in.Charges[0].Reporting = []Reporting{{Target: "azure", Dimension: "d"}, {Target: "azure", Dimension: "d"}, {Target: "x"}}
+		}, []string{"charges[0].reporting[1].dimension:", "charges[0].reporting[2].target:", "charges[0].reporting[2].dimension:"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := ok
+			in.Charges = append([]PlanCharge{}, ok.Charges...)
+			tc.edit(&in)
+			checkFieldErrors(t, in.Validate(), tc.want)
+		})
+	}
+}
+
+func checkFieldErrors(t *testing.T, err error, want []string) {
+	t.Helper()
+	if want == nil {
+		if err != nil {
+			t.Fatalf("Validate: %v, want nil", err)
+		}
+		return
+	}
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("Validate: %v, want a *ValidationError", err)
+	}
+	got := ve.Errors()
+	var prefixes []string
+	for _, e := range got {
+		p, _, _ := strings.Cut(e, " ")
+		prefixes = append(prefixes, p)
+	}
+	if diff := cmp.Diff(want, prefixes); diff != "" {
+		t.Errorf("fields (-want +got):\n%s\nerrors: %q", diff, got)
+	}
+}
+
+func TestIncludedJSON(t *testing.T) {
+	for _, tc := range []struct{ in, out string }{
+		{`"1000"`, `"1000"`}, {`"unlimited"`, `"unlimited"`}, {`12.5`, `"12.5"`}, {`null`, `"0"`},
+	} {
+		var in Included
+		if err := json.Unmarshal([]byte(tc.in), &in); err != nil {
+			t.Fatalf("unmarshal %s: %v", tc.in, err)
+		}
+		b, err := json.Marshal(in)
+		if err != nil || string(b) != tc.out {
+			t.Errorf("%s round-trips to %s, %v; want %s", tc.in, b, err, tc.out)
+		}
+	}
+	var in Included
+	if err := json.Unmarshal([]byte(`"lots"`), &in); err == nil || !strings.HasPrefix(err.Error(), "included:") {
+		t.Errorf(`unmarshal "lots": %v, want an included: error`, err)
+	}
+}

@@ -1,0 +1,177 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tally-metering/tally/internal/billing"
+)
+
+// itemsOf is the body of the billing list endpoints: {"items": [...]}, so
+// that pagination can be added without breaking clients.
+type itemsOf[T any] struct {
+	Items []T `json:"items"`
+}
+
+func newID() (string, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", err
+	}
+	return id.String(), nil
+}
+
+func (s *Server) createCustomer(w http.ResponseWriter, r *http.Request) {
+	var in billing.CustomerInput
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := in.Validate(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id, err := newID()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	now := s.Now().UTC()
+	c := in.Customer(id, now, now)
+	if err := s.Store.CreateCustomer(r.Context(), c); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/api/v1/customers/"+c.ID)
+	writeJSON(w, http.StatusCreated, c)
+}
+
+func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
+	all := false
+	if v := r.URL.Query().Get("includeDeleted"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			s.writeError(w, r, &queryError{fmt.Errorf("includeDeleted: %q is not true or false", v)})
+			return
+		}
+		all = b
+	}
+	cs, err := s.Store.ListCustomers(r.Context(), all)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, itemsOf[billing.Customer]{cs})
+}
+
+func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) {
+	c, err := s.Store.GetCustomer(r.Context(), r.PathValue("idOrKey"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+// updateCustomer replaces a live customer's fields (all of them: an omitted
+// optional field is cleared), keeping its id and createdAt.
+func (s *Server) updateCustomer(w http.ResponseWriter, r *http.Request) {
+	var in billing.CustomerInput
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	old, err := s.Store.GetCustomer(r.Context(), r.PathValue("idOrKey"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if old.DeletedAt != nil {
+		s.writeError(w, r, &conflictError{fmt.Sprintf("customer %q was deleted at %s; a deleted customer can't change", old.Key, old.DeletedAt.Format(time.RFC3339))})
+		return
+	}
+	if in.Key == "" {
+		in.Key = old.Key
+	}
+	if err := in.Validate(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	c := in.Customer(old.ID, old.CreatedAt, s.Now().UTC())
+	if err := s.Store.UpdateCustomer(r.Context(), c); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+// deleteCustomer soft-deletes: the customer stays readable by id with its
+// history, and its key and subjects are freed.
+func (s *Server) deleteCustomer(w http.ResponseWriter, r *http.Request) {
+	c, err := s.Store.GetCustomer(r.Context(), r.PathValue("idOrKey"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.Store.DeleteCustomer(r.Context(), c.ID, s.Now()); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) listCustomerUsers(w http.ResponseWriter, r *http.Request) {
+	c, err := s.Store.GetCustomer(r.Context(), r.PathValue("idOrKey"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	us, err := s.Store.ListUsers(r.Context(), c.ID)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, itemsOf[billing.User]{us})
+}
+
+func (s *Server) createCustomerUser(w http.ResponseWriter, r *http.Request) {
+	var in billing.UserInput
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := in.Validate(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	c, err := s.Store.GetCustomer(r.Context(), r.PathValue("idOrKey"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if c.DeletedAt != nil {
+		s.writeError(w, r, &conflictError{fmt.Sprintf("customer %q is deleted; a deleted customer can't get users", c.Key)})
+		return
+	}
+	id, err := newID()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	u := billing.User{ID: id, CustomerID: c.ID, Key: in.Key, Email: in.Email, Name: in.Name, CreatedAt: s.Now().UTC()}
+	if err := s.Store.CreateUser(r.Context(), u); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, u)
+}
+
+// conflictError is a request that clashes with the state of what it names
+// (a deleted customer, a published plan version): 409, with its message.
+type conflictError struct{ msg string }
+
+func (e *conflictError) Error() string { return e.msg }

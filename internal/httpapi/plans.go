@@ -1,0 +1,183 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+
+	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/store"
+)
+
+// validatePlan checks in by itself, then that every charge's meter exists
+// and has the dimensions its filterGroupBy names; it returns one
+// *billing.ValidationError with every problem found.
+func (s *Server) validatePlan(r *http.Request, in billing.PlanInput) error {
+	var errs []error
+	if err := in.Validate(); err != nil {
+		var ve *billing.ValidationError
+		if !errors.As(err, &ve) {
+			return err
+		}
+		errs = append(errs, unjoinAll(ve.Err)...)
+	}
+	for i, ch := range in.Charges {
+		if ch.Meter == "" {
+			continue // reported by Validate
+		}
+		m, err := s.Store.GetMeter(r.Context(), ch.Meter)
+		if errors.Is(err, store.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("charges[%d].meter: there is no meter %q; create it first (POST /api/v1/meters)", i, ch.Meter))
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, k := range sortedKeys(ch.FilterGroupBy) {
+			if _, ok := m.GroupBy[k]; !ok {
+				errs = append(errs, fmt.Errorf("charges[%d].filterGroupBy.%s: meter %q has no groupBy %q", i, k, m.Slug, k))
+			}
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return &billing.ValidationError{What: "plan", Err: errors.Join(errs...)}
+}
+
+func unjoinAll(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func (s *Server) createPlan(w http.ResponseWriter, r *http.Request) {
+	var in billing.PlanInput
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.validatePlan(r, in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id, err := newID()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	now := s.Now().UTC()
+	p := in.Plan(id, 1, now, now)
+	if err := s.Store.CreatePlan(r.Context(), p); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/api/v1/plans/"+p.Key)
+	writeJSON(w, http.StatusCreated, p)
+}
+
+func (s *Server) listPlans(w http.ResponseWriter, r *http.Request) {
+	ps, err := s.Store.ListPlans(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, itemsOf[billing.Plan]{ps})
+}
+
+// planVersion reads the optional ?version=N (0 when absent: the latest).
+func planVersion(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("version")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, &queryError{fmt.Errorf("version: %q is not a plan version (1, 2, …)", v)}
+	}
+	return n, nil
+}
+
+func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) {
+	v, err := planVersion(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p, err := s.Store.GetPlan(r.Context(), r.PathValue("idOrKey"), v)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+// updatePlan replaces the plan's draft with the request; when the latest
+// version is published it creates the next version as a draft instead
+// (201), since a published version never changes.
+func (s *Server) updatePlan(w http.ResponseWriter, r *http.Request) {
+	var in billing.PlanInput
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	latest, err := s.Store.GetPlan(r.Context(), r.PathValue("idOrKey"), 0)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if in.Key == "" {
+		in.Key = latest.Key
+	}
+	if in.Key != latest.Key {
+		s.writeError(w, r, &billing.ValidationError{What: "plan", Err: fmt.Errorf("key: a plan's key can't change (it is %q); create a new plan instead", latest.Key)})
+		return
+	}
+	if err := s.validatePlan(r, in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	now := s.Now().UTC()
+	p := in.Plan(latest.ID, latest.Version, latest.CreatedAt, now)
+	status := http.StatusOK
+	if latest.Published() {
+		p = in.Plan(latest.ID, latest.Version+1, now, now)
+		status = http.StatusCreated
+	}
+	if err := s.Store.SavePlanDraft(r.Context(), p); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if status == http.StatusCreated {
+		w.Header().Set("Location", fmt.Sprintf("/api/v1/plans/%s?version=%d", p.Key, p.Version))
+	}
+	writeJSON(w, status, p)
+}
+
+// publishPlan publishes the latest version (or ?version=N); publishing a
+// published version changes nothing.
+func (s *Server) publishPlan(w http.ResponseWriter, r *http.Request) {
+	v, err := planVersion(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p, err := s.Store.PublishPlan(r.Context(), r.PathValue("idOrKey"), v, s.Now())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}

@@ -1,0 +1,85 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tally-metering/tally/internal/billing"
+)
+
+// SubjectTakenError is the ErrConflict of a customer write naming a subject
+// that another live customer owns.
+type SubjectTakenError struct {
+	Subject string
+	// Owner is the key of the customer that owns Subject.
+	Owner string
+}
+
+func (e *SubjectTakenError) Error() string {
+	return fmt.Sprintf("subject %q belongs to customer %q; remove it there first", e.Subject, e.Owner)
+}
+
+// Unwrap makes errors.Is(err, ErrConflict) hold.
+func (e *SubjectTakenError) Unwrap() error { return ErrConflict }
+
+// Customers keeps customers and their users.
+//
+// A customer is live until DeleteCustomer, which keeps it (its history is
+// still readable by id) but frees its key and subjects for other customers.
+type Customers interface {
+	// CreateCustomer stores a new customer and its subjects in one
+	// transaction; ErrConflict if the id or key is taken by a live customer,
+	// a *SubjectTakenError if a subject belongs to another live customer.
+	CreateCustomer(ctx context.Context, c billing.Customer) error
+	// UpdateCustomer replaces the live customer with c's ID, its subject
+	// list included, keeping CreatedAt. ErrNotFound if there is none (or it
+	// is deleted); ErrConflict and *SubjectTakenError as CreateCustomer.
+	UpdateCustomer(ctx context.Context, c billing.Customer) error
+	// GetCustomer finds a customer by id, or by key (the live one with that
+	// key, else the most recently deleted); ErrNotFound if there is none.
+	GetCustomer(ctx context.Context, idOrKey string) (billing.Customer, error)
+	// ListCustomers returns the live customers (and the deleted ones too
+	// when includeDeleted), ordered by key then id.
+	ListCustomers(ctx context.Context, includeDeleted bool) ([]billing.Customer, error)
+	// DeleteCustomer marks the customer with the given id deleted at at and
+	// frees its key and subjects. It is idempotent: deleting a deleted
+	// customer changes nothing. ErrNotFound if there is no such customer.
+	DeleteCustomer(ctx context.Context, id string, at time.Time) error
+	// CustomerBySubject returns the live customer owning subject;
+	// ErrNotFound if none does.
+	CustomerBySubject(ctx context.Context, subject string) (billing.Customer, error)
+
+	// CreateUser adds a user to its customer; ErrNotFound if the customer
+	// is not live, ErrConflict if another user has the same key or e-mail
+	// address in that customer.
+	CreateUser(ctx context.Context, u billing.User) error
+	// ListUsers returns a customer's users ordered by creation.
+	ListUsers(ctx context.Context, customerID string) ([]billing.User, error)
+}
+
+// Plans keeps versioned plans. All versions of a plan share its ID and Key;
+// a published version never changes.
+type Plans interface {
+	// CreatePlan stores p, version 1 of a new plan; ErrConflict if a plan
+	// with the same id or key exists.
+	CreatePlan(ctx context.Context, p billing.Plan) error
+	// GetPlan finds a plan by id or key and returns the given version, or
+	// the latest when version is 0; ErrNotFound if there is none.
+	GetPlan(ctx context.Context, idOrKey string, version int) (billing.Plan, error)
+	// ListPlans returns the latest version of every plan, ordered by key.
+	ListPlans(ctx context.Context) ([]billing.Plan, error)
+	// ListPlanVersions returns every version of a plan, oldest first;
+	// ErrNotFound if there is no such plan.
+	ListPlanVersions(ctx context.Context, idOrKey string) ([]billing.Plan, error)
+	// SavePlanDraft stores p as version p.Version of plan p.ID: it replaces
+	// that version when it is the latest and a draft, or adds it when it is
+	// one above the latest and the latest is published. Anything else is
+	// ErrConflict (a published version is immutable; a concurrent edit made
+	// another version first); ErrNotFound if there is no plan p.ID.
+	SavePlanDraft(ctx context.Context, p billing.Plan) error
+	// PublishPlan publishes the given version (the latest when 0) at at and
+	// returns it. Publishing a published version returns it unchanged.
+	// ErrNotFound if there is no such version.
+	PublishPlan(ctx context.Context, idOrKey string, version int, at time.Time) (billing.Plan, error)
+}

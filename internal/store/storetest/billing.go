@@ -1,0 +1,296 @@
+package storetest
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/shopspring/decimal"
+
+	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/store"
+)
+
+var billingOpts = cmp.Options{
+	cmpopts.EquateEmpty(),
+	cmp.Comparer(func(a, b decimal.Decimal) bool { return a.Equal(b) }),
+}
+
+var bt0 = time.Date(2026, 6, 20, 10, 0, 0, 123000, time.UTC)
+
+func testCustomers(t *testing.T, b Backend) {
+	e := newEnv(t, b)
+	s, ctx := e.s, ctxOf(t)
+
+	contoso := billing.Customer{
+		ID: "c-1", Key: "contoso", Name: "Contoso", Email: "billing@contoso.example", Currency: "EUR",
+		Metadata: map[string]string{"tier": "gold"}, Subjects: []string{"contoso-mail", "contoso-web"},
+		External: billing.ExternalRefs{
+			Azure:  &billing.AzureRef{ResourceID: "res-1", PlanID: "gold"},
+			AWS:    &billing.AWSRef{CustomerIdentifier: "cid", CustomerAWSAccountID: "123456789012"},
+			Stripe: &billing.StripeRef{CustomerID: "cus_1"},
+		},
+		CreatedAt: bt0, UpdatedAt: bt0,
+	}
+	fabrikam := billing.Customer{ID: "c-2", Key: "fabrikam", Name: "Fabrikam", Currency: "USD", Subjects: []string{"fab"}, CreatedAt: bt0, UpdatedAt: bt0}
+	for _, c := range []billing.Customer{contoso, fabrikam} {
+		if err := s.CreateCustomer(ctx, c); err != nil {
+			t.Fatalf("CreateCustomer(%s): %v", c.Key, err)
+		}
+	}
+	get := func(idOrKey string, want billing.Customer) {
+		t.Helper()
+		got, err := s.GetCustomer(ctx, idOrKey)
+		if err != nil {
+			t.Fatalf("GetCustomer(%q): %v", idOrKey, err)
+		}
+		if diff := cmp.Diff(want, got, billingOpts); diff != "" {
+			t.Errorf("GetCustomer(%q) (-want +got):\n%s", idOrKey, diff)
+		}
+	}
+	get("c-1", contoso)
+	get("contoso", contoso)
+
+	for _, tc := range []struct {
+		name string
+		c    billing.Customer
+	}{
+		{"same key", billing.Customer{ID: "c-3", Key: "contoso", Name: "X", Currency: "EUR", CreatedAt: bt0, UpdatedAt: bt0}},
+		{"same id", billing.Customer{ID: "c-1", Key: "other", Name: "X", Currency: "EUR", CreatedAt: bt0, UpdatedAt: bt0}},
+		{"subject of another customer", billing.Customer{ID: "c-3", Key: "other", Name: "X", Currency: "EUR", Subjects: []string{"new", "fab"}, CreatedAt: bt0, UpdatedAt: bt0}},
+	} {
+		err := s.CreateCustomer(ctx, tc.c)
+		if !errors.Is(err, store.ErrConflict) {
+			t.Errorf("CreateCustomer (%s): got %v, want ErrConflict", tc.name, err)
+		}
+	}
+	var taken *store.SubjectTakenError
+	if err := s.CreateCustomer(ctx, billing.Customer{ID: "c-3", Key: "other", Name: "X", Currency: "EUR", Subjects: []string{"fab"}}); !errors.As(err, &taken) || taken.Owner != "fabrikam" || taken.Subject != "fab" {
+		t.Errorf("CreateCustomer with a taken subject: got %v, want a SubjectTakenError naming fab and fabrikam", err)
+	}
+	// Nothing of a refused customer is kept: "new" is still free.
+	if _, err := s.CustomerBySubject(ctx, "new"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CustomerBySubject(new) after a refused create: got %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetCustomer(ctx, "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetCustomer(nobody): got %v, want ErrNotFound", err)
+	}
+
+	// Update: moves a subject, keeps CreatedAt.
+	upd := contoso
+	upd.Name, upd.Subjects, upd.UpdatedAt, upd.CreatedAt = "Contoso Ltd", []string{"contoso-web", "contoso-api"}, bt0.Add(time.Hour), time.Time{}
+	if err := s.UpdateCustomer(ctx, upd); err != nil {
+		t.Fatalf("UpdateCustomer: %v", err)
+	}
+	upd.CreatedAt = bt0
+	get("contoso", upd)
+	if _, err := s.CustomerBySubject(ctx, "contoso-mail"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a subject removed by UpdateCustomer is still owned: %v", err)
+	}
+	if c, err := s.CustomerBySubject(ctx, "contoso-api"); err != nil || c.ID != "c-1" {
+		t.Errorf("CustomerBySubject(contoso-api) = %v, %v; want c-1", c.ID, err)
+	}
+	bad := fabrikam
+	bad.Subjects = []string{"contoso-web"}
+	if err := s.UpdateCustomer(ctx, bad); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("UpdateCustomer taking another's subject: got %v, want ErrConflict", err)
+	}
+	bad = fabrikam
+	bad.Key = "contoso"
+	if err := s.UpdateCustomer(ctx, bad); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("UpdateCustomer to a taken key: got %v, want ErrConflict", err)
+	}
+	if err := s.UpdateCustomer(ctx, billing.Customer{ID: "nope", Key: "nope"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("UpdateCustomer(unknown): got %v, want ErrNotFound", err)
+	}
+
+	// Users.
+	u1 := billing.User{ID: "u-1", CustomerID: "c-1", Key: "alice", Email: "alice@contoso.example", Name: "Alice", CreatedAt: bt0}
+	u2 := billing.User{ID: "u-2", CustomerID: "c-1", Email: "bob@contoso.example", CreatedAt: bt0.Add(time.Second)}
+	for _, u := range []billing.User{u1, u2} {
+		if err := s.CreateUser(ctx, u); err != nil {
+			t.Fatalf("CreateUser(%s): %v", u.ID, err)
+		}
+	}
+	if err := s.CreateUser(ctx, billing.User{ID: "u-3", CustomerID: "c-1", Key: "alice", CreatedAt: bt0}); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("CreateUser with a taken key: got %v, want ErrConflict", err)
+	}
+	if err := s.CreateUser(ctx, billing.User{ID: "u-3", CustomerID: "c-2", Key: "alice", CreatedAt: bt0}); err != nil {
+		t.Errorf("CreateUser with a key used in another customer: %v", err)
+	}
+	if err := s.CreateUser(ctx, billing.User{ID: "u-4", CustomerID: "nope", Key: "x", CreatedAt: bt0}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CreateUser of an unknown customer: got %v, want ErrNotFound", err)
+	}
+	users, err := s.ListUsers(ctx, "c-1")
+	if err != nil {
+		t.Fatalf("ListUsers: %v", err)
+	}
+	if diff := cmp.Diff([]billing.User{u1, u2}, users, billingOpts); diff != "" {
+		t.Errorf("ListUsers (-want +got):\n%s", diff)
+	}
+
+	// Delete keeps the customer, frees key and subjects; idempotent.
+	at := bt0.Add(2 * time.Hour)
+	if err := s.DeleteCustomer(ctx, "c-2", at); err != nil {
+		t.Fatalf("DeleteCustomer: %v", err)
+	}
+	if err := s.DeleteCustomer(ctx, "c-2", at.Add(time.Hour)); err != nil {
+		t.Fatalf("DeleteCustomer again: %v", err)
+	}
+	if err := s.DeleteCustomer(ctx, "nope", at); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteCustomer(unknown): got %v, want ErrNotFound", err)
+	}
+	deleted := fabrikam
+	deleted.DeletedAt, deleted.UpdatedAt = &at, at
+	get("c-2", deleted)
+	get("fabrikam", deleted)
+	if err := s.UpdateCustomer(ctx, fabrikam); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("UpdateCustomer of a deleted customer: got %v, want ErrNotFound", err)
+	}
+	if err := s.CreateUser(ctx, billing.User{ID: "u-5", CustomerID: "c-2", Key: "z", CreatedAt: bt0}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CreateUser of a deleted customer: got %v, want ErrNotFound", err)
+	}
+	reborn := billing.Customer{ID: "c-4", Key: "fabrikam", Name: "Fabrikam again", Currency: "USD", Subjects: []string{"fab"}, CreatedAt: at, UpdatedAt: at}
+	if err := s.CreateCustomer(ctx, reborn); err != nil {
+		t.Fatalf("CreateCustomer with a deleted customer's key and subjects: %v", err)
+	}
+	get("fabrikam", reborn)
+	get("c-2", deleted)
+
+	live, err := s.ListCustomers(ctx, false)
+	if err != nil {
+		t.Fatalf("ListCustomers: %v", err)
+	}
+	if diff := cmp.Diff([]billing.Customer{upd, reborn}, live, billingOpts); diff != "" {
+		t.Errorf("ListCustomers(live) (-want +got):\n%s", diff)
+	}
+	all, err := s.ListCustomers(ctx, true)
+	if err != nil {
+		t.Fatalf("ListCustomers: %v", err)
+	}
+	if diff := cmp.Diff([]billing.Customer{upd, deleted, reborn}, all, billingOpts); diff != "" {
+		t.Errorf("ListCustomers(all) (-want +got):\n%s", diff)
+	}
+}
+
+func testPlans(t *testing.T, b Backend) {
+	e := newEnv(t, b)
+	s, ctx := e.s, ctxOf(t)
+	d := decimal.RequireFromString
+	upTo := d("1000")
+	v1 := billing.Plan{
+		ID: "p-1", Key: "mail-pro", Version: 1, Name: "Mail Pro", Currency: "EUR", Cadence: billing.CadenceMonthly,
+		BaseFee: d("10.00"), Status: billing.PlanDraft, CreatedAt: bt0, UpdatedAt: bt0,
+		Charges: []billing.PlanCharge{{
+			Key: "emails", Meter: "emails", FilterGroupBy: map[string]string{"kind": "bulk"},
+			Included: billing.IncludedQuantity(d("1000")),
+			Pricing: billing.Pricing{Model: billing.ModelGraduated, Tiers: []billing.Tier{
+				{UpTo: &upTo, UnitPrice: d("0.01")}, {UnitPrice: d("0.005"), FlatPrice: d("1")},
+			}},
+			Reporting: []billing.Reporting{{Target: "azure", Dimension: "emails", UnitSize: d("1000")}},
+		}},
+	}
+	if err := s.CreatePlan(ctx, v1); err != nil {
+		t.Fatalf("CreatePlan: %v", err)
+	}
+	other := billing.Plan{ID: "p-2", Key: "basic", Version: 1, Name: "Basic", Currency: "EUR", Cadence: billing.CadenceYearly, Status: billing.PlanDraft, CreatedAt: bt0, UpdatedAt: bt0}
+	if err := s.CreatePlan(ctx, other); err != nil {
+		t.Fatalf("CreatePlan: %v", err)
+	}
+	for _, p := range []billing.Plan{{ID: "p-3", Key: "mail-pro", Version: 1}, {ID: "p-1", Key: "x", Version: 1}} {
+		if err := s.CreatePlan(ctx, p); !errors.Is(err, store.ErrConflict) {
+			t.Errorf("CreatePlan(%s, %s): got %v, want ErrConflict", p.ID, p.Key, err)
+		}
+	}
+	get := func(idOrKey string, version int, want billing.Plan) {
+		t.Helper()
+		got, err := s.GetPlan(ctx, idOrKey, version)
+		if err != nil {
+			t.Fatalf("GetPlan(%q, %d): %v", idOrKey, version, err)
+		}
+		if diff := cmp.Diff(want, got, billingOpts); diff != "" {
+			t.Errorf("GetPlan(%q, %d) (-want +got):\n%s", idOrKey, version, diff)
+		}
+	}
+	get("mail-pro", 0, v1)
+	get("p-1", 1, v1)
+	if _, err := s.GetPlan(ctx, "mail-pro", 2); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetPlan(version 2): got %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetPlan(ctx, "nope", 0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetPlan(nope): got %v, want ErrNotFound", err)
+	}
+
+	// A draft can be edited in place, but not into a second draft.
+	v1.Name, v1.UpdatedAt = "Mail Pro (edited)", bt0.Add(time.Minute)
+	if err := s.SavePlanDraft(ctx, v1); err != nil {
+		t.Fatalf("SavePlanDraft(draft): %v", err)
+	}
+	get("mail-pro", 0, v1)
+	early := v1
+	early.Version = 2
+	if err := s.SavePlanDraft(ctx, early); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("SavePlanDraft(version 2 over a draft 1): got %v, want ErrConflict", err)
+	}
+
+	// Publishing freezes the version; it is idempotent.
+	at := bt0.Add(time.Hour)
+	pub, err := s.PublishPlan(ctx, "mail-pro", 0, at)
+	if err != nil {
+		t.Fatalf("PublishPlan: %v", err)
+	}
+	v1p := v1
+	v1p.Status, v1p.PublishedAt, v1p.UpdatedAt = billing.PlanPublished, &at, at
+	if diff := cmp.Diff(v1p, pub, billingOpts); diff != "" {
+		t.Errorf("PublishPlan (-want +got):\n%s", diff)
+	}
+	if again, err := s.PublishPlan(ctx, "p-1", 1, at.Add(time.Hour)); err != nil || !again.PublishedAt.Equal(at) {
+		t.Errorf("PublishPlan again = %v, %v; want unchanged", again.PublishedAt, err)
+	}
+	if err := s.SavePlanDraft(ctx, v1); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("SavePlanDraft(published version): got %v, want ErrConflict", err)
+	}
+	get("mail-pro", 1, v1p)
+
+	// Changes make version 2.
+	v2 := v1
+	v2.Version, v2.BaseFee, v2.CreatedAt, v2.UpdatedAt = 2, d("12"), at, at
+	if err := s.SavePlanDraft(ctx, v2); err != nil {
+		t.Fatalf("SavePlanDraft(version 2): %v", err)
+	}
+	get("mail-pro", 0, v2)
+	get("mail-pro", 1, v1p)
+	skip := v2
+	skip.Version = 4
+	if err := s.SavePlanDraft(ctx, skip); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("SavePlanDraft(version 4 after 2): got %v, want ErrConflict", err)
+	}
+	rekey := v2
+	rekey.Key = "renamed"
+	if err := s.SavePlanDraft(ctx, rekey); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("SavePlanDraft with another key: got %v, want ErrConflict", err)
+	}
+	if err := s.SavePlanDraft(ctx, billing.Plan{ID: "nope", Key: "nope", Version: 1}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SavePlanDraft(unknown plan): got %v, want ErrNotFound", err)
+	}
+
+	list, err := s.ListPlans(ctx)
+	if err != nil {
+		t.Fatalf("ListPlans: %v", err)
+	}
+	if diff := cmp.Diff([]billing.Plan{other, v2}, list, billingOpts); diff != "" {
+		t.Errorf("ListPlans (-want +got):\n%s", diff)
+	}
+	versions, err := s.ListPlanVersions(ctx, "mail-pro")
+	if err != nil {
+		t.Fatalf("ListPlanVersions: %v", err)
+	}
+	if diff := cmp.Diff([]billing.Plan{v1p, v2}, versions, billingOpts); diff != "" {
+		t.Errorf("ListPlanVersions (-want +got):\n%s", diff)
+	}
+	if _, err := s.ListPlanVersions(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ListPlanVersions(nope): got %v, want ErrNotFound", err)
+	}
+}
