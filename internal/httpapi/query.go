@@ -124,8 +124,31 @@ func (s *Server) queryMeter(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, r, errors.Join(errs...))
 		return
 	}
-	res, err := s.Usage.Query(r.Context(), q)
+	var res usage.Result
+	run := func() error {
+		// Read the definition again where no meter can change, so that the
+		// rollups read are the ones built for it.
+		cur, err := s.Store.GetMeter(r.Context(), m.ID)
+		if err != nil {
+			return err
+		}
+		q.Meter = cur
+		res, err = s.Usage.Query(r.Context(), q)
+		return err
+	}
+	if s.Pipeline != nil {
+		err = s.Pipeline.MetersStable(run)
+	} else {
+		err = run()
+	}
 	if err != nil {
+		var inv interface{ Unwrap() []error }
+		if errors.As(err, &inv) {
+			// The meter changed between parsing and reading; its new
+			// definition refuses the query.
+			badRequest(w, r, err)
+			return
+		}
 		s.writeError(w, r, err)
 		return
 	}

@@ -228,6 +228,14 @@ func (p *Pipeline) Exclusive(ctx context.Context, fn func(ctx context.Context) e
 	return fn(ctx)
 }
 
+// MetersStable runs fn while no meter definition or projection changes, so
+// that a reader sees a definition and the rollups built for it together.
+func (p *Pipeline) MetersStable(fn func() error) error {
+	p.exclMu.RLock()
+	defer p.exclMu.RUnlock()
+	return fn()
+}
+
 // Close stops accepting events, commits everything already queued and
 // waits for the writer to finish.
 func (p *Pipeline) Close() {
