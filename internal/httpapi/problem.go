@@ -63,6 +63,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var berr *billing.ValidationError
 	var taken *store.SubjectTakenError
 	var cerr *conflictError
+	var nsub *billing.NotSubscribableError
 	switch {
 	case errors.As(err, &inv):
 		status := http.StatusBadRequest
@@ -82,6 +83,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: taken.Error()})
 	case errors.As(err, &cerr):
 		writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: cerr.Error()})
+	case errors.As(err, &nsub):
+		writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: nsub.Error()})
 	case errors.Is(err, store.ErrNotFound):
 		writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: err.Error()})
 	case errors.Is(err, store.ErrConflict):

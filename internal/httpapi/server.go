@@ -121,6 +121,10 @@ func (s *Server) routes() []routeDef {
 		r("GET", "/api/v1/plans/{idOrKey}", s.getPlan),
 		r("PUT", "/api/v1/plans/{idOrKey}", s.updatePlan),
 		r("POST", "/api/v1/plans/{idOrKey}/publish", s.publishPlan),
+		r("GET", "/api/v1/subscriptions", s.listSubscriptions),
+		r("POST", "/api/v1/subscriptions", s.createSubscription),
+		r("GET", "/api/v1/subscriptions/{id}", s.getSubscription),
+		r("POST", "/api/v1/subscriptions/{id}/cancel", s.cancelSubscription),
 	}
 }
 

@@ -83,3 +83,31 @@ type Plans interface {
 	// ErrNotFound if there is no such version.
 	PublishPlan(ctx context.Context, idOrKey string, version int, at time.Time) (billing.Plan, error)
 }
+
+// SubscriptionFilter selects subscriptions; an empty field matches all.
+type SubscriptionFilter struct {
+	// CustomerID keeps only the customer's subscriptions (an id, not a key).
+	CustomerID string
+	// PlanID keeps only subscriptions to the plan (any version).
+	PlanID string
+}
+
+// Subscriptions keeps subscriptions. A subscription is never deleted:
+// cancelling it keeps it, with its history.
+type Subscriptions interface {
+	// CreateSubscription stores a new subscription; ErrConflict if the id
+	// is taken, ErrNotFound if its customer or plan version does not exist.
+	CreateSubscription(ctx context.Context, s billing.Subscription) error
+	// GetSubscription finds a subscription by id; ErrNotFound if there is
+	// none.
+	GetSubscription(ctx context.Context, id string) (billing.Subscription, error)
+	// ListSubscriptions returns the subscriptions f selects, ordered by
+	// start then id.
+	ListSubscriptions(ctx context.Context, f SubscriptionFilter) ([]billing.Subscription, error)
+	// UpdateSubscription replaces the subscription with s's ID (used to
+	// cancel it). Only Status, CancelAt, CanceledAt and UpdatedAt may
+	// change; ErrConflict if anything else differs (a subscription's
+	// customer, plan version and schedule are fixed), ErrNotFound if there
+	// is no such subscription.
+	UpdateSubscription(ctx context.Context, s billing.Subscription) error
+}

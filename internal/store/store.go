@@ -33,6 +33,7 @@ type Store interface {
 	Subjects
 	Customers
 	Plans
+	Subscriptions
 	// Size is the bytes the store occupies on disk (0 if unknown).
 	Size(ctx context.Context) (int64, error)
 	Close() error

@@ -1,0 +1,232 @@
+package billing
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// SubscriptionStatus is the life-cycle state of a subscription.
+type SubscriptionStatus string
+
+// The subscription statuses.
+const (
+	// SubscriptionActive is a subscription that bills every period.
+	SubscriptionActive SubscriptionStatus = "active"
+	// SubscriptionScheduledCancel is an active subscription that ends at
+	// CancelAt, the end of the period in which it was cancelled.
+	SubscriptionScheduledCancel SubscriptionStatus = "scheduled_cancel"
+	// SubscriptionCanceled is a subscription that ended at CancelAt. Its
+	// data is kept.
+	SubscriptionCanceled SubscriptionStatus = "canceled"
+)
+
+// CancelMode says when a cancellation takes effect.
+type CancelMode string
+
+// The cancel modes.
+const (
+	// CancelNow ends the subscription at the moment of the request.
+	CancelNow CancelMode = "now"
+	// CancelPeriodEnd ends the subscription at the end of its current
+	// period; until then it stays in force (status scheduled_cancel).
+	CancelPeriodEnd CancelMode = "period_end"
+)
+
+// Subscription is a customer on one published plan version from Start.
+// Its billing periods follow Cadence (copied from the plan version, which
+// never changes), BillingAnchor and TimeZone.
+type Subscription struct {
+	ID          string    `json:"id"`
+	CustomerID  string    `json:"customerId"`
+	PlanID      string    `json:"planId"`
+	PlanKey     string    `json:"planKey"`
+	PlanVersion int       `json:"planVersion"`
+	Cadence     Cadence   `json:"cadence"`
+	Start       time.Time `json:"start"`
+	// BillingAnchor is AnchorAnniversary or AnchorCalendar, never empty.
+	BillingAnchor Anchor `json:"billingAnchor"`
+	// TimeZone is the IANA zone the period boundaries are computed in.
+	TimeZone string             `json:"timeZone"`
+	Status   SubscriptionStatus `json:"status"`
+	// CancelAt is when the subscription ends (or ended): the moment of a
+	// cancellation "now", or the end of the period in which it was
+	// cancelled "at period end". Nil while the subscription is active.
+	CancelAt *time.Time `json:"cancelAt,omitempty"`
+	// CanceledAt is when the cancellation was requested.
+	CanceledAt *time.Time `json:"canceledAt,omitempty"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	UpdatedAt  time.Time  `json:"updatedAt"`
+}
+
+// Location returns the subscription's time zone (UTC when unset).
+func (s Subscription) Location() (*time.Location, error) {
+	return loadZone(s.TimeZone)
+}
+
+// StatusAt is the status as of now: a scheduled cancellation whose CancelAt
+// has passed is canceled.
+func (s Subscription) StatusAt(now time.Time) SubscriptionStatus {
+	if s.Status == SubscriptionScheduledCancel && s.CancelAt != nil && !now.Before(*s.CancelAt) {
+		return SubscriptionCanceled
+	}
+	return s.Status
+}
+
+// CurrentPeriod returns the billing period that contains now. Before the
+// start (a subscription may start in the future) it is the first period.
+// It does not look at the status: a cancelled subscription still has the
+// period it would be in.
+func (s Subscription) CurrentPeriod(now time.Time) (Period, error) {
+	loc, err := s.Location()
+	if err != nil {
+		return Period{}, err
+	}
+	if now.Before(s.Start) {
+		now = s.Start
+	}
+	return PeriodAt(s.Start, s.Cadence, s.BillingAnchor, loc, now)
+}
+
+// Cancel returns s cancelled at now in the given mode: CancelNow makes it
+// canceled with CancelAt now; CancelPeriodEnd makes it scheduled_cancel
+// with CancelAt the end of the current period. A subscription that has not
+// started yet and is cancelled at period end ends at the end of its first
+// period. Cancelling a scheduled cancellation again at period end returns
+// it unchanged; cancelling it now ends it now. Cancelling a canceled
+// subscription is a *NotSubscribableError.
+func (s Subscription) Cancel(mode CancelMode, now time.Time) (Subscription, error) {
+	if st := s.StatusAt(now); st == SubscriptionCanceled {
+		return s, &NotSubscribableError{fmt.Sprintf("subscription %s is already canceled (it ended at %s)", s.ID, s.CancelAt.Format(time.RFC3339))}
+	}
+	if s.Status == SubscriptionScheduledCancel && mode == CancelPeriodEnd {
+		return s, nil
+	}
+	now = now.UTC()
+	switch mode {
+	case CancelNow:
+		s.Status = SubscriptionCanceled
+		s.CancelAt = &now
+	case CancelPeriodEnd:
+		p, err := s.CurrentPeriod(now)
+		if err != nil {
+			return s, err
+		}
+		end := p.End.UTC()
+		s.Status = SubscriptionScheduledCancel
+		s.CancelAt = &end
+	default:
+		return s, &ValidationError{What: "cancellation", Err: fmt.Errorf("at: %q is not one of %s, %s", string(mode), CancelNow, CancelPeriodEnd)}
+	}
+	s.CanceledAt = &now
+	s.UpdatedAt = now
+	return s, nil
+}
+
+// SubscriptionInput is what a vendor sends to subscribe a customer to a
+// plan.
+type SubscriptionInput struct {
+	// Customer is the customer's id or key.
+	Customer string `json:"customer"`
+	// Plan is the plan's id or key.
+	Plan string `json:"plan"`
+	// PlanVersion is the plan version; 0 (omitted) means the latest
+	// published version.
+	PlanVersion int `json:"planVersion"`
+	// Start is when the subscription starts; nil means now. It may be in
+	// the past or the future.
+	Start         *time.Time `json:"start"`
+	BillingAnchor Anchor     `json:"billingAnchor"`
+	// TimeZone is an IANA time zone name; "" means UTC.
+	TimeZone string `json:"timeZone"`
+}
+
+// earliestStart bounds subscription starts to sane instants.
+var (
+	earliestStart = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	latestStart   = time.Date(9000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// Validate checks in by itself (whether the customer and plan exist is the
+// caller's business) and returns a *ValidationError joining every field
+// error, or nil.
+func (in SubscriptionInput) Validate() error {
+	var errs []error
+	if in.Customer == "" {
+		errs = append(errs, errors.New("customer: is required (the customer's id or key)"))
+	}
+	if in.Plan == "" {
+		errs = append(errs, errors.New("plan: is required (the plan's id or key)"))
+	}
+	if in.PlanVersion < 0 {
+		errs = append(errs, fmt.Errorf("planVersion: %d is not a plan version (1, 2, …; omit it for the latest published)", in.PlanVersion))
+	}
+	if in.Start != nil && (in.Start.Before(earliestStart) || !in.Start.Before(latestStart)) {
+		errs = append(errs, fmt.Errorf("start: %s is out of range (1970 to 8999)", in.Start.Format(time.RFC3339Nano)))
+	}
+	if err := in.BillingAnchor.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := loadZone(in.TimeZone); err != nil {
+		errs = append(errs, err)
+	}
+	return invalid("subscription", errs)
+}
+
+// Subscription returns the subscription in describes for the given
+// customer and plan version, starting at start (in.Start, or now when the
+// caller defaulted it), with the given id and creation time.
+func (in SubscriptionInput) Subscription(id string, c Customer, p Plan, start, now time.Time) Subscription {
+	a := in.BillingAnchor
+	if a == "" {
+		a = AnchorAnniversary
+	}
+	tz := in.TimeZone
+	if tz == "" {
+		tz = "UTC"
+	}
+	return Subscription{
+		ID: id, CustomerID: c.ID, PlanID: p.ID, PlanKey: p.Key, PlanVersion: p.Version, Cadence: p.Cadence,
+		Start: start.UTC(), BillingAnchor: a, TimeZone: tz, Status: SubscriptionActive,
+		CreatedAt: now.UTC(), UpdatedAt: now.UTC(),
+	}
+}
+
+// CheckSubscribable reports why customer c can't subscribe to plan version
+// p, or nil: a currency mismatch is a *ValidationError naming the field
+// "plan"; a deleted customer or a draft plan version is a
+// *NotSubscribableError (the state of what the request names, not a field
+// error).
+func CheckSubscribable(c Customer, p Plan) error {
+	if c.DeletedAt != nil {
+		return &NotSubscribableError{fmt.Sprintf("customer %q was deleted at %s; a deleted customer can't subscribe", c.Key, c.DeletedAt.Format(time.RFC3339))}
+	}
+	if !p.Published() {
+		return &NotSubscribableError{fmt.Sprintf("plan %q version %d is a draft; publish it first (POST /api/v1/plans/%s/publish)", p.Key, p.Version, p.Key)}
+	}
+	if p.Currency != c.Currency {
+		return invalid("subscription", []error{fmt.Errorf("plan: plan %q version %d is priced in %s, but customer %q is billed in %s; the currencies must match", p.Key, p.Version, p.Currency, c.Key, c.Currency)})
+	}
+	return nil
+}
+
+// NotSubscribableError is a subscription change refused because of the
+// state of what it names (a deleted customer, a draft plan version, an
+// already canceled subscription).
+type NotSubscribableError struct{ Msg string }
+
+func (e *NotSubscribableError) Error() string { return e.Msg }
+
+func loadZone(tz string) (*time.Location, error) {
+	if tz == "" || tz == "UTC" {
+		return time.UTC, nil
+	}
+	if tz == "Local" {
+		return nil, errors.New(`timeZone: "Local" is not allowed; name an IANA time zone such as Europe/Berlin`)
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		return nil, fmt.Errorf("timeZone: %q is not an IANA time zone such as Europe/Berlin", tz)
+	}
+	return loc, nil
+}

@@ -1,0 +1,200 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/store"
+)
+
+// subscriptionView is a subscription as the API shows it: its status as of
+// the server clock (a scheduled cancellation whose time has passed is
+// canceled) and its current billing period, absent once it is canceled.
+type subscriptionView struct {
+	billing.Subscription
+	Status        billing.SubscriptionStatus `json:"status"`
+	CurrentPeriod *periodView                `json:"currentPeriod,omitempty"`
+}
+
+// periodView is a billing period [start, end) in UTC.
+type periodView struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	// Partial marks a calendar-anchored first period shorter than a full
+	// one.
+	Partial bool `json:"partial,omitempty"`
+}
+
+func (s *Server) viewSubscription(sub billing.Subscription) (subscriptionView, error) {
+	now := s.Now()
+	v := subscriptionView{Subscription: sub, Status: sub.StatusAt(now)}
+	if v.Status == billing.SubscriptionCanceled {
+		return v, nil
+	}
+	p, err := sub.CurrentPeriod(now)
+	if err != nil {
+		return v, fmt.Errorf("subscription %s: current period: %w", sub.ID, err)
+	}
+	v.CurrentPeriod = &periodView{Start: p.Start.UTC(), End: p.End.UTC(), Partial: p.Partial}
+	return v, nil
+}
+
+// subscribablePlan returns the plan version in names: the given version, or
+// the latest published one when it names none.
+func (s *Server) subscribablePlan(r *http.Request, in billing.SubscriptionInput) (billing.Plan, error) {
+	p, err := s.Store.GetPlan(r.Context(), in.Plan, in.PlanVersion)
+	if err != nil || in.PlanVersion != 0 || p.Published() {
+		return p, err
+	}
+	// Only the latest version can be a draft: the one before is published.
+	if p.Version == 1 {
+		return p, &billing.NotSubscribableError{Msg: fmt.Sprintf("plan %q has no published version; publish it first (POST /api/v1/plans/%s/publish)", p.Key, p.Key)}
+	}
+	return s.Store.GetPlan(r.Context(), p.ID, p.Version-1)
+}
+
+func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) {
+	var in billing.SubscriptionInput
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := in.Validate(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	c, err := s.Store.GetCustomer(r.Context(), in.Customer)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p, err := s.subscribablePlan(r, in)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := billing.CheckSubscribable(c, p); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id, err := newID()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	now := s.Now().UTC()
+	start := now
+	if in.Start != nil {
+		start = *in.Start
+	}
+	sub := in.Subscription(id, c, p, start, now)
+	if err := s.Store.CreateSubscription(r.Context(), sub); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	v, err := s.viewSubscription(sub)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/api/v1/subscriptions/"+sub.ID)
+	writeJSON(w, http.StatusCreated, v)
+}
+
+func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
+	var f store.SubscriptionFilter
+	if k := r.URL.Query().Get("customer"); k != "" {
+		c, err := s.Store.GetCustomer(r.Context(), k)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		f.CustomerID = c.ID
+	}
+	if k := r.URL.Query().Get("plan"); k != "" {
+		p, err := s.Store.GetPlan(r.Context(), k, 0)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		f.PlanID = p.ID
+	}
+	subs, err := s.Store.ListSubscriptions(r.Context(), f)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := make([]subscriptionView, 0, len(subs))
+	for _, sub := range subs {
+		v, err := s.viewSubscription(sub)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, itemsOf[subscriptionView]{out})
+}
+
+func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request) {
+	sub, err := s.Store.GetSubscription(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	v, err := s.viewSubscription(sub)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// cancelRequest is the body of POST /api/v1/subscriptions/{id}/cancel.
+type cancelRequest struct {
+	At billing.CancelMode `json:"at"`
+}
+
+// cancelSubscription ends a subscription now or at the end of its current
+// period. The subscription and its history are kept.
+func (s *Server) cancelSubscription(w http.ResponseWriter, r *http.Request) {
+	var in cancelRequest
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	switch in.At {
+	case billing.CancelNow, billing.CancelPeriodEnd:
+	case "":
+		s.writeError(w, r, &billing.ValidationError{What: "cancellation", Err: errors.New(`at: is required ("now" or "period_end")`)})
+		return
+	default:
+		s.writeError(w, r, &billing.ValidationError{What: "cancellation", Err: fmt.Errorf(`at: %q is not one of "now", "period_end"`, string(in.At))})
+		return
+	}
+	sub, err := s.Store.GetSubscription(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	canceled, err := sub.Cancel(in.At, s.Now())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if canceled.Status != sub.Status { // else a repeated cancellation at period end: nothing changes
+		if err := s.Store.UpdateSubscription(r.Context(), canceled); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	v, err := s.viewSubscription(canceled)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
