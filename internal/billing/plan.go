@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -141,7 +142,7 @@ func (in PlanInput) Validate() error {
 		if len(ch.FilterGroupBy) > maxFilterGroupBy {
 			cerrs = append(cerrs, fmt.Errorf("filterGroupBy: %d entries, at most %d allowed", len(ch.FilterGroupBy), maxFilterGroupBy))
 		}
-		for _, k := range sortedKeys(ch.FilterGroupBy) {
+		for _, k := range slices.Sorted(maps.Keys(ch.FilterGroupBy)) {
 			if k == "" {
 				cerrs = append(cerrs, errors.New("filterGroupBy: a key is empty"))
 			} else if ch.FilterGroupBy[k] == "" {
@@ -150,7 +151,7 @@ func (in PlanInput) Validate() error {
 		}
 		for j, rep := range ch.Reporting {
 			rat := fmt.Sprintf("reporting[%d].", j)
-			if !contains(ReportingTargets, rep.Target) {
+			if !slices.Contains(ReportingTargets, rep.Target) {
 				cerrs = append(cerrs, fmt.Errorf("%starget: %q is not one of azure, aws, stripe, webhook", rat, rep.Target))
 			}
 			switch {
@@ -225,22 +226,4 @@ func (in *Included) UnmarshalJSON(b []byte) error {
 	}
 	*in = v
 	return nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -3,8 +3,9 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 
 	"github.com/tally-metering/tally/internal/billing"
@@ -21,7 +22,11 @@ func (s *Server) validatePlan(r *http.Request, in billing.PlanInput) error {
 		if !errors.As(err, &ve) {
 			return err
 		}
-		errs = append(errs, unjoinAll(ve.Err)...)
+		if j, ok := ve.Err.(interface{ Unwrap() []error }); ok {
+			errs = append(errs, j.Unwrap()...)
+		} else {
+			errs = append(errs, ve.Err)
+		}
 	}
 	for i, ch := range in.Charges {
 		if ch.Meter == "" {
@@ -35,7 +40,7 @@ func (s *Server) validatePlan(r *http.Request, in billing.PlanInput) error {
 		if err != nil {
 			return err
 		}
-		for _, k := range sortedKeys(ch.FilterGroupBy) {
+		for _, k := range slices.Sorted(maps.Keys(ch.FilterGroupBy)) {
 			if _, ok := m.GroupBy[k]; !ok {
 				errs = append(errs, fmt.Errorf("charges[%d].filterGroupBy.%s: meter %q has no groupBy %q", i, k, m.Slug, k))
 			}
@@ -45,22 +50,6 @@ func (s *Server) validatePlan(r *http.Request, in billing.PlanInput) error {
 		return nil
 	}
 	return &billing.ValidationError{What: "plan", Err: errors.Join(errs...)}
-}
-
-func unjoinAll(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func (s *Server) createPlan(w http.ResponseWriter, r *http.Request) {
