@@ -116,6 +116,7 @@ func (s *Server) routes() []routeDef {
 		r("DELETE", "/api/v1/customers/{idOrKey}", s.deleteCustomer),
 		r("GET", "/api/v1/customers/{idOrKey}/users", s.listCustomerUsers),
 		r("POST", "/api/v1/customers/{idOrKey}/users", s.createCustomerUser),
+		r("GET", "/api/v1/customers/{idOrKey}/usage", s.getCustomerUsage),
 		r("GET", "/api/v1/plans", s.listPlans),
 		r("POST", "/api/v1/plans", s.createPlan),
 		r("GET", "/api/v1/plans/{idOrKey}", s.getPlan),

@@ -1,0 +1,164 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/store"
+	"github.com/tally-metering/tally/internal/usage"
+)
+
+// customerUsage is the body of GET /api/v1/customers/{idOrKey}/usage.
+type customerUsage struct {
+	Customer      string              `json:"customer"`
+	CustomerKey   string              `json:"customerKey"`
+	AsOf          time.Time           `json:"asOf"`
+	Subscriptions []subscriptionUsage `json:"subscriptions"`
+}
+
+// subscriptionUsage is one subscription's current period as the customer
+// sees it. Money is shown with exactly the currency's minor-unit decimals.
+type subscriptionUsage struct {
+	Subscription   string        `json:"subscription"`
+	PlanKey        string        `json:"planKey"`
+	PlanVersion    int           `json:"planVersion"`
+	Status         string        `json:"status"`
+	Currency       string        `json:"currency"`
+	PeriodStart    time.Time     `json:"periodStart"`
+	PeriodEnd      time.Time     `json:"periodEnd"`
+	Partial        bool          `json:"partial,omitempty"`
+	Elapsed        string        `json:"elapsed"`
+	BaseFee        string        `json:"baseFee"`
+	Charges        []chargeUsage `json:"charges"`
+	Total          string        `json:"total"`
+	ProjectedTotal string        `json:"projectedTotal"`
+}
+
+type chargeUsage struct {
+	Key             string            `json:"key"`
+	Meter           string            `json:"meter"`
+	FilterGroupBy   map[string]string `json:"filterGroupBy,omitempty"`
+	Usage           string            `json:"usage"`
+	Included        string            `json:"included"`
+	Remaining       string            `json:"remaining"`
+	Overage         string            `json:"overage"`
+	Amount          string            `json:"amount"`
+	Projected       string            `json:"projected"`
+	ProjectedAmount string            `json:"projectedAmount"`
+}
+
+func toSubscriptionUsage(sub billing.Subscription, status billing.SubscriptionStatus, v billing.UsageView) subscriptionUsage {
+	m := func(d decimal.Decimal) string { return d.StringFixed(v.Digits) }
+	out := subscriptionUsage{
+		Subscription: sub.ID, PlanKey: v.PlanKey, PlanVersion: v.PlanVersion, Status: string(status), Currency: v.Currency,
+		PeriodStart: v.Period.Start.UTC(), PeriodEnd: v.Period.End.UTC(), Partial: v.Period.Partial,
+		Elapsed: v.Elapsed.String(), BaseFee: m(v.BaseFee), Total: m(v.Total), ProjectedTotal: m(v.ProjectedTotal),
+		Charges: make([]chargeUsage, 0, len(v.Charges)),
+	}
+	for _, c := range v.Charges {
+		rem := "unlimited"
+		if c.Remaining != nil {
+			rem = c.Remaining.String()
+		}
+		out.Charges = append(out.Charges, chargeUsage{
+			Key: c.Key, Meter: c.Meter, FilterGroupBy: c.FilterGroupBy, Usage: c.Usage.String(),
+			Included: c.Included.String(), Remaining: rem, Overage: c.Overage.String(), Amount: m(c.Amount),
+			Projected: c.ProjectedUsage.String(), ProjectedAmount: m(c.ProjectedAmount),
+		})
+	}
+	return out
+}
+
+// floorMinute rounds t down to the whole minute; usage is rolled up per
+// minute, so a period's usage is that of the minutes from its start's
+// minute up to (not including) its end's minute.
+func floorMinute(t time.Time) time.Time { return t.UTC().Truncate(time.Minute) }
+
+// getCustomerUsage shows, for each active (or scheduled_cancel)
+// subscription of a customer, its current period at the server clock: per
+// charge the usage so far, the included quantity left, the overage and its
+// price, and a projection to the period's end (see billing.View).
+func (s *Server) getCustomerUsage(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	c, err := s.Store.GetCustomer(ctx, r.PathValue("idOrKey"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	subs, err := s.Store.ListSubscriptions(ctx, store.SubscriptionFilter{CustomerID: c.ID})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	now := s.Now()
+	out := customerUsage{Customer: c.ID, CustomerKey: c.Key, AsOf: now.UTC(), Subscriptions: []subscriptionUsage{}}
+	for _, sub := range subs {
+		st := sub.StatusAt(now)
+		if st != billing.SubscriptionActive && st != billing.SubscriptionScheduledCancel {
+			continue
+		}
+		v, err := s.subscriptionUsage(ctx, c, sub, now)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		out.Subscriptions = append(out.Subscriptions, toSubscriptionUsage(sub, st, v))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) subscriptionUsage(ctx context.Context, c billing.Customer, sub billing.Subscription, now time.Time) (billing.UsageView, error) {
+	plan, err := s.Store.GetPlan(ctx, sub.PlanID, sub.PlanVersion)
+	if err != nil {
+		return billing.UsageView{}, internalf("subscription %s: plan %s version %d: %v", sub.ID, sub.PlanID, sub.PlanVersion, err)
+	}
+	period, err := sub.CurrentPeriod(now)
+	if err != nil {
+		return billing.UsageView{}, fmt.Errorf("subscription %s: current period: %w", sub.ID, err)
+	}
+	from, to := floorMinute(period.Start), floorMinute(period.End)
+	amounts := make(map[string]decimal.Decimal, len(plan.Charges))
+	// A customer without subjects has no usage (an empty subject list would
+	// ask for every subject's).
+	if len(c.Subjects) > 0 {
+		run := func() error {
+			for _, pc := range plan.Charges {
+				m, err := s.Store.GetMeter(ctx, pc.Meter)
+				if err != nil {
+					return internalf("subscription %s: charge %s: meter %s: %v", sub.ID, pc.Key, pc.Meter, err)
+				}
+				res, err := s.Usage.Query(ctx, usage.Query{Meter: m, From: &from, To: &to, Subjects: c.Subjects, FilterGroupBy: pc.FilterGroupBy})
+				if err != nil {
+					return internalf("subscription %s: charge %s: usage: %v", sub.ID, pc.Key, err)
+				}
+				total := decimal.Zero
+				for _, row := range res.Rows {
+					total = total.Add(row.Value)
+				}
+				amounts[pc.Key] = total
+			}
+			return nil
+		}
+		if s.Pipeline != nil {
+			err = s.Pipeline.MetersStable(run)
+		} else {
+			err = run()
+		}
+		if err != nil {
+			return billing.UsageView{}, err
+		}
+	}
+	return billing.View(sub, plan, period, now, amounts)
+}
+
+// internalf is an error that is not the client's fault (a plan or meter
+// that a subscription needs is gone or no longer fits): it must not map to
+// 404 or 400, so the store or validation error is not wrapped.
+func internalf(format string, args ...any) error {
+	return fmt.Errorf(format, args...)
+}
