@@ -11,13 +11,29 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tally-metering/tally/internal/invoicing"
 	"github.com/tally-metering/tally/internal/meter"
 )
 
 // fileConfig is the YAML config file (--config).
 type fileConfig struct {
-	Meters []meterConfig `yaml:"meters"`
-	Ingest ingestConfig  `yaml:"ingest"`
+	Meters  []meterConfig `yaml:"meters"`
+	Ingest  ingestConfig  `yaml:"ingest"`
+	Billing billingConfig `yaml:"billing"`
+}
+
+type billingConfig struct {
+	// GracePeriod is how long after a billing period's end its invoice is
+	// finalized (nil: invoicing.DefaultGrace, 24h).
+	GracePeriod *time.Duration `yaml:"gracePeriod"`
+}
+
+// grace is the configured grace period or the default.
+func (b billingConfig) grace() time.Duration {
+	if b.GracePeriod == nil {
+		return invoicing.DefaultGrace
+	}
+	return *b.GracePeriod
 }
 
 type meterConfig struct {
@@ -65,6 +81,9 @@ func loadFileConfig(path string) (fileConfig, error) {
 	}
 	if c.Ingest.MaxFutureSkew < 0 {
 		errs = append(errs, errors.New("ingest.maxFutureSkew: must not be negative"))
+	}
+	if g := c.Billing.GracePeriod; g != nil && *g < 0 {
+		errs = append(errs, errors.New("billing.gracePeriod: must not be negative"))
 	}
 	for i, m := range c.Meters {
 		if err := m.meter().Validate(); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/tally-metering/tally/internal/event"
 	"github.com/tally-metering/tally/internal/httpapi"
 	"github.com/tally-metering/tally/internal/ingest"
+	"github.com/tally-metering/tally/internal/invoicing"
 	"github.com/tally-metering/tally/internal/meter"
 	"github.com/tally-metering/tally/internal/store/sqlite"
 	"github.com/tally-metering/tally/internal/usage"
@@ -131,6 +132,13 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 		OpenAPI:      api.OpenAPI,
 		Ready:        func(context.Context) error { return st.Health() },
 	})
+	// Finalize invoices whose period ended more than the grace period ago:
+	// at start (resuming after a restart) and every minute.
+	invoices := &invoicing.Service{Store: st, Usage: &usage.Service{Store: st}, Stable: pipe.MetersStable, Grace: cfg.Billing.grace(), Log: log.With("component", "invoicing")}
+	ictx, stopInvoices := context.WithCancel(ctx)
+	invoicesDone := make(chan struct{})
+	go func() { defer close(invoicesDone); invoices.Run(ictx, time.Minute, time.Now) }()
+	defer func() { stopInvoices(); <-invoicesDone }()
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -164,6 +172,8 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 	if err := hs.Shutdown(sctx); err != nil {
 		log.Error("shutdown", "err", err)
 	}
+	stopInvoices()
+	<-invoicesDone
 	pipe.Close()
 	log.Info("stopped")
 	return nil

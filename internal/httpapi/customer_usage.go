@@ -10,7 +10,6 @@ import (
 
 	"github.com/tally-metering/tally/internal/billing"
 	"github.com/tally-metering/tally/internal/store"
-	"github.com/tally-metering/tally/internal/usage"
 )
 
 // customerUsage is the body of GET /api/v1/customers/{idOrKey}/usage.
@@ -74,11 +73,6 @@ func toSubscriptionUsage(sub billing.Subscription, status billing.SubscriptionSt
 	return out
 }
 
-// floorMinute rounds t down to the whole minute; usage is rolled up per
-// minute, so a period's usage is that of the minutes from its start's
-// minute up to (not including) its end's minute.
-func floorMinute(t time.Time) time.Time { return t.UTC().Truncate(time.Minute) }
-
 // getCustomerUsage shows, for each active (or scheduled_cancel)
 // subscription of a customer, its current period at the server clock: per
 // charge the usage so far, the included quantity left, the overage and its
@@ -121,37 +115,11 @@ func (s *Server) subscriptionUsage(ctx context.Context, c billing.Customer, sub 
 	if err != nil {
 		return billing.UsageView{}, fmt.Errorf("subscription %s: current period: %w", sub.ID, err)
 	}
-	from, to := floorMinute(period.Start), floorMinute(period.End)
-	amounts := make(map[string]decimal.Decimal, len(plan.Charges))
-	// A customer without subjects has no usage (an empty subject list would
-	// ask for every subject's).
-	if len(c.Subjects) > 0 {
-		run := func() error {
-			for _, pc := range plan.Charges {
-				m, err := s.Store.GetMeter(ctx, pc.Meter)
-				if err != nil {
-					return internalf("subscription %s: charge %s: meter %s: %v", sub.ID, pc.Key, pc.Meter, err)
-				}
-				res, err := s.Usage.Query(ctx, usage.Query{Meter: m, From: &from, To: &to, Subjects: c.Subjects, FilterGroupBy: pc.FilterGroupBy})
-				if err != nil {
-					return internalf("subscription %s: charge %s: usage: %v", sub.ID, pc.Key, err)
-				}
-				total := decimal.Zero
-				for _, row := range res.Rows {
-					total = total.Add(row.Value)
-				}
-				amounts[pc.Key] = total
-			}
-			return nil
-		}
-		if s.Pipeline != nil {
-			err = s.Pipeline.MetersStable(run)
-		} else {
-			err = run()
-		}
-		if err != nil {
-			return billing.UsageView{}, err
-		}
+	// Usage is read as invoices read it (a customer without subjects has
+	// none), so the view and the draft invoice agree.
+	amounts, err := s.invoices.PeriodUsage(ctx, c, plan, period.Start, period.End)
+	if err != nil {
+		return billing.UsageView{}, fmt.Errorf("subscription %s: %v", sub.ID, err)
 	}
 	return billing.View(sub, plan, period, now, amounts)
 }

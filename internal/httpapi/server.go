@@ -16,6 +16,7 @@ import (
 	"github.com/tally-metering/tally/internal/auth"
 	"github.com/tally-metering/tally/internal/event"
 	"github.com/tally-metering/tally/internal/ingest"
+	"github.com/tally-metering/tally/internal/invoicing"
 	"github.com/tally-metering/tally/internal/store"
 	"github.com/tally-metering/tally/internal/usage"
 )
@@ -47,6 +48,8 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	latency *prometheus.HistogramVec
+	// invoices builds drafts and reads usage as the finalizer does.
+	invoices *invoicing.Service
 }
 
 // DefaultMaxBodyBytes is the default cap on an ingest request body.
@@ -64,6 +67,10 @@ func New(cfg Config) *Server {
 		cfg.Now = time.Now
 	}
 	s := &Server{Config: cfg, log: cfg.Log.With("component", "http"), mux: http.NewServeMux()}
+	s.invoices = &invoicing.Service{Store: cfg.Store, Usage: cfg.Usage}
+	if cfg.Pipeline != nil {
+		s.invoices.Stable = cfg.Pipeline.MetersStable
+	}
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "tally_http_request_duration_seconds",
 		Help:    "HTTP request latency by route and status code.",
@@ -126,6 +133,8 @@ func (s *Server) routes() []routeDef {
 		r("POST", "/api/v1/subscriptions", s.createSubscription),
 		r("GET", "/api/v1/subscriptions/{id}", s.getSubscription),
 		r("POST", "/api/v1/subscriptions/{id}/cancel", s.cancelSubscription),
+		r("GET", "/api/v1/invoices", s.listInvoices),
+		r("GET", "/api/v1/invoices/{id}", s.getInvoice),
 	}
 }
 

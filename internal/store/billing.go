@@ -111,3 +111,28 @@ type Subscriptions interface {
 	// is no such subscription.
 	UpdateSubscription(ctx context.Context, s billing.Subscription) error
 }
+
+// InvoiceFilter selects invoices; an empty field matches all.
+type InvoiceFilter struct {
+	// SubscriptionID keeps only the subscription's invoices.
+	SubscriptionID string
+	// CustomerID keeps only the customer's invoices (an id, not a key).
+	CustomerID string
+}
+
+// Invoices keeps finalized invoices. A finalized invoice never changes;
+// drafts are computed, not stored.
+type Invoices interface {
+	// SaveInvoice stores inv, a finalized invoice, unless an invoice for
+	// the same subscription and period start (or with the same id) is
+	// stored already: then it stores nothing and returns the stored one
+	// with created false. So finalizing a period twice is harmless.
+	// ErrNotFound if inv's subscription does not exist.
+	SaveInvoice(ctx context.Context, inv billing.Invoice) (stored billing.Invoice, created bool, err error)
+	// GetInvoice finds a stored invoice by id; ErrNotFound if there is
+	// none.
+	GetInvoice(ctx context.Context, id string) (billing.Invoice, error)
+	// ListInvoices returns the stored invoices f selects, ordered by
+	// period start then subscription id.
+	ListInvoices(ctx context.Context, f InvoiceFilter) ([]billing.Invoice, error)
+}

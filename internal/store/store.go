@@ -34,6 +34,7 @@ type Store interface {
 	Customers
 	Plans
 	Subscriptions
+	Invoices
 	// Size is the bytes the store occupies on disk (0 if unknown).
 	Size(ctx context.Context) (int64, error)
 	Close() error

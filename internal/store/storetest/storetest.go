@@ -91,6 +91,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("Customers", func(t *testing.T) { testCustomers(t, b) })
 	t.Run("Plans", func(t *testing.T) { testPlans(t, b) })
 	t.Run("Subscriptions", func(t *testing.T) { testSubscriptions(t, b) })
+	t.Run("Invoices", func(t *testing.T) { testInvoices(t, b) })
 	t.Run("Size", func(t *testing.T) { testSize(t, b) })
 	t.Run("Durability", func(t *testing.T) { testDurability(t, b) })
 	t.Run("CrashRecovery", func(t *testing.T) { testCrashRecovery(t, b) })

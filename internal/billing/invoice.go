@@ -1,0 +1,241 @@
+package billing
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shopspring/decimal"
+)
+
+// InvoiceStatus is the state of an invoice.
+type InvoiceStatus string
+
+// The invoice statuses.
+const (
+	// InvoiceDraft is the live invoice of a period that is not finalized
+	// yet: it changes as usage arrives and is never stored.
+	InvoiceDraft InvoiceStatus = "draft"
+	// InvoiceFinalized is an invoice stored once after its period ended
+	// (plus the grace period); it never changes.
+	InvoiceFinalized InvoiceStatus = "finalized"
+)
+
+// LineKind says what an invoice line bills.
+type LineKind string
+
+// The line kinds.
+const (
+	// LineBaseFee is the plan's base fee for the period.
+	LineBaseFee LineKind = "base_fee"
+	// LineUsage is one charge's usage in the period.
+	LineUsage LineKind = "usage"
+	// LineAdjustment corrects a charge of an earlier, finalized period for
+	// usage that arrived after it was finalized.
+	LineAdjustment LineKind = "adjustment"
+)
+
+// Invoice is what one subscription owes for one billing period.
+//
+// Each line's Amount is its exact amount rounded once to the currency's
+// minor unit, half-even (RoundMoney); Total is the sum of the lines'
+// Amounts, so it always equals what the lines show.
+type Invoice struct {
+	// ID is InvoiceID(SubscriptionID, PeriodStart): a draft and the
+	// invoice it becomes share it.
+	ID             string          `json:"id"`
+	SubscriptionID string          `json:"subscriptionId"`
+	CustomerID     string          `json:"customerId"`
+	PlanID         string          `json:"planId"`
+	PlanKey        string          `json:"planKey"`
+	PlanVersion    int             `json:"planVersion"`
+	Status         InvoiceStatus   `json:"status"`
+	Currency       string          `json:"currency"`
+	Digits         int32           `json:"digits"`
+	PeriodIndex    int             `json:"periodIndex"`
+	PeriodStart    time.Time       `json:"periodStart"`
+	PeriodEnd      time.Time       `json:"periodEnd"`
+	Partial        bool            `json:"partial,omitempty"`
+	Lines          []InvoiceLine   `json:"lines"`
+	Total          decimal.Decimal `json:"total"`
+	// FinalizedAt is when the invoice was finalized; nil for a draft.
+	FinalizedAt *time.Time `json:"finalizedAt,omitempty"`
+}
+
+// InvoiceLine is one line of an invoice.
+type InvoiceLine struct {
+	Kind LineKind `json:"kind"`
+	// Key is the charge key (usage and adjustment lines); "base_fee" for
+	// the base fee.
+	Key         string `json:"key"`
+	Meter       string `json:"meter,omitempty"`
+	Description string `json:"description"`
+	Model       Model  `json:"model,omitempty"`
+	// Quantity is the period's usage (usage lines), the share of the full
+	// period billed (base fee: 1 unless the period is partial) or the
+	// usage that arrived after finalization (adjustment lines).
+	Quantity decimal.Decimal `json:"quantity"`
+	// Included and Billable split a usage line's Quantity: the part the
+	// included quantity covers and the part priced.
+	Included decimal.Decimal `json:"included"`
+	Billable decimal.Decimal `json:"billable"`
+	// Packages is the number of started packages (package model).
+	Packages decimal.Decimal `json:"packages"`
+	// Tiers is the tier breakdown (graduated and volume models).
+	Tiers []TierLine `json:"tiers,omitempty"`
+	// UnitPrice as in Line; nil where the price varies by tier.
+	UnitPrice *decimal.Decimal `json:"unitPrice,omitempty"`
+	// ExactAmount is the unrounded amount; Amount is it rounded once.
+	ExactAmount decimal.Decimal `json:"exactAmount"`
+	Amount      decimal.Decimal `json:"amount"`
+	// For adjustment lines: the finalized invoice and the period the late
+	// usage belongs to.
+	AdjustsInvoice     string     `json:"adjustsInvoice,omitempty"`
+	AdjustsPeriodStart *time.Time `json:"adjustsPeriodStart,omitempty"`
+	AdjustsPeriodEnd   *time.Time `json:"adjustsPeriodEnd,omitempty"`
+}
+
+// Adjustment is late usage of a finalized period, billed on a later
+// invoice (see NewAdjustment).
+type Adjustment struct {
+	Invoice     string
+	PeriodStart time.Time
+	PeriodEnd   time.Time
+	ChargeKey   string
+	Meter       string
+	// Quantity is the usage not billed yet: the period's usage now minus
+	// what its invoice (and earlier adjustments) billed.
+	Quantity decimal.Decimal
+	// Amount is what that usage costs, already in the currency's minor
+	// unit: the rounded price of the period's usage now minus the rounded
+	// amounts billed for it so far.
+	Amount decimal.Decimal
+}
+
+// InvoiceID is the id of the invoice of subscription sub for the period
+// starting at start.
+func InvoiceID(sub string, start time.Time) string {
+	return "inv_" + sub + "_" + strconv.FormatInt(start.Unix(), 10)
+}
+
+// ParseInvoiceID splits an InvoiceID into its subscription id and period
+// start.
+func ParseInvoiceID(id string) (sub string, start time.Time, ok bool) {
+	rest, found := strings.CutPrefix(id, "inv_")
+	if !found {
+		return "", time.Time{}, false
+	}
+	i := strings.LastIndexByte(rest, '_')
+	if i <= 0 {
+		return "", time.Time{}, false
+	}
+	sec, err := strconv.ParseInt(rest[i+1:], 10, 64)
+	if err != nil {
+		return "", time.Time{}, false
+	}
+	return rest[:i], time.Unix(sec, 0).UTC(), true
+}
+
+// BuildInvoice builds the draft invoice of sub on plan (the plan version
+// sub is on) for period from usage, the meter value of each charge over
+// the whole period keyed by charge key (a missing key is zero usage), plus
+// one adjustment line per entry of adjustments.
+//
+// Lines come in this order: the base fee (prorated by time for a partial
+// period, as in View), each charge in plan order, then the adjustments.
+// Every line is rated exactly and rounded once, half-even, to the
+// currency's minor unit, so a draft shows the same amounts as View.
+func BuildInvoice(sub Subscription, plan Plan, period Period, usage map[string]decimal.Decimal, adjustments []Adjustment) (Invoice, error) {
+	digits, err := MinorUnits(plan.Currency)
+	if err != nil {
+		return Invoice{}, err
+	}
+	if !period.End.After(period.Start) {
+		return Invoice{}, fmt.Errorf("period: end %s is not after start %s", period.End.Format(time.RFC3339), period.Start.Format(time.RFC3339))
+	}
+	inv := Invoice{
+		ID:             InvoiceID(sub.ID, period.Start),
+		SubscriptionID: sub.ID, CustomerID: sub.CustomerID,
+		PlanID: plan.ID, PlanKey: plan.Key, PlanVersion: plan.Version,
+		Status: InvoiceDraft, Currency: plan.Currency, Digits: digits,
+		PeriodIndex: period.Index, PeriodStart: period.Start.UTC(), PeriodEnd: period.End.UTC(), Partial: period.Partial,
+		Lines: make([]InvoiceLine, 0, 1+len(plan.Charges)+len(adjustments)),
+	}
+	baseFee, share := plan.BaseFee, decimal.NewFromInt(1)
+	if period.Partial {
+		baseFee = Prorate(baseFee, period.Duration(), period.FullDuration())
+		share = period.Fraction()
+	}
+	inv.Lines = append(inv.Lines, InvoiceLine{
+		Kind: LineBaseFee, Key: "base_fee", Description: "Base fee", Quantity: share,
+		UnitPrice: ptr(plan.BaseFee), ExactAmount: baseFee, Amount: baseFee.RoundBank(digits),
+	})
+	for i, pc := range plan.Charges {
+		line, err := Rate(pc.Charge(), usage[pc.Key])
+		if err != nil {
+			return Invoice{}, fmt.Errorf("charges[%d] (%s): %w", i, pc.Key, err)
+		}
+		inv.Lines = append(inv.Lines, InvoiceLine{
+			Kind: LineUsage, Key: pc.Key, Meter: pc.Meter, Description: pc.Key, Model: line.Model,
+			Quantity: line.Quantity, Included: line.Included, Billable: line.Billable, Packages: line.Packages,
+			Tiers: line.Tiers, UnitPrice: line.UnitPrice, ExactAmount: line.Amount, Amount: line.Amount.RoundBank(digits),
+		})
+	}
+	for _, a := range adjustments {
+		ps, pe := a.PeriodStart.UTC(), a.PeriodEnd.UTC()
+		inv.Lines = append(inv.Lines, InvoiceLine{
+			Kind: LineAdjustment, Key: a.ChargeKey, Meter: a.Meter,
+			Description: fmt.Sprintf("%s: late usage for %s – %s", a.ChargeKey, ps.Format(time.RFC3339), pe.Format(time.RFC3339)),
+			Quantity:    a.Quantity, Billable: a.Quantity, ExactAmount: a.Amount, Amount: a.Amount.RoundBank(digits),
+			AdjustsInvoice: a.Invoice, AdjustsPeriodStart: &ps, AdjustsPeriodEnd: &pe,
+		})
+	}
+	for _, l := range inv.Lines {
+		inv.Total = inv.Total.Add(l.Amount)
+	}
+	return inv, nil
+}
+
+// Billed is the quantity and rounded amount inv (a finalized invoice) and
+// the adjustment lines in later invoices bill for charge key of inv's
+// period: the usage line plus every adjustment line pointing to inv.
+func Billed(inv Invoice, later []Invoice, key string) (quantity, amount decimal.Decimal) {
+	for _, l := range inv.Lines {
+		if l.Kind == LineUsage && l.Key == key {
+			quantity, amount = quantity.Add(l.Quantity), amount.Add(l.Amount)
+		}
+	}
+	for _, o := range later {
+		for _, l := range o.Lines {
+			if l.Kind == LineAdjustment && l.Key == key && l.AdjustsInvoice == inv.ID {
+				quantity, amount = quantity.Add(l.Quantity), amount.Add(l.Amount)
+			}
+		}
+	}
+	return quantity, amount
+}
+
+// NewAdjustment returns the adjustment of charge pc of the finalized
+// invoice inv when the period's usage is now usage and billedQty and
+// billedAmount were billed for it so far (see Billed); ok is false when
+// nothing is left to bill. The amount is the rounded price of usage
+// minus billedAmount, so that the amounts billed for the period add up to
+// exactly what an invoice with all its usage would have shown.
+func NewAdjustment(inv Invoice, pc PlanCharge, usage, billedQty, billedAmount decimal.Decimal) (a Adjustment, ok bool, err error) {
+	if !usage.GreaterThan(billedQty) {
+		return Adjustment{}, false, nil
+	}
+	line, err := Rate(pc.Charge(), usage)
+	if err != nil {
+		return Adjustment{}, false, fmt.Errorf("charge %s: %w", pc.Key, err)
+	}
+	amount, err := line.RoundedAmount(inv.Currency)
+	if err != nil {
+		return Adjustment{}, false, err
+	}
+	return Adjustment{
+		Invoice: inv.ID, PeriodStart: inv.PeriodStart, PeriodEnd: inv.PeriodEnd, ChargeKey: pc.Key, Meter: pc.Meter,
+		Quantity: usage.Sub(billedQty), Amount: amount.Sub(billedAmount),
+	}, true, nil
+}

@@ -1,0 +1,212 @@
+package httpapi
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/store"
+)
+
+// invoiceView is an invoice as the API shows it: money with exactly the
+// currency's minor-unit decimals, quantities as decimal strings.
+type invoiceView struct {
+	ID           string            `json:"id"`
+	Status       string            `json:"status"`
+	Subscription string            `json:"subscription"`
+	Customer     string            `json:"customer"`
+	PlanKey      string            `json:"planKey"`
+	PlanVersion  int               `json:"planVersion"`
+	Currency     string            `json:"currency"`
+	PeriodStart  time.Time         `json:"periodStart"`
+	PeriodEnd    time.Time         `json:"periodEnd"`
+	Partial      bool              `json:"partial,omitempty"`
+	Lines        []invoiceLineView `json:"lines"`
+	Total        string            `json:"total"`
+	FinalizedAt  *time.Time        `json:"finalizedAt,omitempty"`
+}
+
+type invoiceLineView struct {
+	Kind               string         `json:"kind"`
+	Key                string         `json:"key"`
+	Meter              string         `json:"meter,omitempty"`
+	Description        string         `json:"description"`
+	Model              string         `json:"model,omitempty"`
+	Quantity           string         `json:"quantity"`
+	Included           string         `json:"included"`
+	Billable           string         `json:"billable"`
+	Packages           string         `json:"packages,omitempty"`
+	Tiers              []tierLineView `json:"tiers,omitempty"`
+	UnitPrice          string         `json:"unitPrice,omitempty"`
+	Amount             string         `json:"amount"`
+	AdjustsInvoice     string         `json:"adjustsInvoice,omitempty"`
+	AdjustsPeriodStart *time.Time     `json:"adjustsPeriodStart,omitempty"`
+	AdjustsPeriodEnd   *time.Time     `json:"adjustsPeriodEnd,omitempty"`
+}
+
+type tierLineView struct {
+	Tier      int    `json:"tier"`
+	From      string `json:"from"`
+	To        string `json:"to,omitempty"`
+	Quantity  string `json:"quantity"`
+	UnitPrice string `json:"unitPrice"`
+	Flat      string `json:"flat"`
+	Amount    string `json:"amount"`
+}
+
+func toInvoiceView(inv billing.Invoice) invoiceView {
+	m := func(d decimal.Decimal) string { return d.StringFixed(inv.Digits) }
+	v := invoiceView{
+		ID: inv.ID, Status: string(inv.Status), Subscription: inv.SubscriptionID, Customer: inv.CustomerID,
+		PlanKey: inv.PlanKey, PlanVersion: inv.PlanVersion, Currency: inv.Currency,
+		PeriodStart: inv.PeriodStart.UTC(), PeriodEnd: inv.PeriodEnd.UTC(), Partial: inv.Partial,
+		Lines: make([]invoiceLineView, 0, len(inv.Lines)), Total: m(inv.Total), FinalizedAt: inv.FinalizedAt,
+	}
+	for _, l := range inv.Lines {
+		lv := invoiceLineView{
+			Kind: string(l.Kind), Key: l.Key, Meter: l.Meter, Description: l.Description, Model: string(l.Model),
+			Quantity: l.Quantity.String(), Included: l.Included.String(), Billable: l.Billable.String(), Amount: m(l.Amount),
+			AdjustsInvoice: l.AdjustsInvoice, AdjustsPeriodStart: l.AdjustsPeriodStart, AdjustsPeriodEnd: l.AdjustsPeriodEnd,
+		}
+		if l.Model == billing.ModelPackage {
+			lv.Packages = l.Packages.String()
+		}
+		if l.UnitPrice != nil {
+			lv.UnitPrice = l.UnitPrice.String()
+		}
+		for _, t := range l.Tiers {
+			tv := tierLineView{Tier: t.Tier, From: t.From.String(), Quantity: t.Quantity.String(), UnitPrice: t.UnitPrice.String(), Flat: t.Flat.String(), Amount: t.Amount.String()}
+			if t.To != nil {
+				tv.To = t.To.String()
+			}
+			lv.Tiers = append(lv.Tiers, tv)
+		}
+		v.Lines = append(v.Lines, lv)
+	}
+	return v
+}
+
+//go:embed templates/invoice.html
+var invoiceHTML string
+
+var invoiceTemplate = template.Must(template.New("invoice").Parse(invoiceHTML))
+
+// wantsHTML reports whether the client prefers an HTML page (a browser, or
+// Accept: text/html) to JSON.
+func wantsHTML(r *http.Request) bool {
+	for part := range strings.SplitSeq(r.Header.Get("Accept"), ",") {
+		mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+		switch strings.TrimSpace(mt) {
+		case "text/html":
+			return true
+		case "application/json", "application/*":
+			return false
+		}
+	}
+	return false
+}
+
+// listInvoices lists invoices, ordered by subscription start then period:
+// for each selected subscription the finalized invoices and a live draft
+// for every period that has begun and is not finalized yet.
+func (s *Server) listInvoices(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var f store.SubscriptionFilter
+	var subs []billing.Subscription
+	if k := r.URL.Query().Get("customer"); k != "" {
+		c, err := s.Store.GetCustomer(ctx, k)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		f.CustomerID = c.ID
+	}
+	if id := r.URL.Query().Get("subscription"); id != "" {
+		sub, err := s.Store.GetSubscription(ctx, id)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if f.CustomerID == "" || sub.CustomerID == f.CustomerID {
+			subs = []billing.Subscription{sub}
+		}
+	} else {
+		var err error
+		if subs, err = s.Store.ListSubscriptions(ctx, f); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	now := s.Now()
+	items := []invoiceView{}
+	for _, sub := range subs {
+		invs, err := s.invoices.Invoices(ctx, sub, now)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		for _, inv := range invs {
+			items = append(items, toInvoiceView(inv))
+		}
+	}
+	writeJSON(w, http.StatusOK, itemsOf[invoiceView]{items})
+}
+
+// getInvoice shows one invoice, finalized or the live draft of an open
+// period, as JSON or (Accept: text/html) as a printable page.
+func (s *Server) getInvoice(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	inv, err := s.Store.GetInvoice(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		inv, err = s.draftInvoice(r, id)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	v := toInvoiceView(inv)
+	if wantsHTML(r) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Vary", "Accept")
+		if err := invoiceTemplate.Execute(w, v); err != nil {
+			s.log.Error("render invoice", "id", id, "err", err)
+		}
+		return
+	}
+	w.Header().Set("Vary", "Accept")
+	writeJSON(w, http.StatusOK, v)
+}
+
+// draftInvoice finds the draft with the given id among the subscription's
+// invoices; ErrNotFound if the id names no period that has begun.
+func (s *Server) draftInvoice(r *http.Request, id string) (billing.Invoice, error) {
+	notFound := fmt.Errorf("invoice %q: %w", id, store.ErrNotFound)
+	subID, start, ok := billing.ParseInvoiceID(id)
+	if !ok {
+		return billing.Invoice{}, notFound
+	}
+	sub, err := s.Store.GetSubscription(r.Context(), subID)
+	if errors.Is(err, store.ErrNotFound) {
+		return billing.Invoice{}, notFound
+	} else if err != nil {
+		return billing.Invoice{}, err
+	}
+	invs, err := s.invoices.Invoices(r.Context(), sub, s.Now())
+	if err != nil {
+		return billing.Invoice{}, err
+	}
+	for _, inv := range invs {
+		if inv.ID == id && inv.PeriodStart.Equal(start) {
+			return inv, nil
+		}
+	}
+	return billing.Invoice{}, notFound
+}
