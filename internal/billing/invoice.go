@@ -73,8 +73,9 @@ type InvoiceLine struct {
 	Description string `json:"description"`
 	Model       Model  `json:"model,omitempty"`
 	// Quantity is the period's usage (usage lines), the share of the full
-	// period billed (base fee: 1 unless the period is partial) or the
-	// usage that arrived after finalization (adjustment lines).
+	// period billed (base fee: 1 unless the period is partial or cut
+	// short by a cancellation) or the usage that arrived after
+	// finalization (adjustment lines).
 	Quantity decimal.Decimal `json:"quantity"`
 	// Included and Billable split a usage line's Quantity: the part the
 	// included quantity covers and the part priced.
@@ -94,6 +95,15 @@ type InvoiceLine struct {
 	AdjustsInvoice     string     `json:"adjustsInvoice,omitempty"`
 	AdjustsPeriodStart *time.Time `json:"adjustsPeriodStart,omitempty"`
 	AdjustsPeriodEnd   *time.Time `json:"adjustsPeriodEnd,omitempty"`
+	// PlanKey and PlanVersion are set on the lines of a period split by a
+	// plan change (and on adjustments of such a period): the plan version
+	// the line rates. Empty when the period is on one plan (the invoice's).
+	PlanKey     string `json:"planKey,omitempty"`
+	PlanVersion int    `json:"planVersion,omitempty"`
+	// SegmentStart and SegmentEnd are the part of a split period the line
+	// covers; nil when the period is on one plan.
+	SegmentStart *time.Time `json:"segmentStart,omitempty"`
+	SegmentEnd   *time.Time `json:"segmentEnd,omitempty"`
 }
 
 // Adjustment is late usage of a finalized period, billed on a later
@@ -111,6 +121,10 @@ type Adjustment struct {
 	// unit: the rounded price of the period's usage now minus the rounded
 	// amounts billed for it so far.
 	Amount decimal.Decimal
+	// PlanKey and PlanVersion name the plan of the segment adjusted when
+	// the period was split by a plan change; empty otherwise.
+	PlanKey     string
+	PlanVersion int
 }
 
 // InvoiceID is the id of the invoice of subscription sub for the period
@@ -143,7 +157,8 @@ func ParseInvoiceID(id string) (sub string, start time.Time, ok bool) {
 // one adjustment line per entry of adjustments.
 //
 // Lines come in this order: the base fee (prorated by time for a partial
-// period, as in View), each charge in plan order, then the adjustments.
+// or cut-short period, as in View), each charge in plan order, then the
+// adjustments.
 // Every line is rated exactly and rounded once, half-even, to the
 // currency's minor unit, so a draft shows the same amounts as View.
 func BuildInvoice(sub Subscription, plan Plan, period Period, usage map[string]decimal.Decimal, adjustments []Adjustment) (Invoice, error) {
@@ -163,7 +178,7 @@ func BuildInvoice(sub Subscription, plan Plan, period Period, usage map[string]d
 		Lines: make([]InvoiceLine, 0, 1+len(plan.Charges)+len(adjustments)),
 	}
 	baseFee, share := plan.BaseFee, decimal.NewFromInt(1)
-	if period.Partial {
+	if period.Prorated() {
 		baseFee = Prorate(baseFee, period.Duration(), period.FullDuration())
 		share = period.Fraction()
 	}
@@ -189,6 +204,7 @@ func BuildInvoice(sub Subscription, plan Plan, period Period, usage map[string]d
 			Description: fmt.Sprintf("%s: late usage for %s – %s", a.ChargeKey, ps.Format(time.RFC3339), pe.Format(time.RFC3339)),
 			Quantity:    a.Quantity, Billable: a.Quantity, ExactAmount: a.Amount, Amount: a.Amount.RoundBank(digits),
 			AdjustsInvoice: a.Invoice, AdjustsPeriodStart: &ps, AdjustsPeriodEnd: &pe,
+			PlanKey: a.PlanKey, PlanVersion: a.PlanVersion,
 		})
 	}
 	for _, l := range inv.Lines {
@@ -197,18 +213,72 @@ func BuildInvoice(sub Subscription, plan Plan, period Period, usage map[string]d
 	return inv, nil
 }
 
+// SegmentUsage is one segment of a period split by a plan change: its
+// plan version, its part of the period (see Subscription.Segments) and the
+// usage in it keyed by charge key.
+type SegmentUsage struct {
+	Plan   Plan
+	Period Period
+	Usage  map[string]decimal.Decimal
+}
+
+// BuildSegmentedInvoice builds the draft invoice of period from its
+// segments (in order, covering it). One segment is BuildInvoice. Several
+// give, per segment, a base fee line prorated by the segment's share of the
+// full period and a line per charge of the segment's plan rated on the
+// segment's usage alone (included quantities are not shared between
+// segments), each tagged with the plan version and segment; then the
+// adjustments. The header names the last segment's plan.
+func BuildSegmentedInvoice(sub Subscription, period Period, segs []SegmentUsage, adjustments []Adjustment) (Invoice, error) {
+	if len(segs) == 0 {
+		return Invoice{}, fmt.Errorf("period %s: no segments", period.Start.Format(time.RFC3339))
+	}
+	last := segs[len(segs)-1]
+	if len(segs) == 1 {
+		return BuildInvoice(sub, last.Plan, period, last.Usage, adjustments)
+	}
+	var lines []InvoiceLine
+	for _, sg := range segs {
+		part, err := BuildInvoice(sub, sg.Plan, sg.Period, sg.Usage, nil)
+		if err != nil {
+			return Invoice{}, err
+		}
+		from, to := sg.Period.Start.UTC(), sg.Period.End.UTC()
+		for _, l := range part.Lines {
+			l.PlanKey, l.PlanVersion, l.SegmentStart, l.SegmentEnd = sg.Plan.Key, sg.Plan.Version, &from, &to
+			l.Description = fmt.Sprintf("%s (%s v%d, %s – %s)", l.Description, sg.Plan.Key, sg.Plan.Version, from.Format(time.RFC3339), to.Format(time.RFC3339))
+			lines = append(lines, l)
+		}
+	}
+	inv, err := BuildInvoice(sub, last.Plan, period, nil, adjustments)
+	if err != nil {
+		return Invoice{}, err
+	}
+	inv.Lines = append(lines, inv.Lines[1+len(last.Plan.Charges):]...)
+	inv.Total = decimal.Zero
+	for _, l := range inv.Lines {
+		inv.Total = inv.Total.Add(l.Amount)
+	}
+	return inv, nil
+}
+
 // Billed is the quantity and rounded amount inv (a finalized invoice) and
 // the adjustment lines in later invoices bill for charge key of inv's
-// period: the usage line plus every adjustment line pointing to inv.
-func Billed(inv Invoice, later []Invoice, key string) (quantity, amount decimal.Decimal) {
+// period: the usage line plus every adjustment line pointing to inv. When
+// planKey is set, only lines of that plan version count (a period split by
+// a plan change); lines without a plan always do.
+func Billed(inv Invoice, later []Invoice, key, planKey string, planVersion int) (quantity, amount decimal.Decimal) {
+	match := func(l InvoiceLine) bool {
+		return l.Key == key && (planKey == "" || l.PlanKey == "" || (l.PlanKey == planKey && l.PlanVersion == planVersion))
+	}
 	for _, l := range inv.Lines {
-		if l.Kind == LineUsage && l.Key == key {
+		if l.Kind == LineUsage && match(l) {
 			quantity, amount = quantity.Add(l.Quantity), amount.Add(l.Amount)
 		}
 	}
 	for _, o := range later {
 		for _, l := range o.Lines {
-			if l.Kind == LineAdjustment && l.Key == key && l.AdjustsInvoice == inv.ID {
+			if l.Kind == LineAdjustment && match(l) && l.AdjustsInvoice == inv.ID {
 				quantity, amount = quantity.Add(l.Quantity), amount.Add(l.Amount)
 			}
 		}

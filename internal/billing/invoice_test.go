@@ -111,7 +111,7 @@ func TestAdjustment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, a := Billed(closed, nil, "emails")
+	q, a := Billed(closed, nil, "emails", "", 0)
 	if _, ok, _ := NewAdjustment(closed, plan.Charges[0], dec("935"), q, a); ok {
 		t.Error("adjustment without late usage")
 	}
@@ -128,8 +128,29 @@ func TestAdjustment(t *testing.T) {
 	if l.Kind != LineAdjustment || l.AdjustsInvoice != closed.ID || !l.AdjustsPeriodStart.Equal(period.Start) || inv.Total.StringFixed(2) != "20.00" {
 		t.Errorf("adjustment line %+v total %s", l, inv.Total)
 	}
-	q, a = Billed(closed, []Invoice{inv}, "emails")
+	q, a = Billed(closed, []Invoice{inv}, "emails", "", 0)
 	if q.String() != "2100" || a.StringFixed(2) != "10.00" {
 		t.Errorf("billed after adjustment %s %s", q, a)
+	}
+}
+
+func TestBuildInvoiceCutPeriodProratesBaseFee(t *testing.T) {
+	sub, plan := exampleSub(), mailProPlan()
+	period, err := sub.CurrentPeriod(sub.Start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cut 12 of the period's 30 days in (a cancellation "now").
+	period.FullEnd, period.End = period.End, period.Start.Add(12*24*time.Hour)
+	if !period.Prorated() || period.Partial {
+		t.Fatalf("cut period %+v: Prorated %v", period, period.Prorated())
+	}
+	inv, err := BuildInvoice(sub, plan, period, map[string]decimal.Decimal{"emails": dec("935")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base := inv.Lines[0]; !base.Quantity.Equal(dec("0.4")) || base.Amount.StringFixed(2) != "4.00" || inv.Total.StringFixed(2) != "4.00" ||
+		!inv.PeriodEnd.Equal(period.End) {
+		t.Errorf("cut period invoice %+v", inv)
 	}
 }

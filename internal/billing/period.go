@@ -142,14 +142,29 @@ type Period struct {
 	// Start, unless Partial, in which case it is the calendar boundary
 	// before Start.
 	FullStart time.Time
+	// FullEnd is where the full period that this one is part of ends: the
+	// zero time (meaning End) unless the period was cut short, by a
+	// cancellation "now", in which case End is the cut and FullEnd the
+	// period's scheduled end.
+	FullEnd time.Time
 }
 
 // Duration is the period's length, End - Start.
 func (p Period) Duration() time.Duration { return p.End.Sub(p.Start) }
 
-// FullDuration is the length of the full period, End - FullStart; it equals
-// Duration unless p is Partial.
-func (p Period) FullDuration() time.Duration { return p.End.Sub(p.FullStart) }
+// FullDuration is the length of the full period, FullEnd (End when unset)
+// - FullStart; it equals Duration unless p is Partial or cut short.
+func (p Period) FullDuration() time.Duration {
+	end := p.End
+	if !p.FullEnd.IsZero() {
+		end = p.FullEnd
+	}
+	return end.Sub(p.FullStart)
+}
+
+// Prorated reports whether p covers less than its full period (it is
+// Partial or cut short), so that its base fee is prorated by time.
+func (p Period) Prorated() bool { return p.Duration() != p.FullDuration() }
 
 // Fraction is the share of the full period that p covers, Duration /
 // FullDuration: 1 for a full period. Prorate an amount with

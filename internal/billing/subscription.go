@@ -33,17 +33,21 @@ const (
 	CancelPeriodEnd CancelMode = "period_end"
 )
 
-// Subscription is a customer on one published plan version from Start.
-// Its billing periods follow Cadence (copied from the plan version, which
-// never changes), BillingAnchor and TimeZone.
+// Subscription is a customer on a published plan version from Start, and
+// on each of its Phases from the phase's From on (plan changes, see
+// ChangePlan). Its billing periods follow Cadence (copied from the plan
+// version; a plan change keeps it), BillingAnchor and TimeZone.
 type Subscription struct {
-	ID          string    `json:"id"`
-	CustomerID  string    `json:"customerId"`
-	PlanID      string    `json:"planId"`
-	PlanKey     string    `json:"planKey"`
-	PlanVersion int       `json:"planVersion"`
-	Cadence     Cadence   `json:"cadence"`
-	Start       time.Time `json:"start"`
+	ID          string `json:"id"`
+	CustomerID  string `json:"customerId"`
+	PlanID      string `json:"planId"`
+	PlanKey     string `json:"planKey"`
+	PlanVersion int    `json:"planVersion"`
+	// Phases are the plan changes, ordered by From (see PlanPhase);
+	// PlanID, PlanKey and PlanVersion are the plan it started on.
+	Phases  []PlanPhase `json:"phases,omitempty"`
+	Cadence Cadence     `json:"cadence"`
+	Start   time.Time   `json:"start"`
 	// BillingAnchor is AnchorAnniversary or AnchorCalendar, never empty.
 	BillingAnchor Anchor `json:"billingAnchor"`
 	// TimeZone is the IANA zone the period boundaries are computed in.
@@ -206,6 +210,18 @@ func CheckSubscribable(c Customer, p Plan) error {
 	}
 	if p.Currency != c.Currency {
 		return invalid("subscription", []error{fmt.Errorf("plan: plan %q version %d is priced in %s, but customer %q is billed in %s; the currencies must match", p.Key, p.Version, p.Currency, c.Key, c.Currency)})
+	}
+	return nil
+}
+
+// CheckStart reports, as a *ValidationError naming the field "start", a
+// subscription start before customer c existed (its CreatedAt): a
+// subscription can't bill a customer for time before it was created. Nil
+// otherwise.
+func CheckStart(c Customer, start time.Time) error {
+	if start.Before(c.CreatedAt) {
+		return invalid("subscription", []error{fmt.Errorf("start: %s is before customer %q was created (%s); a subscription can't start before its customer exists",
+			start.UTC().Format(time.RFC3339Nano), c.Key, c.CreatedAt.UTC().Format(time.RFC3339Nano))})
 	}
 	return nil
 }

@@ -100,7 +100,7 @@ func View(sub Subscription, plan Plan, period Period, now time.Time, usage map[s
 		Elapsed:      decimal.NewFromInt(int64(elapsed)).DivRound(decimal.NewFromInt(int64(length)), 6),
 	}
 	baseFee := plan.BaseFee
-	if period.Partial {
+	if period.Prorated() {
 		baseFee = Prorate(baseFee, period.Duration(), period.FullDuration())
 	}
 	if v.BaseFee, err = RoundMoney(baseFee, plan.Currency); err != nil {

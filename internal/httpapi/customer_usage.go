@@ -107,13 +107,23 @@ func (s *Server) getCustomerUsage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) subscriptionUsage(ctx context.Context, c billing.Customer, sub billing.Subscription, now time.Time) (billing.UsageView, error) {
-	plan, err := s.Store.GetPlan(ctx, sub.PlanID, sub.PlanVersion)
-	if err != nil {
-		return billing.UsageView{}, internalf("subscription %s: plan %s version %d: %v", sub.ID, sub.PlanID, sub.PlanVersion, err)
-	}
 	period, err := sub.CurrentPeriod(now)
 	if err != nil {
 		return billing.UsageView{}, fmt.Errorf("subscription %s: current period: %w", sub.ID, err)
+	}
+	// After a plan change "now" the view is of the current segment: the
+	// new plan, its usage since the change and its prorated base fee.
+	segs := sub.Segments(period)
+	seg := segs[0]
+	for _, sg := range segs[1:] {
+		if !sg.Period.Start.After(now) {
+			seg = sg
+		}
+	}
+	period = seg.Period
+	plan, err := s.Store.GetPlan(ctx, seg.PlanID, seg.PlanVersion)
+	if err != nil {
+		return billing.UsageView{}, internalf("subscription %s: plan %s version %d: %v", sub.ID, seg.PlanID, seg.PlanVersion, err)
 	}
 	// Usage is read as invoices read it (a customer without subjects has
 	// none), so the view and the draft invoice agree.

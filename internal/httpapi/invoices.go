@@ -49,6 +49,11 @@ type invoiceLineView struct {
 	AdjustsInvoice     string         `json:"adjustsInvoice,omitempty"`
 	AdjustsPeriodStart *time.Time     `json:"adjustsPeriodStart,omitempty"`
 	AdjustsPeriodEnd   *time.Time     `json:"adjustsPeriodEnd,omitempty"`
+	// Set on the lines of a period split by a plan change.
+	PlanKey      string     `json:"planKey,omitempty"`
+	PlanVersion  int        `json:"planVersion,omitempty"`
+	SegmentStart *time.Time `json:"segmentStart,omitempty"`
+	SegmentEnd   *time.Time `json:"segmentEnd,omitempty"`
 }
 
 type tierLineView struct {
@@ -74,6 +79,7 @@ func toInvoiceView(inv billing.Invoice) invoiceView {
 			Kind: string(l.Kind), Key: l.Key, Meter: l.Meter, Description: l.Description, Model: string(l.Model),
 			Quantity: l.Quantity.String(), Included: l.Included.String(), Billable: l.Billable.String(), Amount: m(l.Amount),
 			AdjustsInvoice: l.AdjustsInvoice, AdjustsPeriodStart: l.AdjustsPeriodStart, AdjustsPeriodEnd: l.AdjustsPeriodEnd,
+			PlanKey: l.PlanKey, PlanVersion: l.PlanVersion, SegmentStart: l.SegmentStart, SegmentEnd: l.SegmentEnd,
 		}
 		if l.Model == billing.ModelPackage {
 			lv.Packages = l.Packages.String()

@@ -133,6 +133,7 @@ func (s *Server) routes() []routeDef {
 		r("POST", "/api/v1/subscriptions", s.createSubscription),
 		r("GET", "/api/v1/subscriptions/{id}", s.getSubscription),
 		r("POST", "/api/v1/subscriptions/{id}/cancel", s.cancelSubscription),
+		r("POST", "/api/v1/subscriptions/{id}/change", s.changeSubscription),
 		r("GET", "/api/v1/invoices", s.listInvoices),
 		r("GET", "/api/v1/invoices/{id}", s.getInvoice),
 	}

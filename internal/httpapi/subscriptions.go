@@ -17,6 +17,9 @@ type subscriptionView struct {
 	billing.Subscription
 	Status        billing.SubscriptionStatus `json:"status"`
 	CurrentPeriod *periodView                `json:"currentPeriod,omitempty"`
+	// CurrentPlan is the plan version in force now (after any plan change
+	// that has taken effect).
+	CurrentPlan billing.PlanPhase `json:"currentPlan"`
 }
 
 // periodView is a billing period [start, end) in UTC.
@@ -30,7 +33,7 @@ type periodView struct {
 
 func (s *Server) viewSubscription(sub billing.Subscription) (subscriptionView, error) {
 	now := s.Now()
-	v := subscriptionView{Subscription: sub, Status: sub.StatusAt(now)}
+	v := subscriptionView{Subscription: sub, Status: sub.StatusAt(now), CurrentPlan: sub.PlanAt(now)}
 	if v.Status == billing.SubscriptionCanceled {
 		return v, nil
 	}
@@ -80,15 +83,19 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	id, err := newID()
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	now := s.Now().UTC()
 	start := now
 	if in.Start != nil {
 		start = *in.Start
+	}
+	if err := billing.CheckStart(c, start); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id, err := newID()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	sub := in.Subscription(id, c, p, start, now)
 	if err := s.Store.CreateSubscription(r.Context(), sub); err != nil {
@@ -192,6 +199,77 @@ func (s *Server) cancelSubscription(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	v, err := s.viewSubscription(canceled)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// changeRequest is the body of POST /api/v1/subscriptions/{id}/change.
+type changeRequest struct {
+	// Plan is the new plan's id or key.
+	Plan string `json:"plan"`
+	// PlanVersion is its version; 0 (omitted) means the latest published.
+	PlanVersion int                `json:"planVersion"`
+	At          billing.ChangeMode `json:"at"`
+}
+
+// changeSubscription switches a subscription to another plan version at
+// the end of its current period or now (see billing.Subscription.ChangePlan).
+func (s *Server) changeSubscription(w http.ResponseWriter, r *http.Request) {
+	var in changeRequest
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var errs []error
+	if in.Plan == "" {
+		errs = append(errs, errors.New("plan: is required (the plan's id or key)"))
+	}
+	if in.PlanVersion < 0 {
+		errs = append(errs, fmt.Errorf("planVersion: %d is not a plan version (1, 2, …; omit it for the latest published)", in.PlanVersion))
+	}
+	switch in.At {
+	case billing.ChangeNow, billing.ChangePeriodEnd:
+	case "":
+		errs = append(errs, errors.New(`at: is required ("now" or "period_end")`))
+	default:
+		errs = append(errs, fmt.Errorf(`at: %q is not one of "now", "period_end"`, string(in.At)))
+	}
+	if len(errs) > 0 {
+		s.writeError(w, r, &billing.ValidationError{What: "plan change", Err: errors.Join(errs...)})
+		return
+	}
+	sub, err := s.Store.GetSubscription(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	c, err := s.Store.GetCustomer(r.Context(), sub.CustomerID)
+	if err != nil {
+		s.writeError(w, r, internalf("subscription %s: customer %s: %v", sub.ID, sub.CustomerID, err))
+		return
+	}
+	p, err := s.subscribablePlan(r, billing.SubscriptionInput{Plan: in.Plan, PlanVersion: in.PlanVersion})
+	var nsub *billing.NotSubscribableError
+	if errors.As(err, &nsub) { // no published version: a field error here
+		err = &billing.ValidationError{What: "plan change", Err: fmt.Errorf("plan: %s", nsub.Msg)}
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	changed, err := sub.ChangePlan(p, c.Currency, in.At, s.Now())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.Store.UpdateSubscription(r.Context(), changed); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	v, err := s.viewSubscription(changed)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

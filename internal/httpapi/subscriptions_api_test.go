@@ -115,6 +115,8 @@ func TestSubscriptionsAPI(t *testing.T) {
 		{"unknown plan", `{"customer":"contoso","plan":"nope"}`, http.StatusNotFound, nil},
 		{"unknown plan version", `{"customer":"contoso","plan":"mail-pro","planVersion":7}`, http.StatusNotFound, nil},
 		{"deleted customer", `{"customer":"gone","plan":"mail-pro"}`, http.StatusConflict, nil},
+		{"start before the customer exists", `{"customer":"contoso","plan":"mail-pro","start":"2026-04-01T11:59:59Z"}`, http.StatusBadRequest,
+			[]string{`start: 2026-04-01T11:59:59Z is before customer "contoso" was created (2026-04-01T12:00:00Z)`}},
 		{"unknown field", `{"customer":"contoso","plan":"mail-pro","trial":true}`, http.StatusBadRequest, nil},
 	}
 	for _, tc := range tests {
@@ -134,7 +136,7 @@ func TestSubscriptionsAPI(t *testing.T) {
 	// List, all and by customer (id or key).
 	var fab apiSubscription
 	h.json("PUT", "/api/v1/customers/fabrikam", `{"name":"Fabrikam","currency":"EUR"}`, http.StatusOK, nil)
-	h.json("POST", "/api/v1/subscriptions", `{"customer":"fabrikam","plan":"mail-pro","start":"2026-01-01T00:00:00Z"}`, http.StatusCreated, &fab)
+	h.json("POST", "/api/v1/subscriptions", `{"customer":"fabrikam","plan":"mail-pro","start":"2026-05-01T00:00:00Z"}`, http.StatusCreated, &fab)
 	var list struct{ Items []apiSubscription }
 	ids := func() []string {
 		var out []string

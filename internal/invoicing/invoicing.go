@@ -85,8 +85,9 @@ func (s *Service) PeriodUsage(ctx context.Context, c billing.Customer, plan bill
 // Periods returns the billing periods of sub that have begun by now, in
 // order: from the first up to the one containing now (the first period for
 // a subscription that has not started yet), ending at the cancellation for
-// a cancelled subscription (the period a cancellation "now" falls in ends
-// at that moment; its base fee is not prorated).
+// a cancelled subscription: the period a cancellation "now" falls in ends
+// at that moment, with FullEnd its scheduled end, so that its base fee is
+// prorated by time.
 func Periods(sub billing.Subscription, now time.Time) ([]billing.Period, error) {
 	loc, err := sub.Location()
 	if err != nil {
@@ -108,6 +109,7 @@ func Periods(sub billing.Subscription, now time.Time) ([]billing.Period, error) 
 		ps = []billing.Period{p}
 	}
 	if n := len(ps); n > 0 && sub.CancelAt != nil && sub.CancelAt.Before(ps[n-1].End) {
+		ps[n-1].FullEnd = ps[n-1].End
 		ps[n-1].End = *sub.CancelAt
 	}
 	return ps, nil
@@ -117,57 +119,94 @@ func Periods(sub billing.Subscription, now time.Time) ([]billing.Period, error) 
 type subject struct {
 	sub       billing.Subscription
 	customer  billing.Customer
-	plan      billing.Plan
+	plans     map[string]billing.Plan // by planKey(id, version)
 	finalized []billing.Invoice
 	done      map[int64]bool // finalized period starts (Unix µs)
 }
+
+func planKey(id string, version int) string { return fmt.Sprintf("%s@%d", id, version) }
 
 func (s *Service) load(ctx context.Context, sub billing.Subscription) (*subject, error) {
 	c, err := s.Store.GetCustomer(ctx, sub.CustomerID)
 	if err != nil {
 		return nil, fmt.Errorf("subscription %s: customer %s: %v", sub.ID, sub.CustomerID, err)
 	}
-	plan, err := s.Store.GetPlan(ctx, sub.PlanID, sub.PlanVersion)
-	if err != nil {
-		return nil, fmt.Errorf("subscription %s: plan %s version %d: %v", sub.ID, sub.PlanID, sub.PlanVersion, err)
+	x := &subject{sub: sub, customer: c, plans: map[string]billing.Plan{}, done: map[int64]bool{}}
+	refs := append([]billing.PlanPhase{{PlanID: sub.PlanID, PlanVersion: sub.PlanVersion}}, sub.Phases...)
+	for _, ref := range refs {
+		k := planKey(ref.PlanID, ref.PlanVersion)
+		if _, ok := x.plans[k]; ok {
+			continue
+		}
+		plan, err := s.Store.GetPlan(ctx, ref.PlanID, ref.PlanVersion)
+		if err != nil {
+			return nil, fmt.Errorf("subscription %s: plan %s version %d: %v", sub.ID, ref.PlanID, ref.PlanVersion, err)
+		}
+		x.plans[k] = plan
 	}
 	fin, err := s.Store.ListInvoices(ctx, store.InvoiceFilter{SubscriptionID: sub.ID})
 	if err != nil {
 		return nil, err
 	}
-	x := &subject{sub: sub, customer: c, plan: plan, finalized: fin, done: map[int64]bool{}}
+	x.finalized = fin
 	for _, inv := range fin {
 		x.done[inv.PeriodStart.UnixMicro()] = true
 	}
 	return x, nil
 }
 
-// adjustments are the late usage of x's finalized periods not billed yet.
-func (s *Service) adjustments(ctx context.Context, x *subject) ([]billing.Adjustment, error) {
-	var out []billing.Adjustment
-	for i, inv := range x.finalized {
-		u, err := s.PeriodUsage(ctx, x.customer, x.plan, inv.PeriodStart, inv.PeriodEnd)
+// segments returns the segments of period p (see billing.Subscription.
+// Segments) with their plans and usage.
+func (s *Service) segments(ctx context.Context, x *subject, p billing.Period) ([]billing.SegmentUsage, error) {
+	segs := x.sub.Segments(p)
+	out := make([]billing.SegmentUsage, 0, len(segs))
+	for _, sg := range segs {
+		plan := x.plans[planKey(sg.PlanID, sg.PlanVersion)]
+		u, err := s.PeriodUsage(ctx, x.customer, plan, sg.Period.Start, sg.Period.End)
 		if err != nil {
 			return nil, err
 		}
-		for _, pc := range x.plan.Charges {
-			q, a := billing.Billed(inv, x.finalized[i+1:], pc.Key)
-			adj, ok, err := billing.NewAdjustment(inv, pc, u[pc.Key], q, a)
-			if err != nil {
-				return nil, fmt.Errorf("subscription %s: invoice %s: %w", x.sub.ID, inv.ID, err)
+		out = append(out, billing.SegmentUsage{Plan: plan, Period: sg.Period, Usage: u})
+	}
+	return out, nil
+}
+
+// adjustments are the late usage of x's finalized periods not billed yet.
+// A period split by a plan change is adjusted per segment, on the
+// segment's plan.
+func (s *Service) adjustments(ctx context.Context, x *subject) ([]billing.Adjustment, error) {
+	var out []billing.Adjustment
+	for i, inv := range x.finalized {
+		segs, err := s.segments(ctx, x, billing.Period{Index: inv.PeriodIndex, Start: inv.PeriodStart, End: inv.PeriodEnd, FullStart: inv.PeriodStart})
+		if err != nil {
+			return nil, err
+		}
+		for _, sg := range segs {
+			pk, pv := "", 0
+			if len(segs) > 1 {
+				pk, pv = sg.Plan.Key, sg.Plan.Version
 			}
-			if ok {
-				out = append(out, adj)
+			for _, pc := range sg.Plan.Charges {
+				q, a := billing.Billed(inv, x.finalized[i+1:], pc.Key, pk, pv)
+				adj, ok, err := billing.NewAdjustment(inv, pc, sg.Usage[pc.Key], q, a)
+				if err != nil {
+					return nil, fmt.Errorf("subscription %s: invoice %s: %w", x.sub.ID, inv.ID, err)
+				}
+				if ok {
+					adj.PlanKey, adj.PlanVersion = pk, pv
+					out = append(out, adj)
+				}
 			}
 		}
 	}
 	return out, nil
 }
 
-// draft builds the draft of period p; the earliest open period carries
-// the adjustments for late usage of finalized periods.
+// draft builds the draft of period p, one set of lines per plan segment;
+// the earliest open period carries the adjustments for late usage of
+// finalized periods.
 func (s *Service) draft(ctx context.Context, x *subject, p billing.Period, earliestOpen bool) (billing.Invoice, error) {
-	u, err := s.PeriodUsage(ctx, x.customer, x.plan, p.Start, p.End)
+	segs, err := s.segments(ctx, x, p)
 	if err != nil {
 		return billing.Invoice{}, err
 	}
@@ -177,7 +216,7 @@ func (s *Service) draft(ctx context.Context, x *subject, p billing.Period, earli
 			return billing.Invoice{}, err
 		}
 	}
-	inv, err := billing.BuildInvoice(x.sub, x.plan, p, u, adj)
+	inv, err := billing.BuildSegmentedInvoice(x.sub, p, segs, adj)
 	if err != nil {
 		return billing.Invoice{}, fmt.Errorf("subscription %s: %v", x.sub.ID, err)
 	}

@@ -105,8 +105,8 @@ type Subscriptions interface {
 	// start then id.
 	ListSubscriptions(ctx context.Context, f SubscriptionFilter) ([]billing.Subscription, error)
 	// UpdateSubscription replaces the subscription with s's ID (used to
-	// cancel it). Only Status, CancelAt, CanceledAt and UpdatedAt may
-	// change; ErrConflict if anything else differs (a subscription's
+	// cancel it or change its plan). Only Status, CancelAt, CanceledAt,
+	// Phases and UpdatedAt may change; ErrConflict if anything else differs (a subscription's
 	// customer, plan version and schedule are fixed), ErrNotFound if there
 	// is no such subscription.
 	UpdateSubscription(ctx context.Context, s billing.Subscription) error

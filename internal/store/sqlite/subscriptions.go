@@ -139,7 +139,7 @@ func (db *DB) UpdateSubscription(ctx context.Context, s billing.Subscription) er
 	}
 	if old.CustomerID != s.CustomerID || old.PlanID != s.PlanID || old.PlanKey != s.PlanKey || old.PlanVersion != s.PlanVersion ||
 		old.Cadence != s.Cadence || !old.Start.Equal(s.Start) || old.BillingAnchor != s.BillingAnchor || old.TimeZone != s.TimeZone {
-		return fmt.Errorf("subscription %q: only its status and cancellation can change: %w", s.ID, store.ErrConflict)
+		return fmt.Errorf("subscription %q: only its status, cancellation and plan changes (phases) can change: %w", s.ID, store.ErrConflict)
 	}
 	s.CreatedAt = old.CreatedAt
 	def, err := json.Marshal(s)
