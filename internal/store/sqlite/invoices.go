@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/tally-metering/tally/internal/billing"
 	"github.com/tally-metering/tally/internal/store"
@@ -56,15 +55,7 @@ func (db *DB) SaveInvoice(ctx context.Context, inv billing.Invoice) (billing.Inv
 }
 
 func scanInvoice(r rowScanner) (billing.Invoice, error) {
-	var def string
-	var inv billing.Invoice
-	if err := r.Scan(&def); err != nil {
-		return inv, err
-	}
-	if err := json.Unmarshal([]byte(def), &inv); err != nil {
-		return inv, fmt.Errorf("decode invoice: %w", err)
-	}
-	return inv, nil
+	return scanDef[billing.Invoice](r, "invoice")
 }
 
 // GetInvoice implements store.Invoices.
@@ -81,36 +72,6 @@ func (db *DB) GetInvoice(ctx context.Context, id string) (billing.Invoice, error
 
 // ListInvoices implements store.Invoices.
 func (db *DB) ListInvoices(ctx context.Context, f store.InvoiceFilter) ([]billing.Invoice, error) {
-	var where []string
-	var args []any
-	if f.SubscriptionID != "" {
-		where = append(where, "subscription_id = ?")
-		args = append(args, f.SubscriptionID)
-	}
-	if f.CustomerID != "" {
-		where = append(where, "customer_id = ?")
-		args = append(args, f.CustomerID)
-	}
-	q := `SELECT def FROM invoices`
-	if len(where) > 0 {
-		q += ` WHERE ` + strings.Join(where, " AND ")
-	}
-	q += ` ORDER BY period_start_us, subscription_id`
-	rows, err := db.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list invoices: %w", err)
-	}
-	defer rows.Close()
-	out := []billing.Invoice{}
-	for rows.Next() {
-		inv, err := scanInvoice(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list invoices: %w", err)
-		}
-		out = append(out, inv)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list invoices: %w", err)
-	}
-	return out, nil
+	return listDefs[billing.Invoice](ctx, db, "invoice", "invoices", "period_start_us, subscription_id",
+		eq{"subscription_id", f.SubscriptionID}, eq{"customer_id", f.CustomerID})
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/tally-metering/tally/internal/billing"
 	"github.com/tally-metering/tally/internal/store"
@@ -59,15 +58,7 @@ func (db *DB) CreateSubscription(ctx context.Context, s billing.Subscription) er
 }
 
 func scanSubscription(r rowScanner) (billing.Subscription, error) {
-	var def string
-	var s billing.Subscription
-	if err := r.Scan(&def); err != nil {
-		return s, err
-	}
-	if err := json.Unmarshal([]byte(def), &s); err != nil {
-		return s, fmt.Errorf("decode subscription: %w", err)
-	}
-	return s, nil
+	return scanDef[billing.Subscription](r, "subscription")
 }
 
 func getSubscription(ctx context.Context, q queryer, id string) (billing.Subscription, error) {
@@ -89,38 +80,8 @@ func (db *DB) GetSubscription(ctx context.Context, id string) (billing.Subscript
 
 // ListSubscriptions implements store.Subscriptions.
 func (db *DB) ListSubscriptions(ctx context.Context, f store.SubscriptionFilter) ([]billing.Subscription, error) {
-	var where []string
-	var args []any
-	if f.CustomerID != "" {
-		where = append(where, "customer_id = ?")
-		args = append(args, f.CustomerID)
-	}
-	if f.PlanID != "" {
-		where = append(where, "plan_id = ?")
-		args = append(args, f.PlanID)
-	}
-	q := `SELECT def FROM subscriptions`
-	if len(where) > 0 {
-		q += ` WHERE ` + strings.Join(where, " AND ")
-	}
-	q += ` ORDER BY start_us, id`
-	rows, err := db.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list subscriptions: %w", err)
-	}
-	defer rows.Close()
-	out := []billing.Subscription{}
-	for rows.Next() {
-		s, err := scanSubscription(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list subscriptions: %w", err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list subscriptions: %w", err)
-	}
-	return out, nil
+	return listDefs[billing.Subscription](ctx, db, "subscription", "subscriptions", "start_us, id",
+		eq{"customer_id", f.CustomerID}, eq{"plan_id", f.PlanID})
 }
 
 // UpdateSubscription implements store.Subscriptions.
