@@ -1,10 +1,12 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tally-metering/tally/internal/meter"
@@ -144,14 +146,8 @@ func unionKeys(a, b map[cellKey]*meter.State) []cellKey {
 			keys = append(keys, k)
 		}
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].subject != keys[j].subject {
-			return keys[i].subject < keys[j].subject
-		}
-		if keys[i].minute != keys[j].minute {
-			return keys[i].minute < keys[j].minute
-		}
-		return keys[i].group < keys[j].group
+	slices.SortFunc(keys, func(a, b cellKey) int {
+		return cmp.Or(strings.Compare(a.subject, b.subject), cmp.Compare(a.minute, b.minute), strings.Compare(a.group, b.group))
 	})
 	return keys
 }

@@ -26,6 +26,7 @@
 package storetest
 
 import (
+	stdcmp "cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -573,37 +574,16 @@ func (e *env) total(t *testing.T, meterID string) meter.State {
 // Comparing.
 
 func sortRollups(rs []store.Rollup) {
-	sort.Slice(rs, func(i, j int) bool {
-		a, b := rs[i], rs[j]
-		if a.MeterID != b.MeterID {
-			return a.MeterID < b.MeterID
-		}
-		if a.Subject != b.Subject {
-			return a.Subject < b.Subject
-		}
-		if a.GroupKey != b.GroupKey {
-			return a.GroupKey < b.GroupKey
-		}
-		return a.Minute < b.Minute
+	slices.SortFunc(rs, func(a, b store.Rollup) int {
+		return stdcmp.Or(strings.Compare(a.MeterID, b.MeterID), strings.Compare(a.Subject, b.Subject),
+			strings.Compare(a.GroupKey, b.GroupKey), stdcmp.Compare(a.Minute, b.Minute))
 	})
 }
 
 func sortUniques(us []store.UniqueValue) {
-	sort.Slice(us, func(i, j int) bool {
-		a, b := us[i], us[j]
-		if a.MeterID != b.MeterID {
-			return a.MeterID < b.MeterID
-		}
-		if a.Subject != b.Subject {
-			return a.Subject < b.Subject
-		}
-		if a.GroupKey != b.GroupKey {
-			return a.GroupKey < b.GroupKey
-		}
-		if a.Minute != b.Minute {
-			return a.Minute < b.Minute
-		}
-		return a.Value < b.Value
+	slices.SortFunc(us, func(a, b store.UniqueValue) int {
+		return stdcmp.Or(strings.Compare(a.MeterID, b.MeterID), strings.Compare(a.Subject, b.Subject),
+			strings.Compare(a.GroupKey, b.GroupKey), stdcmp.Compare(a.Minute, b.Minute), strings.Compare(a.Value, b.Value))
 	})
 }
 
