@@ -116,8 +116,21 @@ type Subscriptions interface {
 type InvoiceFilter struct {
 	// SubscriptionID keeps only the subscription's invoices.
 	SubscriptionID string
+	// SubscriptionIDs keeps only the invoices of these subscriptions; it
+	// lets a caller read the invoices of many subscriptions in one call.
+	SubscriptionIDs []string
 	// CustomerID keeps only the customer's invoices (an id, not a key).
 	CustomerID string
+}
+
+// SavedInvoice is what SaveInvoices did with one invoice.
+type SavedInvoice struct {
+	// Invoice is the stored invoice: the one given when Created, else the
+	// one stored before for the same period (or id).
+	Invoice billing.Invoice
+	// Created is false when an invoice for the same subscription and
+	// period start (or with the same id) was stored already.
+	Created bool
 }
 
 // Invoices keeps finalized invoices. A finalized invoice never changes;
@@ -129,6 +142,17 @@ type Invoices interface {
 	// with created false. So finalizing a period twice is harmless.
 	// ErrNotFound if inv's subscription does not exist.
 	SaveInvoice(ctx context.Context, inv billing.Invoice) (stored billing.Invoice, created bool, err error)
+	// SaveInvoices stores many finalized invoices in one transaction, each
+	// as SaveInvoice does (an invoice whose period is stored already,
+	// earlier or by a preceding invoice of the same call, is not stored
+	// again), and returns what it did with each, in order. It is all or
+	// nothing: on an error, ErrNotFound for an invoice whose subscription
+	// does not exist included, nothing is stored.
+	SaveInvoices(ctx context.Context, invs []billing.Invoice) ([]SavedInvoice, error)
+	// InvoicedPeriods returns, for every subscription with stored
+	// invoices, the period starts of those invoices, oldest first (in
+	// UTC): which periods are finalized, without reading the invoices.
+	InvoicedPeriods(ctx context.Context) (map[string][]time.Time, error)
 	// GetInvoice finds a stored invoice by id; ErrNotFound if there is
 	// none.
 	GetInvoice(ctx context.Context, id string) (billing.Invoice, error)

@@ -294,3 +294,164 @@ func testPlans(t *testing.T, b Backend) {
 		t.Errorf("ListPlanVersions(nope): got %v, want ErrNotFound", err)
 	}
 }
+
+// testSaveInvoices checks the batch write and the reads FinalizeDue uses:
+// SaveInvoices keeps SaveInvoice's one-invoice-per-period rule within a
+// call and across calls and is all or nothing; InvoicedPeriods and
+// ListInvoices by SubscriptionIDs see exactly what was stored.
+func testSaveInvoices(t *testing.T, b Backend) {
+	e := newEnv(t, b)
+	s, ctx := e.s, ctxOf(t)
+	d := decimal.RequireFromString
+
+	if got, err := s.InvoicedPeriods(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("InvoicedPeriods on an empty store = %v, %v; want none", got, err)
+	}
+	if got, err := s.SaveInvoices(ctx, nil); err != nil || len(got) != 0 {
+		t.Fatalf("SaveInvoices(nil) = %v, %v; want nothing", got, err)
+	}
+	for _, c := range []billing.Customer{
+		{ID: "c-1", Key: "contoso", Name: "Contoso", Currency: "EUR", CreatedAt: bt0, UpdatedAt: bt0},
+		{ID: "c-2", Key: "fabrikam", Name: "Fabrikam", Currency: "EUR", CreatedAt: bt0, UpdatedAt: bt0},
+	} {
+		if err := s.CreateCustomer(ctx, c); err != nil {
+			t.Fatalf("CreateCustomer(%s): %v", c.Key, err)
+		}
+	}
+	plan := billing.Plan{
+		ID: "p-1", Key: "mail-pro", Version: 1, Name: "Mail Pro", Currency: "EUR", Cadence: billing.CadenceMonthly,
+		BaseFee: d("10.00"), Status: billing.PlanDraft, CreatedAt: bt0, UpdatedAt: bt0,
+		Charges: []billing.PlanCharge{{
+			Key: "emails", Meter: "emails", Included: billing.IncludedQuantity(d("1000")),
+			Pricing: billing.Pricing{Model: billing.ModelPackage, PackageSize: d("1000"), UnitPrice: d("5.00")},
+		}},
+	}
+	if err := s.CreatePlan(ctx, plan); err != nil {
+		t.Fatalf("CreatePlan: %v", err)
+	}
+	plan, err := s.PublishPlan(ctx, "p-1", 1, bt0)
+	if err != nil {
+		t.Fatalf("PublishPlan: %v", err)
+	}
+	start := time.Date(2026, 6, 20, 10, 0, 0, 0, time.UTC)
+	sub := func(id, customer string) billing.Subscription {
+		return billing.Subscription{
+			ID: id, CustomerID: customer, PlanID: "p-1", PlanKey: "mail-pro", PlanVersion: 1, Cadence: billing.CadenceMonthly,
+			Start: start, BillingAnchor: billing.AnchorAnniversary, TimeZone: "UTC", Status: billing.SubscriptionActive,
+			CreatedAt: bt0, UpdatedAt: bt0,
+		}
+	}
+	s1, s2 := sub("s-1", "c-1"), sub("s-2", "c-2")
+	for _, x := range []billing.Subscription{s1, s2} {
+		if err := s.CreateSubscription(ctx, x); err != nil {
+			t.Fatalf("CreateSubscription(%s): %v", x.ID, err)
+		}
+	}
+	final := func(sb billing.Subscription, k int, emails string) billing.Invoice {
+		t.Helper()
+		p, err := billing.PeriodAt(sb.Start, sb.Cadence, sb.BillingAnchor, time.UTC, sb.Start.AddDate(0, k, 1))
+		if err != nil || p.Index != k {
+			t.Fatalf("PeriodAt(%d) = %+v, %v", k, p, err)
+		}
+		inv, err := billing.BuildInvoice(sb, plan, p, map[string]decimal.Decimal{"emails": d(emails)}, nil)
+		if err != nil {
+			t.Fatalf("BuildInvoice: %v", err)
+		}
+		at := p.End.Add(24 * time.Hour)
+		inv.Status, inv.FinalizedAt = billing.InvoiceFinalized, &at
+		return inv
+	}
+	type result struct {
+		ID      string
+		Total   string
+		Created bool
+	}
+	results := func(saved []store.SavedInvoice) []result {
+		out := []result{}
+		for _, x := range saved {
+			out = append(out, result{x.Invoice.ID, x.Invoice.Total.StringFixed(2), x.Created})
+		}
+		return out
+	}
+
+	a0, b0 := final(s1, 0, "12345"), final(s2, 0, "935")
+	// The same period twice in one call: the first one wins.
+	saved, err := s.SaveInvoices(ctx, []billing.Invoice{a0, b0, final(s1, 0, "935")})
+	if err != nil {
+		t.Fatalf("SaveInvoices: %v", err)
+	}
+	want := []result{{a0.ID, "70.00", true}, {b0.ID, "10.00", true}, {a0.ID, "70.00", false}}
+	if diff := cmp.Diff(want, results(saved)); diff != "" {
+		t.Errorf("SaveInvoices (-want +got):\n%s", diff)
+	}
+	if len(saved) == 3 {
+		if diff := cmp.Diff(a0, saved[0].Invoice); diff != "" {
+			t.Errorf("SaveInvoices returned (-want +got):\n%s", diff)
+		}
+	}
+	// Across calls, and between SaveInvoice and SaveInvoices, too.
+	if got, created, err := s.SaveInvoice(ctx, final(s2, 0, "12345")); err != nil || created || got.Total.StringFixed(2) != "10.00" {
+		t.Errorf("SaveInvoice of a period SaveInvoices stored = %s, created %v, %v; want the stored 10.00", got.Total, created, err)
+	}
+	a1 := final(s1, 1, "2001")
+	saved, err = s.SaveInvoices(ctx, []billing.Invoice{final(s2, 0, "0"), a1})
+	if err != nil {
+		t.Fatalf("SaveInvoices: %v", err)
+	}
+	if diff := cmp.Diff([]result{{b0.ID, "10.00", false}, {a1.ID, "20.00", true}}, results(saved)); diff != "" {
+		t.Errorf("SaveInvoices again (-want +got):\n%s", diff)
+	}
+
+	// All or nothing: an unknown subscription stores none of the batch.
+	b1 := final(s2, 1, "1")
+	if _, err := s.SaveInvoices(ctx, []billing.Invoice{b1, final(sub("s-9", "c-1"), 0, "1")}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SaveInvoices with an unknown subscription: got %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetInvoice(ctx, b1.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetInvoice of an invoice from a failed batch: got %v, want ErrNotFound", err)
+	}
+
+	check := func() {
+		t.Helper()
+		periods, err := s.InvoicedPeriods(ctx)
+		if err != nil {
+			t.Fatalf("InvoicedPeriods: %v", err)
+		}
+		wantPeriods := map[string][]time.Time{
+			"s-1": {a0.PeriodStart, a1.PeriodStart},
+			"s-2": {b0.PeriodStart},
+		}
+		if diff := cmp.Diff(wantPeriods, periods); diff != "" {
+			t.Errorf("InvoicedPeriods (-want +got):\n%s", diff)
+		}
+		for _, tc := range []struct {
+			f    store.InvoiceFilter
+			want []string
+		}{
+			{store.InvoiceFilter{SubscriptionIDs: []string{"s-1"}}, []string{a0.ID, a1.ID}},
+			{store.InvoiceFilter{SubscriptionIDs: []string{"s-2", "s-1", "s-2"}}, []string{a0.ID, b0.ID, a1.ID}},
+			{store.InvoiceFilter{SubscriptionIDs: []string{"s-2", "s-9"}}, []string{b0.ID}},
+			{store.InvoiceFilter{SubscriptionIDs: []string{"s-1", "s-2"}, CustomerID: "c-2"}, []string{b0.ID}},
+			{store.InvoiceFilter{SubscriptionIDs: []string{"s-1", "s-2"}, SubscriptionID: "s-1"}, []string{a0.ID, a1.ID}},
+			{store.InvoiceFilter{SubscriptionIDs: []string{"s-9"}}, []string{}},
+		} {
+			l, err := s.ListInvoices(ctx, tc.f)
+			if err != nil {
+				t.Fatalf("ListInvoices(%+v): %v", tc.f, err)
+			}
+			got := []string{}
+			for _, inv := range l {
+				got = append(got, inv.ID)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("ListInvoices(%+v) (-want +got):\n%s", tc.f, diff)
+			}
+		}
+	}
+	check()
+	if b.Reopen != nil {
+		e.reopen(t)
+		s = e.s
+		check()
+	}
+}
