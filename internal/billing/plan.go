@@ -74,6 +74,10 @@ type Reporting struct {
 	// UnitSize is how many billable units make one reported unit (1 when
 	// omitted).
 	UnitSize decimal.Decimal `json:"unitSize"`
+	// Tier, when set (1-based), reports only the part of the billable
+	// quantity that falls in that tier of graduated pricing, so that each
+	// tier of a waterfall can be its own marketplace dimension.
+	Tier int `json:"tier,omitempty"`
 }
 
 // ReportingTargets lists the valid Reporting.Target values.
@@ -169,6 +173,14 @@ func (in PlanInput) Validate() error {
 			}
 			if rep.UnitSize.IsNegative() {
 				cerrs = append(cerrs, fmt.Errorf("%sunitSize: must be positive, got %s", rat, rep.UnitSize))
+			}
+			switch {
+			case rep.Tier < 0:
+				cerrs = append(cerrs, fmt.Errorf("%stier: must be 1 or more, got %d", rat, rep.Tier))
+			case rep.Tier > 0 && ch.Pricing.Model != ModelGraduated:
+				cerrs = append(cerrs, fmt.Errorf("%stier: only graduated pricing reports tiers separately, this charge's model is %s", rat, ch.Pricing.Model))
+			case rep.Tier > len(ch.Pricing.Tiers):
+				cerrs = append(cerrs, fmt.Errorf("%stier: %d, but the pricing has %d tiers", rat, rep.Tier, len(ch.Pricing.Tiers)))
 			}
 		}
 		for _, e := range cerrs {

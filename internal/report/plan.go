@@ -1,0 +1,248 @@
+package report
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/shopspring/decimal"
+)
+
+// Stream is the reporting state of one series of reports: one reporting
+// entry (target and dimension) of one subscription's charge, for one
+// resource. Its reports' quantities add up to what the subscription's
+// usage makes billable in that dimension, cut to what the target accepts;
+// the cut-off fraction is carried in Owed - Reported.
+type Stream struct {
+	// ID is deterministic: StreamID(Target, SubscriptionID, Subject, Dimension).
+	ID             string
+	Target         string
+	SubscriptionID string
+	CustomerID     string
+	Dimension      string
+	// Subject is set when the stream reports one deployment of the customer.
+	Subject string
+	// LastHour is the start of the last hour planned (zero before the first).
+	LastHour time.Time
+	// Reported is the sum of the quantities of the stream's reports that
+	// were not expired, in target units.
+	Reported decimal.Decimal
+	// Settled is the reportable quantity (target units, exact) of segments
+	// no longer tracked: those that ended more than the lookback before the
+	// last planned hour. Late usage for them is not reported (it still
+	// reaches the invoice as an adjustment).
+	Settled decimal.Decimal
+	// Segments are the tracked billing-period segments with the usage seen
+	// in each up to the end of LastHour.
+	Segments []SegmentState
+	// PendingLate is late usage (meter units) seen while no hour was due,
+	// to be named as late in the next report.
+	PendingLate decimal.Decimal
+	// UpdatedAt is when the stream was last planned.
+	UpdatedAt time.Time
+}
+
+// SegmentState is the usage a stream has accounted for in one segment
+// (a billing period, or the part of it on one plan version).
+type SegmentState struct {
+	Start time.Time       `json:"start"`
+	End   time.Time       `json:"end"`
+	Usage decimal.Decimal `json:"usage"`
+}
+
+// Band is the part of a segment's usage a stream reports: usage above Lo
+// (the included quantity, plus a tier's lower bound for a tier mapped to its
+// own dimension) and, when Hi is set, up to Hi, divided by UnitSize.
+type Band struct {
+	Lo       decimal.Decimal
+	Hi       *decimal.Decimal
+	UnitSize decimal.Decimal
+}
+
+// Reportable is the quantity, in target units, that usage u of a segment
+// makes reportable in band b.
+func (b Band) Reportable(u decimal.Decimal) decimal.Decimal {
+	q := u.Sub(b.Lo)
+	if q.Sign() <= 0 {
+		return decimal.Zero
+	}
+	if b.Hi != nil {
+		if width := b.Hi.Sub(b.Lo); q.GreaterThan(width) {
+			q = width
+		}
+	}
+	if b.UnitSize.Sign() > 0 && !b.UnitSize.Equal(decimal.NewFromInt(1)) {
+		q = q.DivRound(b.UnitSize, 16)
+	}
+	return q
+}
+
+// SegmentInput is one segment the planner is to account for: its bounds,
+// the band it reports, the usage already in it before From (Base), and
+// its usage per UTC hour from From on (keyed by the hour's start, Unix
+// seconds; an hour the segment covers only in part holds the usage of
+// that part).
+type SegmentInput struct {
+	Start, End time.Time
+	Band       Band
+	// From is where Hours begins: the end of the stream's last planned
+	// hour, or the segment's start. Base is the usage in [Start, From).
+	From  time.Time
+	Base  decimal.Decimal
+	Hours map[int64]decimal.Decimal
+}
+
+// Planned is one report the planner asks for.
+type Planned struct {
+	Hour     time.Time
+	Quantity decimal.Decimal
+	// Usage is the meter usage of the hour itself (all of the stream's
+	// segments), for the audit.
+	Usage decimal.Decimal
+	// Late is the usage, in meter units, that arrived after an earlier hour
+	// of the stream was planned and is reported in this one.
+	Late decimal.Decimal
+}
+
+// PlanInput is everything PlanStream needs.
+type PlanInput struct {
+	Stream Stream
+	// Segments are the segments to account for, in time order; each is
+	// matched to the stream's tracked segment with the same Start.
+	Segments []SegmentInput
+	// Through is the start of the last hour to plan: every hour after the
+	// stream's LastHour up to Through is planned.
+	Through time.Time
+	// Decimals is the target's precision (see Capabilities.Decimals).
+	Decimals int32
+	// Lookback is how long after a segment's end late usage for it is
+	// still reported.
+	Lookback time.Duration
+}
+
+// PlanStream plans the reports of the hours after in.Stream.LastHour up to
+// in.Through and returns them with the stream's new state. It is pure.
+//
+// Each hour H reports the growth of the stream's cumulative reportable
+// quantity: Settled plus, per segment, Band.Reportable(usage of the segment
+// up to H's end), minus what is Reported already, cut to the target's
+// decimals (the fraction is carried to the next hour). Usage that consumes
+// the included quantity consumes it in time order, so the hour in which it
+// runs out reports only the part above it. Usage found in hours already
+// planned (late events; a Base above the tracked usage) is reported in
+// the first hour planned now, with its amount in Planned.Late. Every
+// segment the stream tracks must be among in.Segments. An hour whose
+// quantity would be zero or negative makes no report; negative growth
+// (usage corrected downwards) is netted against later hours.
+func PlanStream(in PlanInput) (Stream, []Planned) {
+	st := in.Stream
+	tracked := make(map[int64]SegmentState, len(st.Segments))
+	for _, s := range st.Segments {
+		tracked[s.Start.Unix()] = s
+	}
+	first := in.Through.Add(time.Hour) // no hour to plan unless a segment says so
+	if !st.LastHour.IsZero() {
+		first = st.LastHour.Add(time.Hour)
+	} else {
+		for _, sg := range in.Segments {
+			if h := hourOf(sg.Start); h.Before(first) {
+				first = h
+			}
+		}
+	}
+	type live struct {
+		in    SegmentInput
+		usage decimal.Decimal // usage up to the end of the hour being planned
+	}
+	segs := make([]live, len(in.Segments))
+	late := decimal.Zero
+	for i, sg := range in.Segments {
+		segs[i] = live{in: sg, usage: sg.Base}
+		if old, ok := tracked[sg.Start.Unix()]; ok {
+			late = late.Add(sg.Base.Sub(old.Usage))
+		} else {
+			late = late.Add(sg.Base)
+		}
+	}
+	if first.After(in.Through) {
+		// No hour to plan: remember what late usage was seen, to report it
+		// with the next hour.
+		st.Segments = slices.Clone(st.Segments)
+		for i := range st.Segments {
+			for _, sg := range segs {
+				if sg.in.Start.Equal(st.Segments[i].Start) {
+					st.Segments[i].Usage = sg.usage
+				}
+			}
+		}
+		st.PendingLate = st.PendingLate.Add(late)
+		return st, nil
+	}
+	var out []Planned
+	lateLeft := late.Add(st.PendingLate)
+	st.PendingLate = decimal.Zero
+	for h := first; !h.After(in.Through); h = h.Add(time.Hour) {
+		hourUsage := decimal.Zero
+		total := st.Settled
+		for i := range segs {
+			sg := &segs[i]
+			if u, ok := sg.in.Hours[h.Unix()]; ok {
+				sg.usage = sg.usage.Add(u)
+				hourUsage = hourUsage.Add(u)
+			}
+			total = total.Add(sg.in.Band.Reportable(sg.usage))
+		}
+		q := total.Sub(st.Reported)
+		if in.Decimals >= 0 {
+			q = q.Truncate(in.Decimals)
+		}
+		st.LastHour = h
+		if q.Sign() <= 0 {
+			continue
+		}
+		p := Planned{Hour: h, Quantity: q, Usage: hourUsage}
+		if lateLeft.Sign() > 0 {
+			p.Late, lateLeft = lateLeft, decimal.Zero
+		}
+		st.Reported = st.Reported.Add(q)
+		out = append(out, p)
+	}
+	// New tracked state: every input segment with the usage seen through
+	// the last planned hour; segments past the lookback are settled.
+	st.Segments = st.Segments[:0:0]
+	horizon := st.LastHour.Add(time.Hour).Add(-in.Lookback)
+	for _, sg := range segs {
+		if !st.LastHour.IsZero() && !sg.in.End.After(horizon) {
+			st.Settled = st.Settled.Add(sg.in.Band.Reportable(sg.usage))
+			continue
+		}
+		st.Segments = append(st.Segments, SegmentState{Start: sg.in.Start, End: sg.in.End, Usage: sg.usage})
+	}
+	return st, out
+}
+
+// hourOf is the start of t's UTC hour.
+func hourOf(t time.Time) time.Time { return t.UTC().Truncate(time.Hour) }
+
+// StreamID is the deterministic identity of a stream.
+func StreamID(target, subscriptionID, subject, dimension string) string {
+	return "str_" + digest(target, subscriptionID, subject, dimension)
+}
+
+// ReportID is the deterministic identity of a report: the same target,
+// subscription, deployment, dimension and hour always give the same id, so
+// planning twice stores one report and a resend carries the same
+// idempotency key.
+func ReportID(target, subscriptionID, subject, dimension string, hour time.Time) string {
+	return "rpt_" + digest(target, subscriptionID, subject, dimension, fmt.Sprint(hour.UTC().Unix()))
+}
+
+func digest(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s;", len(p), p)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}

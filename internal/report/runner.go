@@ -1,0 +1,927 @@
+package report
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/meter"
+	"github.com/tally-metering/tally/internal/store"
+	"github.com/tally-metering/tally/internal/usage"
+)
+
+// Target types: what kind of provider a configured target speaks to.
+const (
+	TypeAzure   = "azure-marketplace"
+	TypeAWS     = "aws-marketplace"
+	TypeStripe  = "stripe"
+	TypeWebhook = "webhook"
+)
+
+// Target is one configured reporting target.
+type Target struct {
+	// Name is what plan charges' reporting entries refer to.
+	Name string
+	// Type is one of TypeAzure, TypeAWS, TypeStripe, TypeWebhook.
+	Type   string
+	Sender Sender
+}
+
+// Defaults of the Runner's settings.
+const (
+	DefaultSettleDelay = 5 * time.Minute
+	DefaultLookback    = 24 * time.Hour
+	DefaultMargin      = 2 * time.Hour
+	DefaultBackoff     = 30 * time.Second
+	DefaultMaxBackoff  = time.Hour
+	DefaultSendTimeout = time.Minute
+)
+
+// Alert is something a person should look at: a report that failed, expired
+// or is about to miss its target's window.
+type Alert struct {
+	Kind    string `json:"kind"` // "failed", "expired", "deadline"
+	Report  Report `json:"report"`
+	Message string `json:"message"`
+}
+
+// Runner plans reports for closed hours and delivers them. Plan and Send
+// are safe to call from one goroutine at a time each; Run does both on a
+// schedule.
+type Runner struct {
+	Store  store.Store
+	Outbox Outbox
+	Usage  *usage.Service
+	// Stable, if set, runs a usage read while no meter definition changes.
+	Stable  func(fn func() error) error
+	Targets []Target
+	// SettleDelay is how long after an hour's end it is planned (time for
+	// late events); Lookback how long after a billing period's end late
+	// usage for it is still reported; Margin how long before a target's
+	// window closes an unaccepted report raises an alert.
+	SettleDelay, Lookback, Margin time.Duration
+	// Backoff and MaxBackoff bound the delay before a retry: Backoff
+	// doubled per attempt, at most MaxBackoff, with jitter.
+	Backoff, MaxBackoff time.Duration
+	// SendTimeout bounds one Send call; a report left sending (a crash) is
+	// due again after twice that.
+	SendTimeout time.Duration
+	// Workers is how many Send calls run at once per target (default 4).
+	Workers int
+	Now     func() time.Time
+	Log     *slog.Logger
+	// Alert receives alerts (nil: logged only).
+	Alert func(ctx context.Context, a Alert)
+	// Metrics, if set, counts what the runner does.
+	Metrics *Metrics
+
+	mu          sync.Mutex
+	lastThrough time.Time
+	atRisk      map[string]int
+	alerted     map[string]bool
+}
+
+func (r *Runner) target(name string) (Target, bool) {
+	for _, t := range r.Targets {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Target{}, false
+}
+
+func orDur(v, def time.Duration) time.Duration {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func (r *Runner) log() *slog.Logger {
+	if r.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Log
+}
+
+// Through is the start of the last hour that is closed and settled at now.
+func Through(now time.Time, settle time.Duration) time.Time {
+	return hourOf(now.Add(-settle)).Add(-time.Hour)
+}
+
+// PlanStats says what one Plan call did.
+type PlanStats struct {
+	Subscriptions, Streams, Reports int
+	Through                         time.Time
+}
+
+// Plan plans the reports of every closed, settled hour not planned yet,
+// and re-plans streams whose subjects received late events. When no new
+// hour closed since the last call, only subscriptions with late events are
+// looked at.
+func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
+	now := r.Now().UTC()
+	through := Through(now, orDur(r.SettleDelay, DefaultSettleDelay))
+	stats := PlanStats{Through: through}
+	cursor, err := r.Outbox.LateCursor(ctx)
+	if err != nil {
+		return stats, err
+	}
+	late := map[string]time.Time{} // subject → earliest late event time
+	newCursor := cursor
+	for {
+		evs, err := r.Outbox.LateEvents(ctx, newCursor, 10000)
+		if err != nil {
+			return stats, err
+		}
+		for _, e := range evs {
+			if t, ok := late[e.Subject]; !ok || e.Time.Before(t) {
+				late[e.Subject] = e.Time
+			}
+			newCursor = e.Seq
+		}
+		if len(evs) < 10000 {
+			break
+		}
+	}
+	r.mu.Lock()
+	full := !through.Equal(r.lastThrough)
+	r.mu.Unlock()
+	if !full && len(late) == 0 {
+		return stats, nil
+	}
+
+	streams, err := r.Outbox.LoadStreams(ctx)
+	if err != nil {
+		return stats, err
+	}
+	byID := make(map[string]Stream, len(streams))
+	for _, s := range streams {
+		byID[s.ID] = s
+	}
+	var subs []billing.Subscription
+	if full {
+		if subs, err = r.Store.ListSubscriptions(ctx, store.SubscriptionFilter{}); err != nil {
+			return stats, fmt.Errorf("plan reports: %w", err)
+		}
+	} else {
+		seen := map[string]bool{}
+		for subject := range late {
+			c, err := r.Store.CustomerBySubject(ctx, subject)
+			if errors.Is(err, store.ErrNotFound) || seen[c.ID] {
+				continue
+			}
+			if err != nil {
+				return stats, fmt.Errorf("plan reports: %w", err)
+			}
+			seen[c.ID] = true
+			cs, err := r.Store.ListSubscriptions(ctx, store.SubscriptionFilter{CustomerID: c.ID})
+			if err != nil {
+				return stats, fmt.Errorf("plan reports: %w", err)
+			}
+			subs = append(subs, cs...)
+		}
+	}
+	p := &planner{r: r, now: now, through: through, late: late, streams: byID,
+		customers: map[string]billing.Customer{}, plans: map[string]billing.Plan{}, meters: map[string]meter.Meter{}}
+	var batchStreams []Stream
+	var batchReports []Report
+	flush := func(final bool) error {
+		if len(batchStreams) == 0 && !final {
+			return nil
+		}
+		seq := cursor
+		if final {
+			seq = newCursor
+		}
+		if err := r.Outbox.CommitPlan(ctx, batchStreams, batchReports, seq); err != nil {
+			return err
+		}
+		stats.Reports += len(batchReports)
+		batchStreams, batchReports = batchStreams[:0], batchReports[:0]
+		return nil
+	}
+	for _, sub := range subs {
+		sts, reps, err := p.subscription(ctx, sub)
+		if err != nil {
+			// One subscription's problem must not stop the others.
+			r.log().Error("plan reports", "subscription", sub.ID, "err", err)
+			r.Metrics.planError()
+			continue
+		}
+		if len(sts) > 0 {
+			stats.Subscriptions++
+		}
+		stats.Streams += len(sts)
+		batchStreams = append(batchStreams, sts...)
+		batchReports = append(batchReports, reps...)
+		if len(batchStreams) >= 2000 {
+			if err := flush(false); err != nil {
+				return stats, err
+			}
+		}
+	}
+	if err := flush(true); err != nil {
+		return stats, err
+	}
+	r.Metrics.countPlanned(stats.Reports)
+	if full {
+		r.mu.Lock()
+		r.lastThrough = through
+		r.mu.Unlock()
+	}
+	return stats, nil
+}
+
+// planner is one Plan call's working state and caches.
+type planner struct {
+	r         *Runner
+	now       time.Time
+	through   time.Time
+	late      map[string]time.Time
+	streams   map[string]Stream
+	customers map[string]billing.Customer
+	plans     map[string]billing.Plan
+	meters    map[string]meter.Meter
+}
+
+func (p *planner) customer(ctx context.Context, id string) (billing.Customer, error) {
+	if c, ok := p.customers[id]; ok {
+		return c, nil
+	}
+	c, err := p.r.Store.GetCustomer(ctx, id)
+	if err != nil {
+		return c, fmt.Errorf("customer %s: %w", id, err)
+	}
+	p.customers[id] = c
+	return c, nil
+}
+
+func (p *planner) plan(ctx context.Context, id string, version int) (billing.Plan, error) {
+	k := fmt.Sprintf("%s@%d", id, version)
+	if pl, ok := p.plans[k]; ok {
+		return pl, nil
+	}
+	pl, err := p.r.Store.GetPlan(ctx, id, version)
+	if err != nil {
+		return pl, fmt.Errorf("plan %s version %d: %w", id, version, err)
+	}
+	p.plans[k] = pl
+	return pl, nil
+}
+
+func (p *planner) meter(ctx context.Context, slug string) (meter.Meter, error) {
+	if m, ok := p.meters[slug]; ok {
+		return m, nil
+	}
+	m, err := p.r.Store.GetMeter(ctx, slug)
+	if err != nil {
+		return m, fmt.Errorf("meter %s: %w", slug, err)
+	}
+	p.meters[slug] = m
+	return m, nil
+}
+
+// segment is one plan-version segment of a billing period.
+type segment struct {
+	start, end time.Time
+	plan       billing.Plan
+}
+
+// segments returns sub's segments overlapping [from, to), ending at its
+// cancellation.
+func segmentsOf(sub billing.Subscription, from, to time.Time) ([]billing.Segment, error) {
+	loc, err := sub.Location()
+	if err != nil {
+		return nil, err
+	}
+	if sub.CancelAt != nil && sub.CancelAt.Before(to) {
+		to = *sub.CancelAt
+	}
+	ps, err := billing.Periods(sub.Start, sub.Cadence, sub.BillingAnchor, loc, from, to)
+	if err != nil {
+		return nil, err
+	}
+	var out []billing.Segment
+	for _, pr := range ps {
+		if sub.CancelAt != nil && sub.CancelAt.Before(pr.End) {
+			pr.End = *sub.CancelAt
+		}
+		for _, sg := range sub.Segments(pr) {
+			if sg.Period.End.After(from) && sg.Period.Start.Before(to) {
+				out = append(out, sg)
+			}
+		}
+	}
+	return out, nil
+}
+
+// entry is one reporting entry of a charge on one segment.
+type entry struct {
+	charge billing.PlanCharge
+	rep    billing.Reporting
+}
+
+// subscription plans every stream of sub.
+func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([]Stream, []Report, error) {
+	horizon := p.through.Add(time.Hour)
+	lookback := orDur(p.r.Lookback, DefaultLookback)
+	if sub.CancelAt != nil && !sub.CancelAt.After(p.through.Add(time.Hour).Add(-lookback)) {
+		// Ended long enough ago that nothing is tracked any more, unless a
+		// stream still holds a segment.
+		if !p.hasTracked(sub.ID) {
+			return nil, nil, nil
+		}
+	}
+	if !sub.Start.Before(horizon) {
+		return nil, nil, nil
+	}
+	c, err := p.customer(ctx, sub.CustomerID)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The earliest instant any stream of sub still needs: its tracked
+	// segments, or the current period for a stream seen for the first time.
+	cur, err := sub.CurrentPeriod(p.through)
+	if err != nil {
+		return nil, nil, err
+	}
+	from := cur.Start
+	for _, st := range p.streams {
+		if st.SubscriptionID != sub.ID {
+			continue
+		}
+		for _, sg := range st.Segments {
+			if sg.Start.Before(from) {
+				from = sg.Start
+			}
+		}
+	}
+	segs, err := segmentsOf(sub, from, horizon)
+	if err != nil {
+		return nil, nil, err
+	}
+	lateAt, hasLate := time.Time{}, false
+	for _, s := range c.Subjects {
+		if t, ok := p.late[s]; ok && (!hasLate || t.Before(lateAt)) {
+			lateAt, hasLate = t, true
+		}
+	}
+
+	// Group the reporting entries by stream. Every segment a stream
+	// tracks goes to PlanStream; only streams with a new hour or late usage
+	// are planned at all.
+	type streamWork struct {
+		target Target
+		rep    billing.Reporting
+		inputs []SegmentInput
+		busy   bool
+	}
+	work := map[string]*streamWork{}
+	var order []string
+	for _, sg := range segs {
+		pl, err := p.plan(ctx, sg.PlanID, sg.PlanVersion)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, pc := range pl.Charges {
+			if len(pc.Reporting) == 0 || pc.Included.Unlimited {
+				continue
+			}
+			q := chargeQuery{p: p, pc: pc, subjects: c.Subjects}
+			for _, rep := range pc.Reporting {
+				t, ok := p.r.target(rep.Target)
+				if !ok {
+					continue
+				}
+				id := StreamID(rep.Target, sub.ID, "", rep.Dimension)
+				st, known := p.streams[id]
+				var tracked *SegmentState
+				for i := range st.Segments {
+					if st.Segments[i].Start.Equal(sg.Period.Start) {
+						tracked = &st.Segments[i]
+					}
+				}
+				var lastEnd time.Time
+				if !st.LastHour.IsZero() {
+					lastEnd = st.LastHour.Add(time.Hour)
+				}
+				switch {
+				case tracked != nil:
+				case !known && !sg.Period.End.After(cur.Start):
+					continue // before the stream's first period
+				case !lastEnd.IsZero() && !sg.Period.End.After(lastEnd.Add(-lookback)):
+					continue // settled
+				}
+				sFrom := sg.Period.Start
+				if lastEnd.After(sFrom) {
+					sFrom = lastEnd
+				}
+				segEnd := minTime(sg.Period.End, horizon)
+				needHours := sFrom.Before(segEnd)
+				isLate := hasLate && lateAt.Before(sFrom) && !lateAt.Before(sg.Period.Start)
+				in := SegmentInput{Start: sg.Period.Start, End: sg.Period.End, From: sFrom, Base: decimal.Zero}
+				if in.Band, err = bandOf(pc, rep); err != nil {
+					return nil, nil, err
+				}
+				switch {
+				case isLate || (tracked == nil && sFrom.After(sg.Period.Start)):
+					// Recount what the stream had seen: late events, or a
+					// segment it starts tracking late.
+					if in.Base, err = q.total(ctx, sg.Period.Start, sFrom); err != nil {
+						return nil, nil, err
+					}
+				case tracked != nil:
+					in.Base = tracked.Usage
+				}
+				if needHours {
+					if in.Hours, err = q.hourly(ctx, sFrom, segEnd); err != nil {
+						return nil, nil, err
+					}
+				}
+				w := work[id]
+				if w == nil {
+					w = &streamWork{target: t, rep: rep}
+					work[id] = w
+					order = append(order, id)
+				}
+				w.inputs = append(w.inputs, in)
+				w.busy = w.busy || needHours || isLate
+			}
+		}
+	}
+	var outStreams []Stream
+	var outReports []Report
+	for _, id := range order {
+		w := work[id]
+		if !w.busy {
+			continue
+		}
+		st, known := p.streams[id]
+		if !known {
+			st = Stream{ID: id, Target: w.target.Name, SubscriptionID: sub.ID, CustomerID: sub.CustomerID, Dimension: w.rep.Dimension}
+		}
+		decimals := w.target.Sender.Capabilities().Decimals
+		nst, planned := PlanStream(PlanInput{Stream: st, Segments: w.inputs, Through: p.through, Decimals: decimals, Lookback: lookback})
+		nst.UpdatedAt = p.now
+		outStreams = append(outStreams, nst)
+		res, resErr := ResourceFor(w.target.Type, c, sub)
+		for _, pl := range planned {
+			rep := Report{
+				ID: ReportID(w.target.Name, sub.ID, "", w.rep.Dimension, pl.Hour), StreamID: id, Target: w.target.Name,
+				SubscriptionID: sub.ID, CustomerID: sub.CustomerID, Dimension: w.rep.Dimension, Resource: res,
+				Hour: pl.Hour, Quantity: pl.Quantity, Usage: pl.Usage, Late: pl.Late,
+				State: StatePending, NextAttemptAt: p.now, CreatedAt: p.now, UpdatedAt: p.now,
+			}
+			if pl.Late.Sign() > 0 {
+				rep.LateFrom = lateFrom(pl, hasLate, lateAt)
+			}
+			if resErr != nil {
+				rep.State, rep.LastError = StateFailed, resErr.Error()
+			}
+			outReports = append(outReports, rep)
+		}
+	}
+	return outStreams, outReports, nil
+}
+
+// lateFrom says where a report's late quantity came from, for the audit.
+func lateFrom(pl Planned, hasLate bool, lateAt time.Time) []string {
+	if hasLate {
+		return []string{fmt.Sprintf("usage of %s or later, from events that arrived after that hour had been planned", hourOf(lateAt).Format(time.RFC3339))}
+	}
+	return []string{"usage found for hours planned earlier"}
+}
+
+// chargeQuery reads one charge's usage for one customer, caching each
+// range it was asked for.
+type chargeQuery struct {
+	p        *planner
+	pc       billing.PlanCharge
+	subjects []string
+	m        *meter.Meter
+	cache    map[[2]int64]map[int64]decimal.Decimal
+}
+
+func (q *chargeQuery) hourly(ctx context.Context, from, to time.Time) (map[int64]decimal.Decimal, error) {
+	k := [2]int64{from.Unix(), to.Unix()}
+	if h, ok := q.cache[k]; ok {
+		return h, nil
+	}
+	if q.m == nil {
+		m, err := q.p.meter(ctx, q.pc.Meter)
+		if err != nil {
+			return nil, err
+		}
+		if m.Aggregation != meter.Sum && m.Aggregation != meter.Count {
+			return nil, fmt.Errorf("charge %s: meter %s aggregates with %s; only SUM and COUNT usage can be reported by the hour", q.pc.Key, m.Slug, m.Aggregation)
+		}
+		q.m = &m
+	}
+	h, err := q.p.hourly(ctx, *q.m, q.subjects, q.pc.FilterGroupBy, from, to)
+	if err != nil {
+		return nil, err
+	}
+	if q.cache == nil {
+		q.cache = map[[2]int64]map[int64]decimal.Decimal{}
+	}
+	q.cache[k] = h
+	return h, nil
+}
+
+func (q *chargeQuery) total(ctx context.Context, from, to time.Time) (decimal.Decimal, error) {
+	h, err := q.hourly(ctx, from, to)
+	sum := decimal.Zero
+	for _, v := range h {
+		sum = sum.Add(v)
+	}
+	return sum, err
+}
+
+func (p *planner) hasTracked(subID string) bool {
+	for _, st := range p.streams {
+		if st.SubscriptionID == subID && len(st.Segments) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func floorMinute(t time.Time) time.Time { return t.UTC().Truncate(time.Minute) }
+
+func (p *planner) stable(fn func() error) error {
+	if p.r.Stable != nil {
+		return p.r.Stable(fn)
+	}
+	return fn()
+}
+
+// hourly is the usage of subjects in [from, to) per UTC hour.
+func (p *planner) hourly(ctx context.Context, m meter.Meter, subjects []string, filter map[string]string, from, to time.Time) (map[int64]decimal.Decimal, error) {
+	out := map[int64]decimal.Decimal{}
+	f, t := floorMinute(from), floorMinute(to)
+	if len(subjects) == 0 || !f.Before(t) {
+		return out, nil
+	}
+	err := p.stable(func() error {
+		res, err := p.r.Usage.Query(ctx, usage.Query{Meter: m, From: &f, To: &t, WindowSize: usage.WindowSizeHour, Subjects: subjects, FilterGroupBy: filter})
+		if err != nil {
+			return err
+		}
+		for _, row := range res.Rows {
+			k := hourOf(row.WindowStart).Unix()
+			out[k] = out[k].Add(row.Value)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// bandOf is the usage band reporting entry rep of charge pc reports: the
+// usage above the included quantity, or one graduated tier of it.
+func bandOf(pc billing.PlanCharge, rep billing.Reporting) (Band, error) {
+	unit := rep.UnitSize
+	if unit.Sign() <= 0 {
+		unit = decimal.NewFromInt(1)
+	}
+	b := Band{Lo: pc.Included.Quantity, UnitSize: unit}
+	if rep.Tier == 0 {
+		return b, nil
+	}
+	tiers := pc.Pricing.Tiers
+	if rep.Tier < 1 || rep.Tier > len(tiers) {
+		return b, fmt.Errorf("charge %s: reporting tier %d: the pricing has %d tiers", pc.Key, rep.Tier, len(tiers))
+	}
+	lo := decimal.Zero
+	if rep.Tier > 1 {
+		lo = *tiers[rep.Tier-2].UpTo
+	}
+	b.Lo = pc.Included.Quantity.Add(lo)
+	if up := tiers[rep.Tier-1].UpTo; up != nil {
+		hi := pc.Included.Quantity.Add(*up)
+		b.Hi = &hi
+	}
+	return b, nil
+}
+
+// ResourceFor is customer c's identity at a target of the given type for
+// subscription sub, or an error naming what the customer lacks.
+func ResourceFor(targetType string, c billing.Customer, sub billing.Subscription) (Resource, error) {
+	r := Resource{CustomerID: c.ID, CustomerKey: c.Key, SubscriptionID: sub.ID}
+	x := c.External
+	switch targetType {
+	case TypeAzure:
+		if x.Azure == nil || (x.Azure.ResourceID == "" && x.Azure.ResourceURI == "") {
+			return r, fmt.Errorf("customer %s has no external.azure.resourceId or resourceUri", c.Key)
+		}
+		r.AzureResourceID, r.AzureResourceURI, r.AzurePlanID = x.Azure.ResourceID, x.Azure.ResourceURI, x.Azure.PlanID
+	case TypeAWS:
+		if x.AWS == nil || (x.AWS.CustomerIdentifier == "" && x.AWS.CustomerAWSAccountID == "") {
+			return r, fmt.Errorf("customer %s has no external.aws.customerIdentifier or customerAWSAccountId", c.Key)
+		}
+		r.AWSCustomerIdentifier, r.AWSCustomerAWSAccountID, r.AWSLicenseArn = x.AWS.CustomerIdentifier, x.AWS.CustomerAWSAccountID, x.AWS.LicenseArn
+	case TypeStripe:
+		if x.Stripe == nil || x.Stripe.CustomerID == "" {
+			return r, fmt.Errorf("customer %s has no external.stripe.customerId", c.Key)
+		}
+		r.StripeCustomerID = x.Stripe.CustomerID
+	}
+	return r, nil
+}
+
+// SendStats says what one Send call did.
+type SendStats struct {
+	Sent, Accepted, Retried, Failed, Expired int
+}
+
+// Send delivers every due report of every target, in batches of the
+// target's size, Workers calls at a time per target.
+func (r *Runner) Send(ctx context.Context) (SendStats, error) {
+	var total SendStats
+	var errs []error
+	for _, t := range r.Targets {
+		st, err := r.sendTarget(ctx, t)
+		total.Sent += st.Sent
+		total.Accepted += st.Accepted
+		total.Retried += st.Retried
+		total.Failed += st.Failed
+		total.Expired += st.Expired
+		if err != nil {
+			errs = append(errs, fmt.Errorf("target %s: %w", t.Name, err))
+		}
+	}
+	r.watchDeadlines(ctx)
+	return total, errors.Join(errs...)
+}
+
+func (r *Runner) sendTarget(ctx context.Context, t Target) (SendStats, error) {
+	caps := t.Sender.Capabilities()
+	batch := max(caps.MaxBatch, 1)
+	workers := r.Workers
+	if workers <= 0 {
+		workers = 4
+	}
+	var stats SendStats
+	var mu sync.Mutex
+	for {
+		now := r.Now().UTC()
+		due, err := r.Outbox.DueReports(ctx, t.Name, now, batch*workers*8)
+		if err != nil {
+			return stats, err
+		}
+		if len(due) == 0 {
+			return stats, nil
+		}
+		var batches [][]Report
+		for i := 0; i < len(due); i += batch {
+			batches = append(batches, due[i:min(i+batch, len(due))])
+		}
+		work := make(chan []Report)
+		var wg sync.WaitGroup
+		var firstErr error
+		for range min(workers, len(batches)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for b := range work {
+					st, err := r.sendBatch(ctx, t, b)
+					mu.Lock()
+					stats.Sent += st.Sent
+					stats.Accepted += st.Accepted
+					stats.Retried += st.Retried
+					stats.Failed += st.Failed
+					stats.Expired += st.Expired
+					if err != nil && firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		for _, b := range batches {
+			work <- b
+		}
+		close(work)
+		wg.Wait()
+		if firstErr != nil {
+			return stats, firstErr
+		}
+		if len(due) < batch*workers*8 {
+			return stats, nil
+		}
+	}
+}
+
+// sendBatch sends one batch and records what became of each report. An
+// error is a store failure; target failures are recorded, not returned.
+func (r *Runner) sendBatch(ctx context.Context, t Target, reps []Report) (SendStats, error) {
+	var stats SendStats
+	now := r.Now().UTC()
+	timeout := orDur(r.SendTimeout, DefaultSendTimeout)
+	ids := make([]string, len(reps))
+	items := make([]Item, len(reps))
+	for i, rp := range reps {
+		ids[i] = rp.ID
+		items[i] = Item{ID: rp.ID, Resource: rp.Resource, Dimension: rp.Dimension, Hour: rp.Hour, Quantity: rp.Quantity, Attempt: rp.Attempts + 1}
+	}
+	if err := r.Outbox.MarkSending(ctx, ids, now, now.Add(2*timeout)); err != nil {
+		return stats, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	start := time.Now()
+	results, err := t.Sender.Send(sctx, items)
+	cancel()
+	r.Metrics.sendLatency(t.Name, time.Since(start))
+	if err == nil && len(results) != len(items) {
+		err = fmt.Errorf("target answered %d results for %d reports", len(results), len(items))
+	}
+	done := r.Now().UTC()
+	ds := make([]Delivery, len(reps))
+	var alerts []Alert
+	for i, rp := range reps {
+		attempt := rp.Attempts + 1
+		d := Delivery{ReportID: rp.ID, Attempt: Attempt{Attempt: attempt, At: done}}
+		if err != nil {
+			d.State, d.LastError = StatePending, err.Error()
+			d.NextAttemptAt = done.Add(r.backoff(attempt, err))
+			d.Attempt.Outcome, d.Attempt.Message = "error", err.Error()
+			stats.Retried++
+			r.Metrics.delivered(t.Name, "error")
+			ds[i] = d
+			continue
+		}
+		res := results[i]
+		d.Attempt.Outcome, d.Attempt.Code, d.Attempt.Message, d.Attempt.Response = string(res.Outcome), res.Code, res.Message, res.Response
+		r.Metrics.delivered(t.Name, string(res.Outcome))
+		switch res.Outcome {
+		case Accepted:
+			d.State = StateAccepted
+			stats.Accepted++
+		case Duplicate:
+			d.State = StateDuplicate
+			stats.Accepted++
+		case Expired:
+			d.State, d.LastError = StateExpired, describe(res)
+			stats.Expired++
+			rp.State = StateExpired
+			alerts = append(alerts, Alert{Kind: "expired", Report: rp, Message: fmt.Sprintf("%s refused report %s for hour %s as too old (%s); its quantity %s moves into the next hour", t.Name, rp.ID, rp.Hour.Format(time.RFC3339), describe(res), rp.Quantity)})
+		case Rejected:
+			d.State, d.LastError = StateFailed, describe(res)
+			stats.Failed++
+			rp.State = StateFailed
+			alerts = append(alerts, Alert{Kind: "failed", Report: rp, Message: fmt.Sprintf("%s rejected report %s: %s; fix the cause, then POST /api/v1/reports/%s/retry", t.Name, rp.ID, describe(res), rp.ID)})
+		default: // Retry, or an outcome this runner does not know
+			d.State, d.LastError = StatePending, describe(res)
+			d.NextAttemptAt = done.Add(r.backoff(attempt, nil))
+			stats.Retried++
+		}
+		ds[i] = d
+	}
+	stats.Sent = len(reps)
+	if err := r.Outbox.RecordDeliveries(ctx, ds, done); err != nil {
+		return stats, err
+	}
+	for _, a := range alerts {
+		r.alert(ctx, a)
+	}
+	return stats, nil
+}
+
+func describe(res Result) string {
+	switch {
+	case res.Code != "" && res.Message != "":
+		return res.Code + ": " + res.Message
+	case res.Code != "":
+		return res.Code
+	default:
+		return res.Message
+	}
+}
+
+// backoff is the delay before attempt+1: Backoff·2^(attempt-1), at most
+// MaxBackoff, with "equal jitter" (half fixed, half random) so that many
+// reports failing together do not retry together; never less than a
+// Retry-After the target asked for.
+func (r *Runner) backoff(attempt int, err error) time.Duration {
+	base, maxB := orDur(r.Backoff, DefaultBackoff), orDur(r.MaxBackoff, DefaultMaxBackoff)
+	d := base
+	for i := 1; i < attempt && d < maxB; i++ {
+		d *= 2
+	}
+	d = min(d, maxB)
+	d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	if ra, ok := RetryAfter(err); ok && ra > d {
+		d = ra
+	}
+	return d
+}
+
+func (r *Runner) alert(ctx context.Context, a Alert) {
+	r.log().Warn("report alert", "kind", a.Kind, "report", a.Report.ID, "target", a.Report.Target, "message", a.Message)
+	r.Metrics.alerted(a.Kind)
+	if r.Alert != nil {
+		r.Alert(ctx, a)
+	}
+}
+
+// watchDeadlines finds reports still unaccepted within Margin of their
+// target's window and alerts once per report.
+func (r *Runner) watchDeadlines(ctx context.Context) {
+	now := r.Now().UTC()
+	margin := orDur(r.Margin, DefaultMargin)
+	counts := map[string]int{}
+	var alerts []Alert
+	for _, t := range r.Targets {
+		w := t.Sender.Capabilities().Window
+		if w <= 0 {
+			continue
+		}
+		reps, err := r.Outbox.Unsettled(ctx, t.Name, now.Add(-w).Add(margin), 1000)
+		if err != nil {
+			r.log().Error("deadline watch", "target", t.Name, "err", err)
+			continue
+		}
+		counts[t.Name] = len(reps)
+		r.mu.Lock()
+		if r.alerted == nil {
+			r.alerted = map[string]bool{}
+		}
+		for _, rp := range reps {
+			if !r.alerted[rp.ID] {
+				r.alerted[rp.ID] = true
+				alerts = append(alerts, Alert{Kind: "deadline", Report: rp, Message: fmt.Sprintf("report %s for hour %s is still %s and %s stops taking it at %s", rp.ID, rp.Hour.Format(time.RFC3339), rp.State, t.Name, rp.Hour.Add(w).Format(time.RFC3339))})
+			}
+		}
+		r.mu.Unlock()
+		r.Metrics.atRisk(t.Name, len(reps))
+	}
+	r.mu.Lock()
+	r.atRisk = counts
+	r.mu.Unlock()
+	for _, a := range alerts {
+		r.alert(ctx, a)
+	}
+}
+
+// Status is the reporting health shown in /readyz.
+type Status struct {
+	// AtRisk counts, per target, reports still unaccepted within the
+	// margin of the target's window (capped at 1000).
+	AtRisk map[string]int `json:"atRisk"`
+}
+
+// Status returns the last deadline watch's findings.
+func (r *Runner) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := Status{AtRisk: map[string]int{}}
+	names := make([]string, 0, len(r.atRisk))
+	for n := range r.atRisk {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if r.atRisk[n] > 0 {
+			s.AtRisk[n] = r.atRisk[n]
+		}
+	}
+	return s
+}
+
+// Run plans and sends every interval until ctx ends.
+func (r *Runner) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if st, err := r.Plan(ctx); err != nil {
+			r.log().Error("plan reports", "err", err)
+		} else if st.Reports > 0 {
+			r.log().Info("planned reports", "reports", st.Reports, "streams", st.Streams, "through", st.Through)
+		}
+		if st, err := r.Send(ctx); err != nil {
+			r.log().Error("send reports", "err", err)
+		} else if st.Sent > 0 {
+			r.log().Info("sent reports", "sent", st.Sent, "accepted", st.Accepted, "retried", st.Retried, "failed", st.Failed, "expired", st.Expired)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
