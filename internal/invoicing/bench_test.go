@@ -12,11 +12,13 @@ import (
 )
 
 // TestFinalizeDueScale times one FinalizeDue over N subscriptions whose
-// first period (3 charges) has ended and whose grace period has passed.
+// first period (3 charges) has ended and whose grace period has passed,
+// then one for their second period (which also reads the first period's
+// usage again, for late events).
 // It is skipped unless TALLY_BENCH_FINALIZE=N is set; see
 // docs/benchmarks.md ("Billing"):
 //
-//	TALLY_BENCH_FINALIZE=10000 go test ./internal/invoicing -run TestFinalizeDueScale -v -timeout 30m
+//	TALLY_BENCH_FINALIZE=10000 go test ./internal/invoicing -run TestFinalizeDueScale -v -count=1 -timeout 30m
 func TestFinalizeDueScale(t *testing.T) {
 	v := os.Getenv("TALLY_BENCH_FINALIZE")
 	if v == "" {
@@ -60,4 +62,18 @@ func TestFinalizeDueScale(t *testing.T) {
 		t.Fatalf("FinalizeDue again: %d, %v; want 0", again, err)
 	}
 	t.Logf("FinalizeDue again (nothing due): %.2f s", time.Since(start).Seconds())
+
+	// The next month: every subscription now has a finalized invoice,
+	// whose period FinalizeDue reads again for late usage.
+	july := periodEnd.AddDate(0, 1, 0)
+	setup = time.Now()
+	f.addEvents(0, n, periodEnd, eventsPer)
+	t.Logf("setup: %d more events in %s", n*eventsPer, time.Since(setup).Round(time.Millisecond))
+	start = time.Now()
+	got, err = f.svc.FinalizeDue(ctx, july.Add(invoicing.DefaultGrace))
+	elapsed = time.Since(start)
+	if err != nil || got != n {
+		t.Fatalf("FinalizeDue of the second period: %d, %v; want %d", got, err, n)
+	}
+	t.Logf("FinalizeDue, second period: %d periods finalized in %.2f s = %.0f periods/s", got, elapsed.Seconds(), float64(got)/elapsed.Seconds())
 }

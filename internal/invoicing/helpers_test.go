@@ -92,9 +92,30 @@ func newFixture(t testing.TB) *fixture {
 
 // addCustomers creates customers [from, to), each with one subject
 // ("subj-<i>") and one subscription to the plan starting at start, and
-// ingests eventsPer "request" events per customer during the first period,
-// submitted in batches of about 1,000 events.
+// ingests eventsPer "request" events per customer during the first period
+// (see addEvents).
 func (f *fixture) addCustomers(from, to int, start time.Time, eventsPer int) {
+	f.t.Helper()
+	ctx := context.Background()
+	for i := from; i < to; i++ {
+		subject := fmt.Sprintf("subj-%d", i)
+		in := billing.CustomerInput{Key: fmt.Sprintf("cust-%d", i), Name: fmt.Sprintf("Customer %d", i), Currency: "EUR", Subjects: []string{subject}}
+		c := in.Customer(fmt.Sprintf("c-%d", i), start, start)
+		if err := f.st.CreateCustomer(ctx, c); err != nil {
+			f.t.Fatalf("create customer %d: %v", i, err)
+		}
+		sub := billing.SubscriptionInput{Customer: c.ID, Plan: f.plan.ID}.Subscription(fmt.Sprintf("s-%d", i), c, f.plan, start, start)
+		if err := f.st.CreateSubscription(ctx, sub); err != nil {
+			f.t.Fatalf("create subscription %d: %v", i, err)
+		}
+	}
+	f.addEvents(from, to, start, eventsPer)
+}
+
+// addEvents ingests eventsPer "request" events for each of the subjects
+// of customers [from, to) in the month from start, submitted in batches of
+// about 1,000 events.
+func (f *fixture) addEvents(from, to int, start time.Time, eventsPer int) {
 	f.t.Helper()
 	ctx := context.Background()
 	var batch []event.Event
@@ -109,19 +130,10 @@ func (f *fixture) addCustomers(from, to int, start time.Time, eventsPer int) {
 	}
 	for i := from; i < to; i++ {
 		subject := fmt.Sprintf("subj-%d", i)
-		in := billing.CustomerInput{Key: fmt.Sprintf("cust-%d", i), Name: fmt.Sprintf("Customer %d", i), Currency: "EUR", Subjects: []string{subject}}
-		c := in.Customer(fmt.Sprintf("c-%d", i), start, start)
-		if err := f.st.CreateCustomer(ctx, c); err != nil {
-			f.t.Fatalf("create customer %d: %v", i, err)
-		}
-		sub := billing.SubscriptionInput{Customer: c.ID, Plan: f.plan.ID}.Subscription(fmt.Sprintf("s-%d", i), c, f.plan, start, start)
-		if err := f.st.CreateSubscription(ctx, sub); err != nil {
-			f.t.Fatalf("create subscription %d: %v", i, err)
-		}
 		for j := 0; j < eventsPer; j++ {
 			ts := start.Add(time.Duration(j+1) * 37 * time.Hour)
 			data := fmt.Sprintf(`{"bytes":%d}`, 100*(j+1)+i%7)
-			id := fmt.Sprintf("e-%d-%d", i, j)
+			id := fmt.Sprintf("e-%d-%d-%d", i, j, start.Unix())
 			raw := fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"bench","type":"request","subject":%q,"time":%q,"data":%s}`,
 				id, subject, ts.Format(time.RFC3339), data)
 			batch = append(batch, event.Event{ID: id, Source: "bench", Type: "request", Subject: subject, Time: ts, TimeSet: true, Data: []byte(data), Raw: []byte(raw)})
@@ -131,4 +143,16 @@ func (f *fixture) addCustomers(from, to int, start time.Time, eventsPer int) {
 		}
 	}
 	flush()
+}
+
+// event ingests one "request" event of subject at ts with the given bytes.
+func (f *fixture) event(id, subject string, ts time.Time, bytes int) {
+	f.t.Helper()
+	data := fmt.Sprintf(`{"bytes":%d}`, bytes)
+	raw := fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"bench","type":"request","subject":%q,"time":%q,"data":%s}`,
+		id, subject, ts.Format(time.RFC3339), data)
+	ev := event.Event{ID: id, Source: "bench", Type: "request", Subject: subject, Time: ts, TimeSet: true, Data: []byte(data), Raw: []byte(raw)}
+	if err := f.pipe.Submit(context.Background(), []event.Event{ev}); err != nil {
+		f.t.Fatalf("submit event %s: %v", id, err)
+	}
 }

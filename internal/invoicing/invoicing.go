@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/shopspring/decimal"
 
 	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/meter"
 	"github.com/tally-metering/tally/internal/store"
 	"github.com/tally-metering/tally/internal/usage"
 )
@@ -50,36 +52,72 @@ func floorMinute(t time.Time) time.Time { return t.UTC().Truncate(time.Minute) }
 // Errors are not the caller's fault (a meter a plan needs is gone) and are
 // not wrapped, so that they never read as a client's ErrNotFound.
 func (s *Service) PeriodUsage(ctx context.Context, c billing.Customer, plan billing.Plan, start, end time.Time) (map[string]decimal.Decimal, error) {
+	var amounts map[string]decimal.Decimal
+	err := s.stable(func() error {
+		var err error
+		amounts, err = s.newReader().periodUsage(ctx, c, plan, start, end)
+		return err
+	})
+	return amounts, err
+}
+
+// stable runs fn while no meter definition changes (see Service.Stable).
+// Calls must not nest: Stable may be a read lock, which a waiting writer
+// would deadlock.
+func (s *Service) stable(fn func() error) error {
+	if s.Stable != nil {
+		return s.Stable(fn)
+	}
+	return fn()
+}
+
+// usageReader reads usage for invoices, looking each meter up once. It
+// belongs to one stable section: the meters it keeps and the rollups it
+// reads must come from the same meter definitions.
+type usageReader struct {
+	s      *Service
+	meters map[string]meter.Meter // by the id or slug a charge names
+}
+
+func (s *Service) newReader() *usageReader {
+	return &usageReader{s: s, meters: make(map[string]meter.Meter)}
+}
+
+func (r *usageReader) meter(ctx context.Context, idOrSlug string) (meter.Meter, error) {
+	if m, ok := r.meters[idOrSlug]; ok {
+		return m, nil
+	}
+	m, err := r.s.Store.GetMeter(ctx, idOrSlug)
+	if err != nil {
+		return m, err
+	}
+	r.meters[idOrSlug] = m
+	return m, nil
+}
+
+// periodUsage is PeriodUsage inside the caller's stable section.
+func (r *usageReader) periodUsage(ctx context.Context, c billing.Customer, plan billing.Plan, start, end time.Time) (map[string]decimal.Decimal, error) {
 	from, to := floorMinute(start), floorMinute(end)
 	amounts := make(map[string]decimal.Decimal, len(plan.Charges))
 	if len(c.Subjects) == 0 {
 		return amounts, nil
 	}
-	run := func() error {
-		for _, pc := range plan.Charges {
-			m, err := s.Store.GetMeter(ctx, pc.Meter)
-			if err != nil {
-				return fmt.Errorf("plan %s: charge %s: meter %s: %v", plan.Key, pc.Key, pc.Meter, err)
-			}
-			res, err := s.Usage.Query(ctx, usage.Query{Meter: m, From: &from, To: &to, Subjects: c.Subjects, FilterGroupBy: pc.FilterGroupBy})
-			if err != nil {
-				return fmt.Errorf("plan %s: charge %s: usage: %v", plan.Key, pc.Key, err)
-			}
-			total := decimal.Zero
-			for _, row := range res.Rows {
-				total = total.Add(row.Value)
-			}
-			amounts[pc.Key] = total
+	for _, pc := range plan.Charges {
+		m, err := r.meter(ctx, pc.Meter)
+		if err != nil {
+			return nil, fmt.Errorf("plan %s: charge %s: meter %s: %v", plan.Key, pc.Key, pc.Meter, err)
 		}
-		return nil
+		res, err := r.s.Usage.Query(ctx, usage.Query{Meter: m, From: &from, To: &to, Subjects: c.Subjects, FilterGroupBy: pc.FilterGroupBy})
+		if err != nil {
+			return nil, fmt.Errorf("plan %s: charge %s: usage: %v", plan.Key, pc.Key, err)
+		}
+		total := decimal.Zero
+		for _, row := range res.Rows {
+			total = total.Add(row.Value)
+		}
+		amounts[pc.Key] = total
 	}
-	var err error
-	if s.Stable != nil {
-		err = s.Stable(run)
-	} else {
-		err = run()
-	}
-	return amounts, err
+	return amounts, nil
 }
 
 // Periods returns the billing periods of sub that have begun by now, in
@@ -120,49 +158,61 @@ type subject struct {
 	sub       billing.Subscription
 	customer  billing.Customer
 	plans     map[string]billing.Plan // by planKey(id, version)
-	finalized []billing.Invoice
-	done      map[int64]bool // finalized period starts (Unix µs)
+	finalized []billing.Invoice       // ordered by period start
 }
 
 func planKey(id string, version int) string { return fmt.Sprintf("%s@%d", id, version) }
 
-func (s *Service) load(ctx context.Context, sub billing.Subscription) (*subject, error) {
-	c, err := s.Store.GetCustomer(ctx, sub.CustomerID)
-	if err != nil {
-		return nil, fmt.Errorf("subscription %s: customer %s: %v", sub.ID, sub.CustomerID, err)
-	}
-	x := &subject{sub: sub, customer: c, plans: map[string]billing.Plan{}, done: map[int64]bool{}}
+// planCache keeps the plan versions one call has read; a published
+// version never changes, so they can be shared by every subscription.
+type planCache map[string]billing.Plan
+
+// newSubject gathers sub's customer c and the plan versions it is on
+// (read through plans), without its finalized invoices.
+func (s *Service) newSubject(ctx context.Context, sub billing.Subscription, c billing.Customer, plans planCache) (*subject, error) {
+	x := &subject{sub: sub, customer: c, plans: map[string]billing.Plan{}}
 	refs := append([]billing.PlanPhase{{PlanID: sub.PlanID, PlanVersion: sub.PlanVersion}}, sub.Phases...)
 	for _, ref := range refs {
 		k := planKey(ref.PlanID, ref.PlanVersion)
 		if _, ok := x.plans[k]; ok {
 			continue
 		}
-		plan, err := s.Store.GetPlan(ctx, ref.PlanID, ref.PlanVersion)
-		if err != nil {
-			return nil, fmt.Errorf("subscription %s: plan %s version %d: %v", sub.ID, ref.PlanID, ref.PlanVersion, err)
+		plan, ok := plans[k]
+		if !ok {
+			var err error
+			if plan, err = s.Store.GetPlan(ctx, ref.PlanID, ref.PlanVersion); err != nil {
+				return nil, fmt.Errorf("subscription %s: plan %s version %d: %v", sub.ID, ref.PlanID, ref.PlanVersion, err)
+			}
+			plans[k] = plan
 		}
 		x.plans[k] = plan
 	}
-	fin, err := s.Store.ListInvoices(ctx, store.InvoiceFilter{SubscriptionID: sub.ID})
+	return x, nil
+}
+
+func (s *Service) load(ctx context.Context, sub billing.Subscription) (*subject, error) {
+	c, err := s.Store.GetCustomer(ctx, sub.CustomerID)
+	if err != nil {
+		return nil, fmt.Errorf("subscription %s: customer %s: %v", sub.ID, sub.CustomerID, err)
+	}
+	x, err := s.newSubject(ctx, sub, c, planCache{})
 	if err != nil {
 		return nil, err
 	}
-	x.finalized = fin
-	for _, inv := range fin {
-		x.done[inv.PeriodStart.UnixMicro()] = true
+	if x.finalized, err = s.Store.ListInvoices(ctx, store.InvoiceFilter{SubscriptionID: sub.ID}); err != nil {
+		return nil, err
 	}
 	return x, nil
 }
 
 // segments returns the segments of period p (see billing.Subscription.
 // Segments) with their plans and usage.
-func (s *Service) segments(ctx context.Context, x *subject, p billing.Period) ([]billing.SegmentUsage, error) {
+func (s *Service) segments(ctx context.Context, r *usageReader, x *subject, p billing.Period) ([]billing.SegmentUsage, error) {
 	segs := x.sub.Segments(p)
 	out := make([]billing.SegmentUsage, 0, len(segs))
 	for _, sg := range segs {
 		plan := x.plans[planKey(sg.PlanID, sg.PlanVersion)]
-		u, err := s.PeriodUsage(ctx, x.customer, plan, sg.Period.Start, sg.Period.End)
+		u, err := r.periodUsage(ctx, x.customer, plan, sg.Period.Start, sg.Period.End)
 		if err != nil {
 			return nil, err
 		}
@@ -174,10 +224,10 @@ func (s *Service) segments(ctx context.Context, x *subject, p billing.Period) ([
 // adjustments are the late usage of x's finalized periods not billed yet.
 // A period split by a plan change is adjusted per segment, on the
 // segment's plan.
-func (s *Service) adjustments(ctx context.Context, x *subject) ([]billing.Adjustment, error) {
+func (s *Service) adjustments(ctx context.Context, r *usageReader, x *subject) ([]billing.Adjustment, error) {
 	var out []billing.Adjustment
 	for i, inv := range x.finalized {
-		segs, err := s.segments(ctx, x, billing.Period{Index: inv.PeriodIndex, Start: inv.PeriodStart, End: inv.PeriodEnd, FullStart: inv.PeriodStart})
+		segs, err := s.segments(ctx, r, x, billing.Period{Index: inv.PeriodIndex, Start: inv.PeriodStart, End: inv.PeriodEnd, FullStart: inv.PeriodStart})
 		if err != nil {
 			return nil, err
 		}
@@ -190,7 +240,7 @@ func (s *Service) adjustments(ctx context.Context, x *subject) ([]billing.Adjust
 				q, a := billing.Billed(inv, x.finalized[i+1:], pc.Key, pk, pv)
 				adj, ok, err := billing.NewAdjustment(inv, pc, sg.Usage[pc.Key], q, a)
 				if err != nil {
-					return nil, fmt.Errorf("subscription %s: invoice %s: %w", x.sub.ID, inv.ID, err)
+					return nil, fmt.Errorf("invoice %s: %w", inv.ID, err)
 				}
 				if ok {
 					adj.PlanKey, adj.PlanVersion = pk, pv
@@ -204,16 +254,16 @@ func (s *Service) adjustments(ctx context.Context, x *subject) ([]billing.Adjust
 
 // draft builds the draft of period p, one set of lines per plan segment;
 // the earliest open period carries the adjustments for late usage of
-// finalized periods.
-func (s *Service) draft(ctx context.Context, x *subject, p billing.Period, earliestOpen bool) (billing.Invoice, error) {
-	segs, err := s.segments(ctx, x, p)
+// finalized periods. Its errors name the subscription.
+func (s *Service) draft(ctx context.Context, r *usageReader, x *subject, p billing.Period, earliestOpen bool) (billing.Invoice, error) {
+	segs, err := s.segments(ctx, r, x, p)
 	if err != nil {
-		return billing.Invoice{}, err
+		return billing.Invoice{}, fmt.Errorf("subscription %s: period %s: %v", x.sub.ID, p.Start.UTC().Format(time.RFC3339), err)
 	}
 	var adj []billing.Adjustment
 	if earliestOpen {
-		if adj, err = s.adjustments(ctx, x); err != nil {
-			return billing.Invoice{}, err
+		if adj, err = s.adjustments(ctx, r, x); err != nil {
+			return billing.Invoice{}, fmt.Errorf("subscription %s: adjustments: %v", x.sub.ID, err)
 		}
 	}
 	inv, err := billing.BuildSegmentedInvoice(x.sub, p, segs, adj)
@@ -236,24 +286,53 @@ func (s *Service) Invoices(ctx context.Context, sub billing.Subscription, now ti
 		return nil, fmt.Errorf("subscription %s: periods: %w", sub.ID, err)
 	}
 	out := make([]billing.Invoice, 0, len(ps))
-	fin := x.finalized
-	first := true
-	for _, p := range ps {
-		for len(fin) > 0 && fin[0].PeriodStart.Before(p.Start) {
-			out, fin = append(out, fin[0]), fin[1:]
+	err = s.stable(func() error {
+		r := s.newReader()
+		fin := x.finalized
+		first := true
+		for _, p := range ps {
+			for len(fin) > 0 && fin[0].PeriodStart.Before(p.Start) {
+				out, fin = append(out, fin[0]), fin[1:]
+			}
+			if len(fin) > 0 && fin[0].PeriodStart.Equal(p.Start) {
+				out, fin = append(out, fin[0]), fin[1:]
+				continue
+			}
+			inv, err := s.draft(ctx, r, x, p, first)
+			if err != nil {
+				return err
+			}
+			first = false
+			out = append(out, inv)
 		}
-		if len(fin) > 0 && fin[0].PeriodStart.Equal(p.Start) {
-			out, fin = append(out, fin[0]), fin[1:]
-			continue
-		}
-		inv, err := s.draft(ctx, x, p, first)
-		if err != nil {
-			return nil, err
-		}
-		first = false
-		out = append(out, inv)
+		out = append(out, fin...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return append(out, fin...), nil
+	return out, nil
+}
+
+// Finalizing in chunks: FinalizeDue drafts the due periods of up to
+// finalizeChunk subscriptions in one stable section (each meter looked up
+// once) and stores them with one SaveInvoices, one transaction; a chunk's
+// finalized invoices are read with one ListInvoices. Above
+// listCustomersAbove due subscriptions, all customers are read with one
+// ListCustomers rather than one GetCustomer each.
+const (
+	finalizeChunk      = 500
+	listCustomersAbove = 200
+)
+
+// dueJob is a subscription with periods to finalize.
+type dueJob struct {
+	sub billing.Subscription
+	// due are the periods to finalize, oldest first.
+	due []billing.Period
+	// invoiced is whether sub has finalized invoices already.
+	invoiced bool
+	x        *subject
 }
 
 // FinalizeDue finalizes, for every subscription, each period whose end
@@ -262,62 +341,168 @@ func (s *Service) Invoices(ctx context.Context, sub billing.Subscription, now ti
 // (a finalized period is skipped; the store keeps one invoice per period)
 // and resumable: everything it has stored stays, and a later call picks up
 // the rest. An error with one subscription does not stop the others; all
-// are returned joined.
+// are returned joined. A store error stops the call.
+//
+// Which periods are finalized comes from the store's index of invoiced
+// periods, so a subscription with nothing due costs no reads. The due ones
+// are handled in chunks (see finalizeChunk), each chunk in rounds: a round
+// drafts the oldest open period of every subscription in the chunk and
+// stores those invoices in one transaction, so a subscription's next
+// period is drafted only once the previous one is stored, and its
+// adjustments for late usage see the invoice actually stored.
 func (s *Service) FinalizeDue(ctx context.Context, now time.Time) (int, error) {
 	subs, err := s.Store.ListSubscriptions(ctx, store.SubscriptionFilter{})
 	if err != nil {
 		return 0, err
 	}
+	invoiced, err := s.Store.InvoicedPeriods(ctx)
+	if err != nil {
+		return 0, err
+	}
 	due := now.Add(-s.Grace)
-	n := 0
 	var errs []error
+	var jobs []*dueJob
 	for _, sub := range subs {
+		ps, err := Periods(sub, due)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("subscription %s: periods: %w", sub.ID, err))
+			continue
+		}
+		done := invoiced[sub.ID]
+		j := &dueJob{sub: sub, invoiced: len(done) > 0}
+		for _, p := range ps {
+			if p.End.After(due) {
+				break
+			}
+			us := p.Start.UnixMicro()
+			if !slices.ContainsFunc(done, func(t time.Time) bool { return t.UnixMicro() == us }) {
+				j.due = append(j.due, p)
+			}
+		}
+		if len(j.due) > 0 {
+			jobs = append(jobs, j)
+		}
+	}
+	if len(jobs) == 0 {
+		return 0, errors.Join(errs...)
+	}
+	customer, err := s.customers(ctx, len(jobs))
+	if err != nil {
+		return 0, errors.Join(append(errs, err)...)
+	}
+	plans := planCache{}
+	n := 0
+	for chunk := range slices.Chunk(jobs, finalizeChunk) {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
-		k, err := s.finalizeSubscription(ctx, sub, due, now)
+		k, err := s.finalizeChunk(ctx, chunk, customer, plans, now, &errs)
 		n += k
 		if err != nil {
-			errs = append(errs, err)
+			return n, errors.Join(append(errs, err)...)
 		}
 	}
 	return n, errors.Join(errs...)
 }
 
-func (s *Service) finalizeSubscription(ctx context.Context, sub billing.Subscription, due, now time.Time) (int, error) {
-	ps, err := Periods(sub, due)
-	if err != nil {
-		return 0, fmt.Errorf("subscription %s: periods: %w", sub.ID, err)
+// customers returns a lookup of customers by id for n due subscriptions:
+// one read of all customers when n is large, else one read each.
+func (s *Service) customers(ctx context.Context, n int) (func(ctx context.Context, id string) (billing.Customer, error), error) {
+	if n <= listCustomersAbove {
+		return s.Store.GetCustomer, nil
 	}
-	var x *subject
-	n := 0
-	for _, p := range ps {
-		if p.End.After(due) {
-			break
+	all, err := s.Store.ListCustomers(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]billing.Customer, len(all))
+	for _, c := range all {
+		byID[c.ID] = c
+	}
+	return func(ctx context.Context, id string) (billing.Customer, error) {
+		if c, ok := byID[id]; ok {
+			return c, nil
 		}
-		if x == nil {
-			if x, err = s.load(ctx, sub); err != nil {
-				return n, err
-			}
-		}
-		if x.done[p.Start.UnixMicro()] {
+		return s.Store.GetCustomer(ctx, id)
+	}, nil
+}
+
+// finalizeChunk finalizes the due periods of jobs (see FinalizeDue) and
+// returns how many invoices it stored. Errors with one subscription are
+// added to errs; a store error is returned.
+func (s *Service) finalizeChunk(ctx context.Context, jobs []*dueJob, customer func(context.Context, string) (billing.Customer, error), plans planCache, now time.Time, errs *[]error) (int, error) {
+	live := make([]*dueJob, 0, len(jobs))
+	var invoiced []string
+	for _, j := range jobs {
+		c, err := customer(ctx, j.sub.CustomerID)
+		if err != nil {
+			*errs = append(*errs, fmt.Errorf("subscription %s: customer %s: %v", j.sub.ID, j.sub.CustomerID, err))
 			continue
 		}
-		inv, err := s.draft(ctx, x, p, true)
+		if j.x, err = s.newSubject(ctx, j.sub, c, plans); err != nil {
+			*errs = append(*errs, err)
+			continue
+		}
+		if j.invoiced {
+			invoiced = append(invoiced, j.sub.ID)
+		}
+		live = append(live, j)
+	}
+	if len(invoiced) > 0 {
+		fin, err := s.Store.ListInvoices(ctx, store.InvoiceFilter{SubscriptionIDs: invoiced})
+		if err != nil {
+			return 0, err
+		}
+		bySub := make(map[string]*subject, len(live))
+		for _, j := range live {
+			bySub[j.sub.ID] = j.x
+		}
+		for _, inv := range fin {
+			if x := bySub[inv.SubscriptionID]; x != nil {
+				x.finalized = append(x.finalized, inv)
+			}
+		}
+	}
+
+	at := now.UTC()
+	n := 0
+	for len(live) > 0 {
+		batch := make([]billing.Invoice, 0, len(live))
+		owners := make([]*dueJob, 0, len(live))
+		err := s.stable(func() error {
+			r := s.newReader()
+			for _, j := range live {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				inv, err := s.draft(ctx, r, j.x, j.due[0], true)
+				if err != nil {
+					*errs = append(*errs, err)
+					j.due = nil
+					continue
+				}
+				inv.Status, inv.FinalizedAt = billing.InvoiceFinalized, &at
+				batch = append(batch, inv)
+				owners = append(owners, j)
+			}
+			return nil
+		})
 		if err != nil {
 			return n, err
 		}
-		at := now.UTC()
-		inv.Status, inv.FinalizedAt = billing.InvoiceFinalized, &at
-		stored, created, err := s.Store.SaveInvoice(ctx, inv)
+		saved, err := s.Store.SaveInvoices(ctx, batch)
 		if err != nil {
-			return n, fmt.Errorf("subscription %s: save invoice %s: %w", sub.ID, inv.ID, err)
+			return n, err
 		}
-		if created {
-			n++
+		for i, sv := range saved {
+			j := owners[i]
+			if sv.Created {
+				n++
+			}
+			j.x.finalized = append(j.x.finalized, sv.Invoice)
+			j.due = j.due[1:]
 		}
-		x.finalized = append(x.finalized, stored)
-		x.done[p.Start.UnixMicro()] = true
+		live = slices.DeleteFunc(live, func(j *dueJob) bool { return len(j.due) == 0 })
 	}
 	return n, nil
 }

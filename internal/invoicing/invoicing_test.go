@@ -2,8 +2,13 @@ package invoicing_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/shopspring/decimal"
 
 	"github.com/tally-metering/tally/internal/billing"
 	"github.com/tally-metering/tally/internal/invoicing"
@@ -81,5 +86,136 @@ func TestFinalizeDueResumes(t *testing.T) {
 	}
 	if n, err := f.svc.FinalizeDue(ctx, due); err != nil || n != 0 {
 		t.Fatalf("third FinalizeDue: %d, %v; want 0", n, err)
+	}
+}
+
+// totals returns the totals of sub's stored invoices, oldest first.
+func totals(t *testing.T, st store.Invoices, sub string) []string {
+	t.Helper()
+	invs, err := st.ListInvoices(context.Background(), store.InvoiceFilter{SubscriptionID: sub})
+	if err != nil {
+		t.Fatalf("invoices of %s: %v", sub, err)
+	}
+	out := []string{}
+	for _, inv := range invs {
+		out = append(out, inv.Total.StringFixed(2))
+	}
+	return out
+}
+
+func TestFinalizeDueCatchesUp(t *testing.T) {
+	f := newFixture(t)
+	// Three periods have ended (June, July, August) when FinalizeDue first
+	// runs: all are finalized, in order, each with its own usage.
+	f.addCustomers(0, 2, periodStart, 0)
+	f.event("june", "subj-0", periodStart.Add(time.Hour), 100)
+	f.event("august", "subj-0", periodStart.AddDate(0, 2, 3), 2500)
+	ctx := context.Background()
+	due := periodStart.AddDate(0, 3, 0).Add(invoicing.DefaultGrace)
+	if n, err := f.svc.FinalizeDue(ctx, due); err != nil || n != 6 {
+		t.Fatalf("FinalizeDue: %d, %v; want 6", n, err)
+	}
+	// 1 call (included), 100 bytes = 1 package, peak 100 at 0.001; then
+	// nothing; then 2,500 bytes = 3 packages and peak 2.50.
+	if diff := cmp.Diff([]string{"11.10", "10.00", "15.50"}, totals(t, f.st, "s-0")); diff != "" {
+		t.Errorf("totals of s-0 (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"10.00", "10.00", "10.00"}, totals(t, f.st, "s-1")); diff != "" {
+		t.Errorf("totals of s-1 (-want +got):\n%s", diff)
+	}
+	if n, err := f.svc.FinalizeDue(ctx, due); err != nil || n != 0 {
+		t.Fatalf("FinalizeDue again: %d, %v; want 0", n, err)
+	}
+}
+
+// TestFinalizeDueLateUsage finalizes more subscriptions than one chunk
+// (and than the customer-list threshold), then bills late usage of the
+// finalized period on the next invoice, once.
+func TestFinalizeDueLateUsage(t *testing.T) {
+	f := newFixture(t)
+	const n = 520
+	f.addCustomers(0, n, periodStart, 1)
+	ctx := context.Background()
+	due := periodEnd.Add(invoicing.DefaultGrace)
+	if got, err := f.svc.FinalizeDue(ctx, due); err != nil || got != n {
+		t.Fatalf("FinalizeDue of June: %d, %v; want %d", got, err, n)
+	}
+	// Late June usage for a subscription in the first chunk and one in the
+	// second: one more call (still included, an adjustment of 0.00), 2,000
+	// more bytes (2 more packages) and a peak of 2,000 (2.00 instead of
+	// 0.10).
+	for _, i := range []int{0, 511} {
+		f.event(fmt.Sprintf("late-%d", i), fmt.Sprintf("subj-%d", i), periodEnd.Add(-time.Hour), 2000)
+	}
+	july := periodEnd.AddDate(0, 1, 0).Add(invoicing.DefaultGrace)
+	if got, err := f.svc.FinalizeDue(ctx, july); err != nil || got != n {
+		t.Fatalf("FinalizeDue of July: %d, %v; want %d", got, err, n)
+	}
+	for sub, want := range map[string][]string{
+		"s-0":   {"11.10", "13.90"}, // 10 + 2 packages + (2.00 - 0.10)
+		"s-511": {"11.10", "13.90"}, // 511 % 7 == 0: same bytes as s-0
+		"s-1":   {"11.10", "10.00"}, // peak 101: 0.101 rounds to 0.10
+		"s-5":   {"11.10", "10.00"}, // peak 105: 0.105 rounds half-even to 0.10
+		"s-6":   {"11.11", "10.00"}, // peak 106: 0.106 rounds to 0.11
+	} {
+		got := totals(t, f.st, sub)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("totals of %s (-want +got):\n%s", sub, diff)
+		}
+	}
+	invs, err := f.st.ListInvoices(ctx, store.InvoiceFilter{SubscriptionID: "s-511"})
+	if err != nil || len(invs) != 2 {
+		t.Fatalf("invoices of s-511: %d, %v", len(invs), err)
+	}
+	var adjusts []string
+	for _, l := range invs[1].Lines {
+		if l.Kind == billing.LineAdjustment {
+			adjusts = append(adjusts, l.Key+" "+l.Amount.StringFixed(2)+" "+l.AdjustsInvoice)
+		}
+	}
+	if diff := cmp.Diff([]string{"calls 0.00 " + invs[0].ID, "bytes 2.00 " + invs[0].ID, "peak 1.90 " + invs[0].ID}, adjusts); diff != "" {
+		t.Errorf("adjustment lines of s-511's July invoice (-want +got):\n%s", diff)
+	}
+	// August bills no adjustment again.
+	aug := periodEnd.AddDate(0, 2, 0).Add(invoicing.DefaultGrace)
+	if got, err := f.svc.FinalizeDue(ctx, aug); err != nil || got != n {
+		t.Fatalf("FinalizeDue of August: %d, %v; want %d", got, err, n)
+	}
+	if diff := cmp.Diff([]string{"11.10", "13.90", "10.00"}, totals(t, f.st, "s-0")); diff != "" {
+		t.Errorf("totals of s-0 (-want +got):\n%s", diff)
+	}
+}
+
+// TestFinalizeDueOneBadSubscription: a subscription whose plan can't be
+// rated (its meter is gone) is reported, and the others are finalized.
+func TestFinalizeDueOneBadSubscription(t *testing.T) {
+	f := newFixture(t)
+	f.addCustomers(0, 3, periodStart, 1)
+	ctx := context.Background()
+	in := billing.PlanInput{Key: "broken", Name: "Broken", Currency: "EUR", Cadence: billing.CadenceMonthly, BaseFee: decimal.RequireFromString("1"),
+		Charges: []billing.PlanCharge{{Key: "gone", Meter: "gone", Pricing: billing.Pricing{Model: billing.ModelPerUnit, UnitPrice: decimal.RequireFromString("1")}}}}
+	created := periodStart.Add(-time.Hour)
+	if err := f.st.CreatePlan(ctx, in.Plan("plan-broken", 1, created, created)); err != nil {
+		t.Fatalf("create plan: %v", err)
+	}
+	plan, err := f.st.PublishPlan(ctx, "broken", 1, created)
+	if err != nil {
+		t.Fatalf("publish plan: %v", err)
+	}
+	c, err := f.st.GetCustomer(ctx, "c-1")
+	if err != nil {
+		t.Fatalf("get customer: %v", err)
+	}
+	bad := billing.SubscriptionInput{Customer: c.ID, Plan: plan.ID}.Subscription("s-bad", c, plan, periodStart, periodStart)
+	if err := f.st.CreateSubscription(ctx, bad); err != nil {
+		t.Fatalf("create subscription: %v", err)
+	}
+	due := periodEnd.Add(invoicing.DefaultGrace)
+	got, err := f.svc.FinalizeDue(ctx, due)
+	if got != 3 || err == nil || !strings.Contains(err.Error(), "s-bad") {
+		t.Fatalf("FinalizeDue = %d, %v; want 3 and an error naming s-bad", got, err)
+	}
+	if diff := cmp.Diff([]string{}, totals(t, f.st, "s-bad")); diff != "" {
+		t.Errorf("invoices of s-bad (-want +got):\n%s", diff)
 	}
 }
