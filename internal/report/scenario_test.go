@@ -1,0 +1,460 @@
+package report_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/shopspring/decimal"
+
+	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/event"
+	"github.com/tally-metering/tally/internal/ingest"
+	"github.com/tally-metering/tally/internal/meter"
+	"github.com/tally-metering/tally/internal/report"
+	"github.com/tally-metering/tally/internal/store"
+	"github.com/tally-metering/tally/internal/store/sqlite"
+	"github.com/tally-metering/tally/internal/usage"
+)
+
+// TestScenarios runs every testdata/scenarios/*.txt file. The language, one
+// command per line (# starts a comment):
+//
+//	clock <RFC 3339>                      set the clock (ingest and reporting)
+//	meter <slug> SUM|COUNT type=<type> [value=<JSONPath>]
+//	customer <key> <currency> subjects=<a,b> [azure=<resourceId>] [aws=<customerId>]
+//	plan <key> <currency> <cadence> [base=<fee>]
+//	  charge <key> meter=<slug> [included=<n>] per_unit=<price> | graduated=<upTo:price,…,-:price>
+//	  report <target> <dimension> [unit=<n>] [tier=<k>]
+//	subscribe <name> <customer> <plan> start=<RFC 3339>
+//	cancel <name> now|period_end
+//	event <subject> <RFC 3339> [value]     ingest one event (of the only meter's type)
+//	fault <target> expire|reject|5xx|drop <n>   the target's next n calls misbehave
+//	run                                   plan, then send
+//	expect report <target> <dimension> <hour> qty=<q> state=<state> [late=<q>]
+//	expect reports <n>                    number of reports stored
+//	expect held <target> <resource> <dimension> <hour> <qty>   what the target accepted
+//	expect held-count <target> <n>        how many hours the target holds
+func TestScenarios(t *testing.T) {
+	files, err := filepath.Glob("testdata/scenarios/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scenarios: %v", err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
+			runScenario(t, f)
+		})
+	}
+}
+
+type scenario struct {
+	t       *testing.T
+	ctx     context.Context
+	now     time.Time
+	mu      sync.Mutex
+	st      *sqlite.DB
+	pipe    *ingest.Pipeline
+	runner  *report.Runner
+	targets map[string]*fakeTarget
+	meters  []meter.Meter
+	subs    map[string]string // name → id
+	plan    *billing.PlanInput
+	evN     int
+	file    string
+	line    int
+}
+
+func (s *scenario) clock() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.now
+}
+
+func (s *scenario) fatalf(format string, args ...any) {
+	s.t.Helper()
+	s.t.Fatalf("%s:%d: %s", s.file, s.line, fmt.Sprintf(format, args...))
+}
+
+func (s *scenario) errorf(format string, args ...any) {
+	s.t.Helper()
+	s.t.Errorf("%s:%d: %s", s.file, s.line, fmt.Sprintf(format, args...))
+}
+
+func runScenario(t *testing.T, path string) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, t.TempDir(), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s := &scenario{t: t, ctx: ctx, st: st, subs: map[string]string{}, file: filepath.Base(path), targets: map[string]*fakeTarget{}}
+	s.now = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s.pipe = ingest.New(st, s.clock, log, ingest.NewMetrics(prometheus.NewRegistry()), ingest.Config{})
+	t.Cleanup(s.pipe.Close)
+	s.targets["azure"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 25, Decimals: -1, Window: 24 * time.Hour})
+	s.targets["aws"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 25, Decimals: 0, Window: 6 * time.Hour})
+	s.runner = &report.Runner{
+		Store: st, Outbox: st, Usage: &usage.Service{Store: st}, Stable: s.pipe.MetersStable,
+		Targets: []report.Target{
+			{Name: "azure", Type: report.TypeAzure, Sender: s.targets["azure"]},
+			{Name: "aws", Type: report.TypeAWS, Sender: s.targets["aws"]},
+		},
+		Backoff: time.Second, MaxBackoff: time.Second, Now: s.clock, Log: log,
+	}
+
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		s.line++
+		line := sc.Text()
+		if i := strings.Index(line, "#"); i >= 0 {
+			line = line[:i]
+		}
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		s.exec(fields)
+	}
+	s.flushPlan()
+}
+
+// kv splits key=value arguments.
+func kv(args []string) (pos []string, opts map[string]string) {
+	opts = map[string]string{}
+	for _, a := range args {
+		if k, v, ok := strings.Cut(a, "="); ok {
+			opts[k] = v
+		} else {
+			pos = append(pos, a)
+		}
+	}
+	return pos, opts
+}
+
+func (s *scenario) time(v string) time.Time {
+	s.t.Helper()
+	tm, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		s.fatalf("time %q: %v", v, err)
+	}
+	return tm
+}
+
+func (s *scenario) dec(v string) decimal.Decimal {
+	s.t.Helper()
+	d, err := decimal.NewFromString(v)
+	if err != nil {
+		s.fatalf("decimal %q: %v", v, err)
+	}
+	return d
+}
+
+func (s *scenario) exec(f []string) {
+	s.t.Helper()
+	ctx := s.ctx
+	pos, opts := kv(f[1:])
+	if f[0] != "charge" && f[0] != "report" {
+		s.flushPlan()
+	}
+	switch f[0] {
+	case "clock":
+		s.mu.Lock()
+		s.now = s.time(pos[0])
+		s.mu.Unlock()
+	case "meter":
+		m := meter.Meter{ID: "m-" + pos[0], Slug: pos[0], Aggregation: meter.Aggregation(pos[1]), EventType: opts["type"], ValueProperty: opts["value"],
+			ManagedBy: meter.ManagedByAPI, CreatedAt: s.clock(), UpdatedAt: s.clock()}
+		if err := s.st.CreateMeter(ctx, m); err != nil {
+			s.fatalf("meter: %v", err)
+		}
+		if err := s.pipe.LoadMeters(ctx); err != nil {
+			s.fatalf("load meters: %v", err)
+		}
+		s.meters = append(s.meters, m)
+	case "customer":
+		in := billing.CustomerInput{Key: pos[0], Name: pos[0], Currency: pos[1], Subjects: strings.Split(opts["subjects"], ",")}
+		if v := opts["azure"]; v != "" {
+			in.External.Azure = &billing.AzureRef{ResourceID: v, PlanID: "plan"}
+		}
+		if v := opts["aws"]; v != "" {
+			in.External.AWS = &billing.AWSRef{CustomerIdentifier: v}
+		}
+		if err := in.Validate(); err != nil {
+			s.fatalf("customer: %v", err)
+		}
+		if err := s.st.CreateCustomer(ctx, in.Customer("c-"+pos[0], s.clock(), s.clock())); err != nil {
+			s.fatalf("customer: %v", err)
+		}
+	case "plan":
+		in := billing.PlanInput{Key: pos[0], Name: pos[0], Currency: pos[1], Cadence: billing.Cadence(pos[2]), BaseFee: decimal.Zero}
+		if v := opts["base"]; v != "" {
+			in.BaseFee = s.dec(v)
+		}
+		s.plan = &in
+	case "charge":
+		pc := billing.PlanCharge{Key: pos[0], Meter: opts["meter"]}
+		if v := opts["included"]; v != "" {
+			pc.Included = billing.IncludedQuantity(s.dec(v))
+		}
+		switch {
+		case opts["per_unit"] != "":
+			pc.Pricing = billing.Pricing{Model: billing.ModelPerUnit, UnitPrice: s.dec(opts["per_unit"])}
+		case opts["graduated"] != "":
+			pc.Pricing = billing.Pricing{Model: billing.ModelGraduated}
+			for _, tier := range strings.Split(opts["graduated"], ",") {
+				up, price, _ := strings.Cut(tier, ":")
+				tr := billing.Tier{UnitPrice: s.dec(price)}
+				if up != "-" {
+					u := s.dec(up)
+					tr.UpTo = &u
+				}
+				pc.Pricing.Tiers = append(pc.Pricing.Tiers, tr)
+			}
+		}
+		s.plan.Charges = append(s.plan.Charges, pc)
+	case "report":
+		r := billing.Reporting{Target: pos[0], Dimension: pos[1]}
+		if v := opts["unit"]; v != "" {
+			r.UnitSize = s.dec(v)
+		}
+		if v := opts["tier"]; v != "" {
+			r.Tier, _ = strconv.Atoi(v)
+		}
+		ch := &s.plan.Charges[len(s.plan.Charges)-1]
+		ch.Reporting = append(ch.Reporting, r)
+	case "subscribe":
+		c, err := s.st.GetCustomer(ctx, pos[1])
+		if err != nil {
+			s.fatalf("subscribe: %v", err)
+		}
+		p, err := s.st.GetPlan(ctx, pos[2], 0)
+		if err != nil {
+			s.fatalf("subscribe: %v", err)
+		}
+		start := s.time(opts["start"])
+		id := "s-" + pos[0]
+		sub := billing.SubscriptionInput{Customer: c.ID, Plan: p.ID}.Subscription(id, c, p, start, s.clock())
+		if err := s.st.CreateSubscription(ctx, sub); err != nil {
+			s.fatalf("subscribe: %v", err)
+		}
+		s.subs[pos[0]] = id
+	case "cancel":
+		sub, err := s.st.GetSubscription(ctx, s.subs[pos[0]])
+		if err != nil {
+			s.fatalf("cancel: %v", err)
+		}
+		sub, err = sub.Cancel(billing.CancelMode(pos[1]), s.clock())
+		if err != nil {
+			s.fatalf("cancel: %v", err)
+		}
+		if err := s.st.UpdateSubscription(ctx, sub); err != nil {
+			s.fatalf("cancel: %v", err)
+		}
+	case "event":
+		if len(s.meters) == 0 {
+			s.fatalf("event before any meter")
+		}
+		m := s.meters[0]
+		ts := s.time(pos[1])
+		value := "1"
+		if len(pos) > 2 {
+			value = pos[2]
+		}
+		s.evN++
+		data := fmt.Sprintf(`{"value":%s}`, value)
+		id := fmt.Sprintf("ev-%d", s.evN)
+		raw := fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"scenario","type":%q,"subject":%q,"time":%q,"data":%s}`, id, m.EventType, pos[0], pos[1], data)
+		ev := event.Event{ID: id, Source: "scenario", Type: m.EventType, Subject: pos[0], Time: ts, TimeSet: true, Data: []byte(data), Raw: []byte(raw)}
+		if err := s.pipe.Submit(ctx, []event.Event{ev}); err != nil {
+			s.fatalf("event: %v", err)
+		}
+	case "fault":
+		n, _ := strconv.Atoi(pos[2])
+		s.targets[pos[0]].inject(pos[1], n)
+	case "run":
+		if _, err := s.runner.Plan(ctx); err != nil {
+			s.fatalf("plan: %v", err)
+		}
+		if _, err := s.runner.Send(ctx); err != nil {
+			s.fatalf("send: %v", err)
+		}
+	case "expect":
+		s.expect(pos, opts)
+	default:
+		s.fatalf("unknown command %q", f[0])
+	}
+}
+
+// flushPlan stores and publishes the plan being declared, if any.
+func (s *scenario) flushPlan() {
+	if s.plan == nil {
+		return
+	}
+	in := *s.plan
+	s.plan = nil
+	if err := in.Validate(); err != nil {
+		s.fatalf("plan: %v", err)
+	}
+	if err := s.st.CreatePlan(s.ctx, in.Plan("p-"+in.Key, 1, s.clock(), s.clock())); err != nil {
+		s.fatalf("plan: %v", err)
+	}
+	if _, err := s.st.PublishPlan(s.ctx, in.Key, 1, s.clock()); err != nil {
+		s.fatalf("publish: %v", err)
+	}
+}
+
+func (s *scenario) expect(pos []string, opts map[string]string) {
+	s.t.Helper()
+	all, err := s.st.ListReports(s.ctx, report.Filter{})
+	if err != nil {
+		s.fatalf("list reports: %v", err)
+	}
+	switch pos[0] {
+	case "reports":
+		n, _ := strconv.Atoi(pos[1])
+		if len(all) != n {
+			b, _ := json.MarshalIndent(all, "", " ")
+			s.errorf("%d reports, want %d:\n%s", len(all), n, b)
+		}
+	case "report":
+		hour := s.time(pos[3])
+		for _, r := range all {
+			if r.Target != pos[1] || r.Dimension != pos[2] || !r.Hour.Equal(hour) {
+				continue
+			}
+			if q := opts["qty"]; q != "" && !r.Quantity.Equal(s.dec(q)) {
+				s.errorf("report %s %s %s: quantity %s, want %s", pos[1], pos[2], pos[3], r.Quantity, q)
+			}
+			if st := opts["state"]; st != "" && string(r.State) != st {
+				s.errorf("report %s %s %s: state %s (%s), want %s", pos[1], pos[2], pos[3], r.State, r.LastError, st)
+			}
+			if l := opts["late"]; l != "" && !r.Late.Equal(s.dec(l)) {
+				s.errorf("report %s %s %s: late %s, want %s", pos[1], pos[2], pos[3], r.Late, l)
+			}
+			return
+		}
+		s.errorf("no report %s %s at %s", pos[1], pos[2], pos[3])
+	case "held":
+		ft := s.targets[pos[1]]
+		got, ok := ft.held(pos[2], pos[3], s.time(pos[4]))
+		if !ok || !got.Equal(s.dec(pos[5])) {
+			s.errorf("%s holds %s (present %v) for %s %s %s, want %s", pos[1], got, ok, pos[2], pos[3], pos[4], pos[5])
+		}
+	case "held-count":
+		n, _ := strconv.Atoi(pos[2])
+		if got := s.targets[pos[1]].count(); got != n {
+			s.errorf("%s holds %d hours, want %d", pos[1], got, n)
+		}
+	default:
+		s.fatalf("unknown expectation %q", pos[0])
+	}
+}
+
+// fakeTarget follows the marketplaces' rules: first write wins per
+// resource, dimension and hour; hours older than the window expire.
+type fakeTarget struct {
+	mu     sync.Mutex
+	now    func() time.Time
+	caps   report.Capabilities
+	got    map[string]decimal.Decimal
+	faults []string
+}
+
+func newFakeTarget(now func() time.Time, caps report.Capabilities) *fakeTarget {
+	return &fakeTarget{now: now, caps: caps, got: map[string]decimal.Decimal{}}
+}
+
+func (f *fakeTarget) inject(kind string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range n {
+		f.faults = append(f.faults, kind)
+	}
+}
+
+func key(res, dim string, hour time.Time) string {
+	return res + "|" + dim + "|" + hour.UTC().Format(time.RFC3339)
+}
+
+func resourceOf(r report.Resource) string {
+	if r.AzureResourceID != "" {
+		return r.AzureResourceID
+	}
+	return r.AWSCustomerIdentifier
+}
+
+func (f *fakeTarget) held(res, dim string, hour time.Time) (decimal.Decimal, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.got[key(res, dim, hour)]
+	return v, ok
+}
+
+func (f *fakeTarget) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.got)
+}
+
+func (f *fakeTarget) Capabilities() report.Capabilities { return f.caps }
+
+func (f *fakeTarget) Send(ctx context.Context, items []report.Item) ([]report.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fault := ""
+	if len(f.faults) > 0 {
+		fault, f.faults = f.faults[0], f.faults[1:]
+	}
+	if fault == "5xx" {
+		return nil, fmt.Errorf("503 service unavailable")
+	}
+	out := make([]report.Result, len(items))
+	for i, it := range items {
+		if !it.Quantity.IsPositive() {
+			out[i] = report.Result{Outcome: report.Rejected, Code: "InvalidQuantity"}
+			continue
+		}
+		if f.caps.Decimals >= 0 && !it.Quantity.Equal(it.Quantity.Truncate(f.caps.Decimals)) {
+			out[i] = report.Result{Outcome: report.Rejected, Code: "InvalidQuantity", Message: "too many decimals: " + it.Quantity.String()}
+			continue
+		}
+		switch {
+		case fault == "reject":
+			out[i] = report.Result{Outcome: report.Rejected, Code: "ResourceNotFound"}
+			continue
+		case fault == "expire" || f.now().Sub(it.Hour) > f.caps.Window:
+			out[i] = report.Result{Outcome: report.Expired, Code: "Expired"}
+			continue
+		}
+		k := key(resourceOf(it.Resource), it.Dimension, it.Hour)
+		if _, dup := f.got[k]; dup {
+			out[i] = report.Result{Outcome: report.Duplicate, Code: "Duplicate"}
+			continue
+		}
+		f.got[k] = it.Quantity
+		out[i] = report.Result{Outcome: report.Accepted, Code: "Accepted", Response: json.RawMessage(`{"status":"Accepted"}`)}
+	}
+	if fault == "drop" {
+		return nil, fmt.Errorf("connection reset after the target accepted")
+	}
+	return out, nil
+}
+
+var _ store.Store = (*sqlite.DB)(nil)
