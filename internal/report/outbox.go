@@ -3,14 +3,17 @@ package report
 import (
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"time"
 
 	"github.com/shopspring/decimal"
+
+	"github.com/tally-metering/tally/internal/store"
 )
 
-// ErrNotFound is returned (wrapped) by an Outbox for an unknown report.
-var ErrNotFound = errors.New("report not found")
+// ErrNotFound is returned (wrapped) by an Outbox for an unknown report; it
+// wraps store.ErrNotFound.
+var ErrNotFound = fmt.Errorf("report %w", store.ErrNotFound)
 
 // State is where a report is in its delivery.
 type State string

@@ -925,3 +925,23 @@ func (r *Runner) Run(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// Resource resolves rep's resource again from its customer's current
+// marketplace identity, for a retry after a person fixed it.
+func (r *Runner) Resource(ctx context.Context, rep Report) (Resource, error) {
+	t, ok := r.target(rep.Target)
+	if !ok {
+		return Resource{}, fmt.Errorf("no reporting target named %q is configured", rep.Target)
+	}
+	c, err := r.Store.GetCustomer(ctx, rep.CustomerID)
+	if err != nil {
+		return Resource{}, err
+	}
+	sub, err := r.Store.GetSubscription(ctx, rep.SubscriptionID)
+	if err != nil {
+		return Resource{}, err
+	}
+	res, err := ResourceFor(t.Type, c, sub)
+	res.Subject = rep.Resource.Subject
+	return res, err
+}

@@ -41,7 +41,11 @@ import (
 //	cancel <name> now|period_end
 //	event <subject> <RFC 3339> [value]     ingest one event (of the only meter's type)
 //	fault <target> expire|reject|5xx|drop <n>   the target's next n calls misbehave
-//	run                                   plan, then send
+//	fault outbox record <n>               the next n RecordDeliveries fail, as
+//	                                      if tally crashed after sending
+//	run [crash]                           plan, then send (crash: expect the
+//	                                      injected failure)
+//	restart                               a new runner over the same store
 //	expect report <target> <dimension> <hour> qty=<q> state=<state> [late=<q>]
 //	expect reports <n>                    number of reports stored
 //	expect held <target> <resource> <dimension> <hour> <qty>   what the target accepted
@@ -67,6 +71,7 @@ type scenario struct {
 	pipe    *ingest.Pipeline
 	runner  *report.Runner
 	targets map[string]*fakeTarget
+	outbox  *crashingOutbox
 	meters  []meter.Meter
 	subs    map[string]string // name → id
 	plan    *billing.PlanInput
@@ -105,8 +110,9 @@ func runScenario(t *testing.T, path string) {
 	t.Cleanup(s.pipe.Close)
 	s.targets["azure"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 25, Decimals: -1, Window: 24 * time.Hour})
 	s.targets["aws"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 25, Decimals: 0, Window: 6 * time.Hour})
+	s.outbox = &crashingOutbox{Outbox: st}
 	s.runner = &report.Runner{
-		Store: st, Outbox: st, Usage: &usage.Service{Store: st}, Stable: s.pipe.MetersStable,
+		Store: st, Outbox: s.outbox, Usage: &usage.Service{Store: st}, Stable: s.pipe.MetersStable,
 		Targets: []report.Target{
 			{Name: "azure", Type: report.TypeAzure, Sender: s.targets["azure"]},
 			{Name: "aws", Type: report.TypeAWS, Sender: s.targets["aws"]},
@@ -287,14 +293,27 @@ func (s *scenario) exec(f []string) {
 		}
 	case "fault":
 		n, _ := strconv.Atoi(pos[2])
+		if pos[0] == "outbox" {
+			s.outbox.failRecord += n
+			break
+		}
 		s.targets[pos[0]].inject(pos[1], n)
 	case "run":
 		if _, err := s.runner.Plan(ctx); err != nil {
 			s.fatalf("plan: %v", err)
 		}
-		if _, err := s.runner.Send(ctx); err != nil {
+		_, err := s.runner.Send(ctx)
+		switch {
+		case len(pos) > 0 && pos[0] == "crash" && err == nil:
+			s.fatalf("send: no error, want the injected crash")
+		case (len(pos) == 0 || pos[0] != "crash") && err != nil:
 			s.fatalf("send: %v", err)
 		}
+	case "restart":
+		// A new process: the runner's memory is gone, the store remains.
+		r := *s.runner
+		s.runner = &report.Runner{Store: r.Store, Outbox: r.Outbox, Usage: r.Usage, Stable: r.Stable, Targets: r.Targets,
+			Backoff: r.Backoff, MaxBackoff: r.MaxBackoff, Now: r.Now, Log: r.Log}
 	case "expect":
 		s.expect(pos, opts)
 	default:
@@ -458,3 +477,19 @@ func (f *fakeTarget) Send(ctx context.Context, items []report.Item) ([]report.Re
 }
 
 var _ store.Store = (*sqlite.DB)(nil)
+
+// crashingOutbox fails RecordDeliveries on demand without storing
+// anything: what the store sees when tally dies between sending reports and
+// recording the answer.
+type crashingOutbox struct {
+	report.Outbox
+	failRecord int
+}
+
+func (o *crashingOutbox) RecordDeliveries(ctx context.Context, ds []report.Delivery, now time.Time) error {
+	if o.failRecord > 0 {
+		o.failRecord--
+		return fmt.Errorf("injected crash before recording %d deliveries", len(ds))
+	}
+	return o.Outbox.RecordDeliveries(ctx, ds, now)
+}
