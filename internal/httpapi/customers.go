@@ -65,6 +65,7 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	cs = visibleCustomers(r, cs)
 	writeJSON(w, http.StatusOK, itemsOf[billing.Customer]{cs})
 }
 

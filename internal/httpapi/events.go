@@ -54,6 +54,9 @@ func (s *Server) ingestEvents(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if !s.allowIngest(w, r, events) {
+		return
+	}
 	if err := s.Pipeline.Submit(r.Context(), events); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -106,9 +109,8 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, r, errors.Join(errs...))
 		return
 	}
-	evs, err := s.Store.ListEvents(r.Context(), f)
-	if err != nil {
-		s.writeError(w, r, err)
+	evs, ok := s.listEventsFor(w, r, f)
+	if !ok {
 		return
 	}
 	out := make([]ingestedEvent, 0, len(evs))

@@ -217,10 +217,13 @@ func TestOpenAPIOperations(t *testing.T) {
 		if !ok {
 			continue // reported by TestOpenAPIRoutes
 		}
+		if !rd.acc.public && r.op.Scope != string(rd.acc.scope) {
+			t.Errorf("api/openapi.yaml: %s has x-required-scope %q but the route table (internal/httpapi/server.go routes()) requires %q; make them agree", key, r.op.Scope, rd.acc.scope)
+		}
 		switch {
-		case rd.public && len(security(r.op)) > 0:
+		case rd.acc.public && len(security(r.op)) > 0:
 			t.Errorf("api/openapi.yaml: %s is public in the server but requires security in the document; give it security: []", key)
-		case !rd.public && !requiresBearer(r.op):
+		case !rd.acc.public && !requiresBearer(r.op):
 			t.Errorf("api/openapi.yaml: %s is authenticated in the server but the document does not require the bearer scheme", key)
 		}
 	}

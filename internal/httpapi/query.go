@@ -124,6 +124,11 @@ func (s *Server) queryMeter(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, r, errors.Join(errs...))
 		return
 	}
+	subjects, ok := s.allowSubjects(w, r, q.Subjects)
+	if !ok {
+		return
+	}
+	q.Subjects = subjects
 	var res usage.Result
 	run := func() error {
 		// Read the definition again where no meter can change, so that the

@@ -40,6 +40,18 @@ type Config struct {
 	OpenAPI []byte
 	// Ready reports whether tally can take traffic (nil: always).
 	Ready func(ctx context.Context) error
+	// Portal signs portal tokens (nil: POST /api/v1/portal/tokens
+	// answers 503).
+	Portal *auth.PortalKeys
+	// RateLimit and RateBurst bound the requests per second of each API
+	// key, portal token and OIDC subject (0: DefaultRateLimit and
+	// DefaultRateBurst; negative: no limit). The admin token is not
+	// limited.
+	RateLimit float64
+	RateBurst int
+	// MaxConcurrent caps the API requests served at once; more get 503
+	// (0: DefaultMaxConcurrent; negative: no cap).
+	MaxConcurrent int
 }
 
 // Server serves tally's HTTP API.
@@ -50,6 +62,7 @@ type Server struct {
 	latency *prometheus.HistogramVec
 	// invoices builds drafts and reads usage as the finalizer does.
 	invoices *invoicing.Service
+	limits   *limits
 }
 
 // DefaultMaxBodyBytes is the default cap on an ingest request body.
@@ -79,63 +92,85 @@ func New(cfg Config) *Server {
 	if cfg.Registry != nil {
 		cfg.Registry.MustRegister(s.latency)
 	}
+	s.limits = newLimits(cfg)
 	for _, rt := range s.routes() {
-		s.handle(rt.route, rt.h, rt.public)
+		s.handle(rt)
 	}
 	return s
 }
 
 type routeDef struct {
-	route  Route
-	h      http.HandlerFunc
-	public bool
+	route Route
+	h     http.HandlerFunc
+	acc   access
 }
 
+// routes is the one table of what the server answers and who may call it:
+// each route's scope is the x-required-scope of its operation in
+// api/openapi.yaml (a test keeps the two in step), and its tenant policy
+// says what a caller bound to one customer may reach (see authz.go).
 func (s *Server) routes() []routeDef {
-	r := func(method, pattern string, h http.HandlerFunc) routeDef {
-		return routeDef{route: Route{method, pattern}, h: h}
+	r := func(method, pattern string, acc access, h http.HandlerFunc) routeDef {
+		return routeDef{route: Route{method, pattern}, h: h, acc: acc}
 	}
-	pub := func(method, pattern string, h http.HandlerFunc) routeDef {
-		return routeDef{route: Route{method, pattern}, h: h, public: true}
+	pub := access{public: true}
+	// admin: unbound admin credentials only.
+	admin := access{scope: auth.ScopeAdmin}
+	// global reads: unbound callers only (plans are the vendor's).
+	global := access{scope: auth.ScopeRead}
+	// tenant reads: bound callers too; the check or the handler keeps
+	// them to their customer's data.
+	tenant := func(scope auth.Scope, check tenantCheck) access {
+		return access{scope: scope, tenant: check}
 	}
+	read := func(check tenantCheck) access { return tenant(auth.ScopeRead, check) }
+	portal := access{scope: auth.ScopeRead, portal: true}
 	return []routeDef{
-		pub("GET", "/healthz", s.healthz),
-		pub("GET", "/readyz", s.readyz),
-		pub("GET", "/metrics", s.metrics),
-		r("GET", "/api/v1/openapi.yaml", s.openapi),
-		r("POST", "/api/v1/events", s.ingestEvents),
-		r("GET", "/api/v1/events", s.listEvents),
-		r("GET", "/api/v1/meters", s.listMeters),
-		r("POST", "/api/v1/meters", s.createMeter),
-		r("GET", "/api/v1/meters/{idOrSlug}", s.getMeter),
-		r("PUT", "/api/v1/meters/{idOrSlug}", s.updateMeter),
-		r("DELETE", "/api/v1/meters/{idOrSlug}", s.deleteMeter),
-		r("GET", "/api/v1/meters/{idOrSlug}/query", s.queryMeter),
-		r("POST", "/api/v1/meters/{idOrSlug}/query", s.queryMeter),
-		r("GET", "/api/v1/subjects", s.listSubjects),
-		r("POST", "/api/v1/subjects", s.upsertSubjects),
-		r("GET", "/api/v1/subjects/{key}", s.getSubject),
-		r("DELETE", "/api/v1/subjects/{key}", s.deleteSubject),
-		r("GET", "/api/v1/customers", s.listCustomers),
-		r("POST", "/api/v1/customers", s.createCustomer),
-		r("GET", "/api/v1/customers/{idOrKey}", s.getCustomer),
-		r("PUT", "/api/v1/customers/{idOrKey}", s.updateCustomer),
-		r("DELETE", "/api/v1/customers/{idOrKey}", s.deleteCustomer),
-		r("GET", "/api/v1/customers/{idOrKey}/users", s.listCustomerUsers),
-		r("POST", "/api/v1/customers/{idOrKey}/users", s.createCustomerUser),
-		r("GET", "/api/v1/customers/{idOrKey}/usage", s.getCustomerUsage),
-		r("GET", "/api/v1/plans", s.listPlans),
-		r("POST", "/api/v1/plans", s.createPlan),
-		r("GET", "/api/v1/plans/{idOrKey}", s.getPlan),
-		r("PUT", "/api/v1/plans/{idOrKey}", s.updatePlan),
-		r("POST", "/api/v1/plans/{idOrKey}/publish", s.publishPlan),
-		r("GET", "/api/v1/subscriptions", s.listSubscriptions),
-		r("POST", "/api/v1/subscriptions", s.createSubscription),
-		r("GET", "/api/v1/subscriptions/{id}", s.getSubscription),
-		r("POST", "/api/v1/subscriptions/{id}/cancel", s.cancelSubscription),
-		r("POST", "/api/v1/subscriptions/{id}/change", s.changeSubscription),
-		r("GET", "/api/v1/invoices", s.listInvoices),
-		r("GET", "/api/v1/invoices/{id}", s.getInvoice),
+		r("GET", "/healthz", pub, s.healthz),
+		r("GET", "/readyz", pub, s.readyz),
+		r("GET", "/metrics", pub, s.metrics),
+		r("GET", "/api/v1/openapi.yaml", read(anyTenant), s.openapi),
+		r("POST", "/api/v1/events", tenant(auth.ScopeIngest, inHandler), s.ingestEvents),
+		r("GET", "/api/v1/events", read(inHandler), s.listEvents),
+		r("GET", "/api/v1/meters", read(anyTenant), s.listMeters),
+		r("POST", "/api/v1/meters", admin, s.createMeter),
+		r("GET", "/api/v1/meters/{idOrSlug}", read(anyTenant), s.getMeter),
+		r("PUT", "/api/v1/meters/{idOrSlug}", admin, s.updateMeter),
+		r("DELETE", "/api/v1/meters/{idOrSlug}", admin, s.deleteMeter),
+		r("GET", "/api/v1/meters/{idOrSlug}/query", read(inHandler), s.queryMeter),
+		r("POST", "/api/v1/meters/{idOrSlug}/query", read(inHandler), s.queryMeter),
+		r("GET", "/api/v1/subjects", read(inHandler), s.listSubjects),
+		r("POST", "/api/v1/subjects", admin, s.upsertSubjects),
+		r("GET", "/api/v1/subjects/{key}", read(subjectInPath("key")), s.getSubject),
+		r("DELETE", "/api/v1/subjects/{key}", admin, s.deleteSubject),
+		r("GET", "/api/v1/customers", read(inHandler), s.listCustomers),
+		r("POST", "/api/v1/customers", admin, s.createCustomer),
+		r("GET", "/api/v1/customers/{idOrKey}", read(customerInPath("idOrKey")), s.getCustomer),
+		r("PUT", "/api/v1/customers/{idOrKey}", admin, s.updateCustomer),
+		r("DELETE", "/api/v1/customers/{idOrKey}", admin, s.deleteCustomer),
+		r("GET", "/api/v1/customers/{idOrKey}/users", read(customerInPath("idOrKey")), s.listCustomerUsers),
+		r("POST", "/api/v1/customers/{idOrKey}/users", admin, s.createCustomerUser),
+		r("GET", "/api/v1/customers/{idOrKey}/usage", read(customerInPath("idOrKey")), s.getCustomerUsage),
+		r("GET", "/api/v1/plans", global, s.listPlans),
+		r("POST", "/api/v1/plans", admin, s.createPlan),
+		r("GET", "/api/v1/plans/{idOrKey}", global, s.getPlan),
+		r("PUT", "/api/v1/plans/{idOrKey}", admin, s.updatePlan),
+		r("POST", "/api/v1/plans/{idOrKey}/publish", admin, s.publishPlan),
+		r("GET", "/api/v1/subscriptions", read(customerInQuery), s.listSubscriptions),
+		r("POST", "/api/v1/subscriptions", admin, s.createSubscription),
+		r("GET", "/api/v1/subscriptions/{id}", read(subscriptionInPath("id")), s.getSubscription),
+		r("POST", "/api/v1/subscriptions/{id}/cancel", admin, s.cancelSubscription),
+		r("POST", "/api/v1/subscriptions/{id}/change", admin, s.changeSubscription),
+		r("GET", "/api/v1/invoices", read(customerInQuery), s.listInvoices),
+		r("GET", "/api/v1/invoices/{id}", read(invoiceInPath("id")), s.getInvoice),
+		r("GET", "/api/v1/keys", admin, s.listKeys),
+		r("POST", "/api/v1/keys", admin, s.createKey),
+		r("GET", "/api/v1/keys/{id}", admin, s.getKey),
+		r("DELETE", "/api/v1/keys/{id}", admin, s.revokeKey),
+		r("POST", "/api/v1/portal/tokens", admin, s.createPortalToken),
+		r("GET", "/api/v1/portal/usage", portal, s.portalUsage),
+		r("GET", "/api/v1/portal/meters/{slug}/query", portal, s.portalQuery),
+		r("GET", "/api/v1/audit", admin, s.listAudit),
 	}
 }
 
@@ -149,11 +184,28 @@ func (s *Server) Routes() []Route {
 	return out
 }
 
-func (s *Server) handle(rt Route, h http.HandlerFunc, public bool) {
+// RouteScopes maps "METHOD pattern" to the scope each authenticated route
+// requires (public routes are absent).
+func (s *Server) RouteScopes() map[string]auth.Scope {
+	out := make(map[string]auth.Scope)
+	for _, rt := range s.routes() {
+		if !rt.acc.public {
+			out[rt.route.Method+" "+rt.route.Pattern] = rt.acc.scope
+		}
+	}
+	return out
+}
+
+func (s *Server) handle(rd routeDef) {
+	rt := rd.route
 	name := rt.Method + " " + rt.Pattern
-	var next http.Handler = h
-	if !public {
-		next = s.authenticate(next)
+	var next http.Handler = rd.h
+	if !rd.acc.public {
+		if rd.acc.scope == auth.ScopeAdmin && rt.Method != http.MethodGet {
+			next = s.audit(rt, next)
+		}
+		next = s.authorize(rd.acc, next)
+		next = s.limitConcurrency(next)
 	}
 	s.mux.Handle(name, s.instrument(rt.Pattern, next))
 }
@@ -165,21 +217,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 type principalKey struct{}
 
+// principalOf is the caller of an authenticated request (zero on public
+// routes).
+func principalOf(r *http.Request) auth.Principal {
+	p, _ := r.Context().Value(principalKey{}).(auth.Principal)
+	return p
+}
+
 // authenticate is the single place where API credentials are checked.
-func (s *Server) authenticate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.Auth.Authenticate(r)
-		if err != nil {
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {
+	p, err := s.Auth.Authenticate(r)
+	if err != nil {
+		status := http.StatusUnauthorized
+		var fe *auth.ForbiddenError
+		switch {
+		case errors.As(err, &fe):
+			status = http.StatusForbidden
+		case errors.Is(err, auth.ErrUnauthenticated):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
-			status := http.StatusUnauthorized
-			if !errors.Is(err, auth.ErrUnauthenticated) {
-				status = http.StatusForbidden
-			}
-			writeProblem(w, r, Problem{Status: status, Detail: err.Error()})
-			return
+		default:
+			// The store could not be asked: not the caller's fault.
+			s.log.Error("authenticate", "path", r.URL.Path, "err", err)
+			writeProblem(w, r, Problem{Status: http.StatusServiceUnavailable, Detail: "credentials could not be checked; retry the request"})
+			return p, false
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
-	})
+		writeProblem(w, r, Problem{Status: status, Detail: err.Error()})
+		return p, false
+	}
+	return p, true
 }
 
 type statusRecorder struct {

@@ -63,6 +63,10 @@ func (s *Server) listSubjects(w http.ResponseWriter, r *http.Request) {
 	if subs == nil {
 		subs = []store.Subject{}
 	}
+	subs, ok := s.visibleSubjects(w, r, subs)
+	if !ok {
+		return
+	}
 	writeJSON(w, http.StatusOK, subs)
 }
 
