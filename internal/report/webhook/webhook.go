@@ -214,12 +214,12 @@ func (s *Sender) Send(ctx context.Context, items []report.Item) ([]report.Result
 }
 
 // CodeInvalidItem marks an item rejected before sending: its id cannot be
-// a header value.
+// a webhook-id header value.
 const CodeInvalidItem = "InvalidItem"
 
 func (s *Sender) send(ctx context.Context, it report.Item) (report.Result, error) {
-	if it.ID == "" || strings.ContainsFunc(it.ID, func(r rune) bool { return unicode.IsControl(r) || r > unicode.MaxASCII }) {
-		return report.Result{Outcome: report.Rejected, Code: CodeInvalidItem, Message: "the report id is empty or not printable ASCII, so it cannot be a webhook-id"}, nil
+	if err := checkID(it.ID); err != nil {
+		return report.Result{Outcome: report.Rejected, Code: CodeInvalidItem, Message: err.Error()}, nil
 	}
 	body, err := json.Marshal(Payload{
 		ID: it.ID,
@@ -237,51 +237,98 @@ func (s *Sender) send(ctx context.Context, it report.Item) (report.Result, error
 	if err != nil {
 		return report.Result{}, fmt.Errorf("encode: %w", err)
 	}
-	now := s.now()
-	ts := strconv.FormatInt(now.Unix(), 10)
-
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL, bytes.NewReader(body))
+	status, header, answer, err := s.post(ctx, it.ID, body)
 	if err != nil {
 		return report.Result{}, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "tally-webhook")
-	req.Header.Set(HeaderID, it.ID)
-	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, sign(s.key, it.ID, ts, body))
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return report.Result{}, err
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return report.Result{}, fmt.Errorf("read answer (status %d): %w", resp.StatusCode, err)
-	}
-
-	status := resp.StatusCode
 	res := report.Result{Code: strconv.Itoa(status), Response: response(status, answer)}
 	switch {
 	case status >= 200 && status < 300:
 		res.Outcome = report.Accepted
 	case status == http.StatusConflict:
 		res.Outcome = report.Duplicate
-	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500:
-		err := fmt.Errorf("status %d%s", status, excerpt(answer))
-		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), now); ok {
-			return report.Result{}, &report.RetryAfterError{After: d, Err: err}
-		}
-		return report.Result{}, err
+	case retryable(status):
+		return report.Result{}, s.retryError(status, header, answer)
 	case status >= 300 && status < 400:
 		res.Outcome = report.Rejected
-		res.Message = "redirect to " + resp.Header.Get("Location") + " not followed; configure the final URL"
+		res.Message = "redirect to " + header.Get("Location") + " not followed; configure the final URL"
 	default:
 		res.Outcome = report.Rejected
 		res.Message = strings.TrimPrefix(excerpt(answer), ": ")
 	}
 	return res, nil
+}
+
+// PostJSON signs and posts v, encoded as JSON, with webhook-id id: for
+// notifications other than reports, such as alerts. It returns nil when
+// the receiver took it (2xx) or already had it (409), else an error, which
+// wraps a *report.RetryAfterError when the receiver asked for a delay.
+func (s *Sender) PostJSON(ctx context.Context, id string, v any) error {
+	if err := checkID(id); err != nil {
+		return fmt.Errorf("webhook: %w", err)
+	}
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("webhook %s: encode: %w", id, err)
+	}
+	status, header, answer, err := s.post(ctx, id, body)
+	switch {
+	case err != nil:
+	case status >= 200 && status < 300 || status == http.StatusConflict:
+		return nil
+	case retryable(status):
+		err = s.retryError(status, header, answer)
+	default:
+		err = fmt.Errorf("status %d%s", status, excerpt(answer))
+	}
+	return fmt.Errorf("webhook %s: %w", id, err)
+}
+
+// checkID tells whether id can be a webhook-id header value.
+func checkID(id string) error {
+	if id == "" || strings.ContainsFunc(id, func(r rune) bool { return unicode.IsControl(r) || r > unicode.MaxASCII }) {
+		return errors.New("the id is empty or not printable ASCII, so it cannot be a webhook-id")
+	}
+	return nil
+}
+
+// post sends one signed delivery and returns the receiver's answer.
+func (s *Sender) post(ctx context.Context, id string, body []byte) (int, http.Header, []byte, error) {
+	ts := strconv.FormatInt(s.now().Unix(), 10)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "tally-webhook")
+	req.Header.Set(HeaderID, id)
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderSignature, sign(s.key, id, ts, body))
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("read answer (status %d): %w", resp.StatusCode, err)
+	}
+	return resp.StatusCode, resp.Header, answer, nil
+}
+
+// retryable tells whether an answer asks for the delivery again later.
+func retryable(status int) bool {
+	return status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500
+}
+
+func (s *Sender) retryError(status int, header http.Header, answer []byte) error {
+	err := fmt.Errorf("status %d%s", status, excerpt(answer))
+	if d, ok := parseRetryAfter(header.Get("Retry-After"), s.now()); ok {
+		return &report.RetryAfterError{After: d, Err: err}
+	}
+	return err
 }
 
 // sign returns the webhook-signature value for a delivery.

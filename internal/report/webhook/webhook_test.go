@@ -369,3 +369,57 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestPostJSON(t *testing.T) {
+	tests := []struct {
+		status     int
+		retryAfter string
+		ok         bool
+		retry      bool // the error asks for a delay
+	}{
+		{status: 200, ok: true},
+		{status: 204, ok: true},
+		{status: 409, ok: true},
+		{status: 400},
+		{status: 503, retryAfter: "5", retry: true},
+		{status: 500},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
+			s, rc := setup(t, func(w http.ResponseWriter, r *http.Request) {
+				if tt.retryAfter != "" {
+					w.Header().Set("Retry-After", tt.retryAfter)
+				}
+				w.WriteHeader(tt.status)
+			})
+			alert := map[string]string{"kind": "deadline", "report": "r1"}
+			err := s.PostJSON(t.Context(), "alert_deadline_r1", alert)
+			if (err == nil) != tt.ok {
+				t.Fatalf("PostJSON = %v, want ok %t", err, tt.ok)
+			}
+			if _, ok := report.RetryAfter(err); ok != tt.retry {
+				t.Errorf("PostJSON = %v: asks for a delay %t, want %t", err, ok, tt.retry)
+			}
+			reqs, bodies := rc.got()
+			if len(reqs) != 1 {
+				t.Fatalf("%d requests", len(reqs))
+			}
+			if reqs[0].Header.Get(HeaderID) != "alert_deadline_r1" || string(bodies[0]) != `{"kind":"deadline","report":"r1"}` {
+				t.Errorf("id %q, body %s", reqs[0].Header.Get(HeaderID), bodies[0])
+			}
+			if err := VerifyAt(vectorSecret, reqs[0].Header, bodies[0], now); err != nil {
+				t.Errorf("unverifiable: %v", err)
+			}
+		})
+	}
+	s, rc := setup(t, nil)
+	if err := s.PostJSON(t.Context(), "bad\nid", 1); err == nil {
+		t.Error("PostJSON took an id that cannot be a header")
+	}
+	if err := s.PostJSON(t.Context(), "x", func() {}); err == nil {
+		t.Error("PostJSON took a value JSON cannot encode")
+	}
+	if reqs, _ := rc.got(); len(reqs) != 0 {
+		t.Errorf("%d requests for invalid posts", len(reqs))
+	}
+}
