@@ -20,6 +20,7 @@ type fileConfig struct {
 	Meters  []meterConfig `yaml:"meters"`
 	Ingest  ingestConfig  `yaml:"ingest"`
 	Billing billingConfig `yaml:"billing"`
+	Auth    authConfig    `yaml:"auth"`
 }
 
 type billingConfig struct {
@@ -82,6 +83,7 @@ func loadFileConfig(path string) (fileConfig, error) {
 	if c.Ingest.MaxFutureSkew < 0 {
 		errs = append(errs, errors.New("ingest.maxFutureSkew: must not be negative"))
 	}
+	errs = append(errs, c.Auth.validate()...)
 	if g := c.Billing.GracePeriod; g != nil && *g < 0 {
 		errs = append(errs, errors.New("billing.gracePeriod: must not be negative"))
 	}

@@ -59,6 +59,8 @@ func commands() []command {
 		{"serve", "run the tally server", runServe, false},
 		{"loadgen", "send generated events to a tally server and measure", runLoadgen, false},
 		{"verify", "recompute every meter from the raw events and compare", runVerify, false},
+		{"keys", "create, list and revoke API keys in a data directory", runKeys, false},
+		{"portal", "rotate the portal token signing key", runPortal, false},
 		{"version", "print the version", runVersion, false},
 		{"querybench", "time usage queries for random subjects (for benchmarks)", runQueryBench, true},
 		{"nullserver", "serve an ingest endpoint that discards everything (for benchmarks)", runNullServer, true},

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tally-metering/tally/api"
-	"github.com/tally-metering/tally/internal/auth"
 	"github.com/tally-metering/tally/internal/event"
 	"github.com/tally-metering/tally/internal/httpapi"
 	"github.com/tally-metering/tally/internal/ingest"
@@ -32,6 +31,13 @@ type serveFlags struct {
 	logLevel, logFormat            string
 	shutdownTimeout                time.Duration
 	debugAddr                      string
+	insecureNoAuth                 bool
+	tlsCert, tlsKey                string
+	rateLimit                      float64
+	rateBurst, maxConcurrent       int
+	readTimeout, writeTimeout      time.Duration
+	idleTimeout, readHeaderTimeout time.Duration
+	maxHeaderBytes                 int
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -41,7 +47,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "address to listen on (env TALLY_ADDR)")
 	fs.StringVar(&f.data, "data", "./tally-data", "data directory, created on first start (env TALLY_DATA)")
 	fs.StringVar(&f.config, "config", "", "YAML config file (env TALLY_CONFIG)")
-	fs.StringVar(&f.adminToken, "admin-token", "", "when set, every /api/ call needs Authorization: Bearer <token> (env TALLY_ADMIN_TOKEN)")
+	fs.StringVar(&f.adminToken, "admin-token", "", "an admin credential: Authorization: Bearer <token> (env TALLY_ADMIN_TOKEN)")
+	fs.BoolVar(&f.insecureNoAuth, "insecure-no-auth", false, "serve a non-loopback address without any credential configured: anyone who can reach it is an admin (env TALLY_INSECURE_NO_AUTH)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (chain) file; needs --tls-key (env TALLY_TLS_CERT)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "the PEM private key of --tls-cert (env TALLY_TLS_KEY)")
+	fs.Float64Var(&f.rateLimit, "rate-limit", httpapi.DefaultRateLimit, "requests per second each API key, portal token or OIDC subject may make; 0 = no limit (env TALLY_RATE_LIMIT)")
+	fs.IntVar(&f.rateBurst, "rate-burst", httpapi.DefaultRateBurst, "requests a credential may make at once above --rate-limit (env TALLY_RATE_BURST)")
+	fs.IntVar(&f.maxConcurrent, "max-concurrent-requests", httpapi.DefaultMaxConcurrent, "API requests served at once; more get 503; 0 = no cap (env TALLY_MAX_CONCURRENT_REQUESTS)")
+	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send request headers (env TALLY_READ_HEADER_TIMEOUT)")
+	fs.DurationVar(&f.readTimeout, "read-timeout", 2*time.Minute, "how long a client may take to send a whole request (env TALLY_READ_TIMEOUT)")
+	fs.DurationVar(&f.writeTimeout, "write-timeout", 2*time.Minute, "how long serving one request may take (env TALLY_WRITE_TIMEOUT)")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open (env TALLY_IDLE_TIMEOUT)")
+	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 64<<10, "the largest request header block accepted (env TALLY_MAX_HEADER_BYTES)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (env TALLY_LOG_LEVEL)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json (env TALLY_LOG_FORMAT)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for in-flight requests (env TALLY_SHUTDOWN_TIMEOUT)")
@@ -92,15 +109,18 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 		// buys throughput for a little memory (see docs/benchmarks.md).
 		debug.SetGCPercent(400)
 	}
-	authn := auth.NewAdminToken(f.adminToken)
-	if authn.Open() {
-		log.Warn("no --admin-token set: the API accepts every request without credentials; set one before exposing tally beyond this machine")
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return errors.New("serve: --tls-cert and --tls-key go together; give both or neither")
 	}
 	st, err := sqlite.Open(ctx, f.data, sqlite.Options{})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	authn, portal, err := newAuth(ctx, f, cfg.Auth, st, log)
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -131,6 +151,9 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 		Limits:       event.Limits{MaxEvents: maxEventsOr(cfg.Ingest.MaxEvents), MaxFutureSkew: cfg.Ingest.MaxFutureSkew},
 		OpenAPI:      api.OpenAPI,
 		Ready:        func(context.Context) error { return st.Health() },
+		Portal:       portal,
+		RateLimit:    noneIsNegative(f.rateLimit), RateBurst: f.rateBurst,
+		MaxConcurrent: int(noneIsNegative(float64(f.maxConcurrent))),
 	})
 	// Finalize invoices whose period ended more than the grace period ago:
 	// at start (resuming after a restart) and every minute.
@@ -141,11 +164,11 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 	defer func() { stopInvoices(); <-invoicesDone }()
 	hs := &http.Server{
 		Handler:           srv,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       2 * time.Minute,
-		WriteTimeout:      2 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: f.readHeaderTimeout,
+		ReadTimeout:       f.readTimeout,
+		WriteTimeout:      f.writeTimeout,
+		IdleTimeout:       f.idleTimeout,
+		MaxHeaderBytes:    f.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if f.debugAddr != "" {
@@ -155,12 +178,22 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	log.Info("tally listening", "addr", "http://"+ln.Addr().String(), "data", f.data)
+	scheme := "http://"
+	if f.tlsCert != "" {
+		scheme = "https://"
+	}
+	log.Info("tally listening", "addr", scheme+ln.Addr().String(), "data", f.data)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() {
+		if f.tlsCert != "" {
+			errc <- hs.ServeTLS(ln, f.tlsCert, f.tlsKey)
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

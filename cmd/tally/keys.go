@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tally-metering/tally/internal/auth"
+	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/store"
+	"github.com/tally-metering/tally/internal/store/sqlite"
+)
+
+// runKeys manages API keys in a data directory directly, while tally is
+// not running there (the server holds the directory's lock; use the API,
+// /api/v1/keys, against a running server). It is how a first admin key is
+// made before tally is exposed.
+func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "Usage: tally keys create|list|revoke --data DIR …\n\nAgainst a running server use the API: POST/GET /api/v1/keys, DELETE /api/v1/keys/{id}.")
+		return errUsage
+	}
+	switch args[0] {
+	case "create":
+		return keysCreate(ctx, args[1:], stdout, stderr)
+	case "list":
+		return keysList(ctx, args[1:], stdout, stderr)
+	case "revoke":
+		return keysRevoke(ctx, args[1:], stdout, stderr)
+	}
+	return fmt.Errorf("keys: unknown subcommand %q (create, list or revoke)", args[0])
+}
+
+func keysFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("keys "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./tally-data", "data directory (env TALLY_DATA); tally must not be running on it")
+	return fs, data
+}
+
+func parseKeysFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return applyEnv(fs)
+}
+
+// openKeysStore opens the data directory, explaining the lock.
+func openKeysStore(ctx context.Context, dir string) (*sqlite.DB, error) {
+	st, err := sqlite.Open(ctx, dir, sqlite.Options{})
+	if errors.Is(err, sqlite.ErrLocked) {
+		return nil, fmt.Errorf("%w: tally is running on %s; manage keys through its API instead (POST /api/v1/keys)", err, dir)
+	}
+	return st, err
+}
+
+// cliActor names the command line in the audit trail.
+func cliActor() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return "cli:" + u.Username
+	}
+	return "cli"
+}
+
+func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, data := keysFlags("create", stderr)
+	scope := fs.String("scope", "", "admin, ingest or read (required)")
+	customer := fs.String("customer", "", "bind the key to this customer (key or id)")
+	subject := fs.String("subject", "", "bind the key to this subject (deployment) of its customer")
+	name := fs.String("name", "", "a note for people")
+	ttl := fs.Duration("ttl", 0, "expire the key after this long, e.g. 2160h (default never)")
+	if err := parseKeysFlags(fs, args); err != nil {
+		return err
+	}
+	sc, err := auth.ParseScope(*scope)
+	if err != nil {
+		return fmt.Errorf("keys create: --scope: %w", err)
+	}
+	if sc == auth.ScopeAdmin && (*customer != "" || *subject != "") {
+		return errors.New("keys create: an admin key can't be bound to a customer or subject")
+	}
+	if *ttl < 0 {
+		return errors.New("keys create: --ttl must not be negative")
+	}
+	st, err := openKeysStore(ctx, *data)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	c, err := resolveBinding(ctx, st, *customer, *subject)
+	if err != nil {
+		return fmt.Errorf("keys create: %w", err)
+	}
+	secret, hash, err := auth.NewAPIKey()
+	if err != nil {
+		return err
+	}
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	k := store.APIKey{
+		ID: "key_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])),
+		Name: *name, Prefix: auth.KeyDisplayPrefix(secret), Hash: hash, Scope: string(sc),
+		CustomerID: c.ID, Subject: *subject, CreatedBy: cliActor(), CreatedAt: now,
+	}
+	if *ttl > 0 {
+		exp := now.Add(*ttl)
+		k.ExpiresAt = &exp
+	}
+	if err := st.CreateAPIKey(ctx, k); err != nil {
+		return fmt.Errorf("keys create: %w", err)
+	}
+	if _, err := st.AppendAudit(ctx, store.AuditEntry{At: now, Actor: k.CreatedBy, Method: "CLI", Route: "tally keys create",
+		Path: "tally keys create", Target: k.ID, Status: 201}); err != nil {
+		return fmt.Errorf("keys create: %w", err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "id:\t%s\nscope:\t%s\n", k.ID, k.Scope)
+	if c.ID != "" {
+		fmt.Fprintf(tw, "customer:\t%s (%s)\n", c.Key, c.ID)
+	}
+	if k.Subject != "" {
+		fmt.Fprintf(tw, "subject:\t%s\n", k.Subject)
+	}
+	if k.ExpiresAt != nil {
+		fmt.Fprintf(tw, "expires:\t%s\n", k.ExpiresAt.Format(time.RFC3339))
+	}
+	fmt.Fprintf(tw, "key:\t%s\n", secret)
+	tw.Flush()
+	fmt.Fprintln(stderr, "The key is shown this once; tally keeps only its hash. Send it as Authorization: Bearer <key>.")
+	return nil
+}
+
+// resolveBinding finds the customer a key is bound to (none when both
+// are empty), as POST /api/v1/keys does.
+func resolveBinding(ctx context.Context, st store.Customers, customer, subject string) (billing.Customer, error) {
+	switch {
+	case customer == "" && subject == "":
+		return billing.Customer{}, nil
+	case customer == "":
+		c, err := st.CustomerBySubject(ctx, subject)
+		if errors.Is(err, store.ErrNotFound) {
+			return c, fmt.Errorf("--subject: %q belongs to no customer", subject)
+		}
+		return c, err
+	}
+	c, err := st.GetCustomer(ctx, customer)
+	if errors.Is(err, store.ErrNotFound) {
+		return c, fmt.Errorf("--customer: there is no customer %q", customer)
+	}
+	if err != nil {
+		return c, err
+	}
+	if c.DeletedAt != nil {
+		return c, fmt.Errorf("--customer: %q is deleted", customer)
+	}
+	if subject != "" && !slices.Contains(c.Subjects, subject) {
+		return c, fmt.Errorf("--subject: %q is not one of customer %q's subjects", subject, c.Key)
+	}
+	return c, nil
+}
+
+func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, data := keysFlags("list", stderr)
+	if err := parseKeysFlags(fs, args); err != nil {
+		return err
+	}
+	st, err := openKeysStore(ctx, *data)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ks, err := st.ListAPIKeys(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPREFIX\tSCOPE\tCUSTOMER\tSUBJECT\tSTATUS\tCREATED\tLAST USED\tNAME")
+	for _, k := range ks {
+		status := "active"
+		switch {
+		case k.RevokedAt != nil:
+			status = "revoked"
+		case k.ExpiresAt != nil && !k.ExpiresAt.After(now):
+			status = "expired"
+		}
+		used := "-"
+		if k.LastUsedAt != nil {
+			used = k.LastUsedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Scope, dash(k.CustomerID), dash(k.Subject),
+			status, k.CreatedAt.Format(time.RFC3339), used, k.Name)
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, data := keysFlags("revoke", stderr)
+	if err := parseKeysFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("keys revoke: name one key id (tally keys revoke --data DIR key_…)")
+	}
+	st, err := openKeysStore(ctx, *data)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	now := time.Now().UTC()
+	k, err := st.RevokeAPIKey(ctx, fs.Arg(0), now)
+	if err != nil {
+		return fmt.Errorf("keys revoke: %w", err)
+	}
+	if _, err := st.AppendAudit(ctx, store.AuditEntry{At: now, Actor: cliActor(), Method: "CLI", Route: "tally keys revoke",
+		Path: "tally keys revoke", Target: k.ID, Status: 200}); err != nil {
+		return fmt.Errorf("keys revoke: %w", err)
+	}
+	fmt.Fprintf(stdout, "revoked %s at %s\n", k.ID, k.RevokedAt.Format(time.RFC3339))
+	return nil
+}
+
+// runPortal manages the portal token signing keys of a data directory.
+func runPortal(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "rotate-key" {
+		fmt.Fprintln(stderr, "Usage: tally portal rotate-key --data DIR")
+		return errUsage
+	}
+	fs := flag.NewFlagSet("portal rotate-key", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./tally-data", "data directory (env TALLY_DATA)")
+	if err := parseKeysFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	path := filepath.Join(*data, auth.PortalKeyFile)
+	if err := auth.RotatePortalKey(path); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rotated the portal signing key in %s: new tokens are signed with the new key; tokens signed with the previous one stay valid until they expire (at most %s). A running tally picks the change up within seconds.\n", path, auth.MaxPortalTTL)
+	return nil
+}
