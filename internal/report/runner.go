@@ -676,71 +676,86 @@ func (r *Runner) sendTarget(ctx context.Context, t Target) (SendStats, error) {
 	if workers <= 0 {
 		workers = 4
 	}
+	timeout := orDur(r.SendTimeout, DefaultSendTimeout)
+	round := batch * workers * 8
 	var stats SendStats
-	var mu sync.Mutex
 	for {
 		now := r.Now().UTC()
-		due, err := r.Outbox.DueReports(ctx, t.Name, now, batch*workers*8)
+		due, err := r.Outbox.DueReports(ctx, t.Name, now, round)
 		if err != nil {
 			return stats, err
 		}
 		if len(due) == 0 {
 			return stats, nil
 		}
+		// One transaction marks the whole round sending and one records
+		// every answer: two durable commits per round, not per call.
+		ids := make([]string, len(due))
+		for i, rp := range due {
+			ids[i] = rp.ID
+		}
+		if err := r.Outbox.MarkSending(ctx, ids, now, now.Add(2*timeout)); err != nil {
+			return stats, err
+		}
 		var batches [][]Report
 		for i := 0; i < len(due); i += batch {
 			batches = append(batches, due[i:min(i+batch, len(due))])
 		}
-		work := make(chan []Report)
+		work := make(chan int)
+		results := make([]batchResult, len(batches))
 		var wg sync.WaitGroup
-		var firstErr error
 		for range min(workers, len(batches)) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for b := range work {
-					st, err := r.sendBatch(ctx, t, b)
-					mu.Lock()
-					stats.Sent += st.Sent
-					stats.Accepted += st.Accepted
-					stats.Retried += st.Retried
-					stats.Failed += st.Failed
-					stats.Expired += st.Expired
-					if err != nil && firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
+				for i := range work {
+					results[i] = r.sendBatch(ctx, t, batches[i])
 				}
 			}()
 		}
-		for _, b := range batches {
-			work <- b
+		for i := range batches {
+			work <- i
 		}
 		close(work)
 		wg.Wait()
-		if firstErr != nil {
-			return stats, firstErr
+		var ds []Delivery
+		var alerts []Alert
+		for _, br := range results {
+			ds = append(ds, br.deliveries...)
+			alerts = append(alerts, br.alerts...)
+			stats.Sent += br.stats.Sent
+			stats.Accepted += br.stats.Accepted
+			stats.Retried += br.stats.Retried
+			stats.Failed += br.stats.Failed
+			stats.Expired += br.stats.Expired
 		}
-		if len(due) < batch*workers*8 {
+		if err := r.Outbox.RecordDeliveries(ctx, ds, r.Now().UTC()); err != nil {
+			return stats, err
+		}
+		for _, a := range alerts {
+			r.alert(ctx, a)
+		}
+		if len(due) < round {
 			return stats, nil
 		}
 	}
 }
 
-// sendBatch sends one batch and records what became of each report. An
-// error is a store failure; target failures are recorded, not returned.
-func (r *Runner) sendBatch(ctx context.Context, t Target, reps []Report) (SendStats, error) {
-	var stats SendStats
-	now := r.Now().UTC()
+// batchResult is what sending one batch came to.
+type batchResult struct {
+	deliveries []Delivery
+	alerts     []Alert
+	stats      SendStats
+}
+
+// sendBatch sends one batch (already marked sending) and works out what
+// became of each report.
+func (r *Runner) sendBatch(ctx context.Context, t Target, reps []Report) batchResult {
+	var out batchResult
 	timeout := orDur(r.SendTimeout, DefaultSendTimeout)
-	ids := make([]string, len(reps))
 	items := make([]Item, len(reps))
 	for i, rp := range reps {
-		ids[i] = rp.ID
 		items[i] = Item{ID: rp.ID, Resource: rp.Resource, Dimension: rp.Dimension, Hour: rp.Hour, Quantity: rp.Quantity, Attempt: rp.Attempts + 1}
-	}
-	if err := r.Outbox.MarkSending(ctx, ids, now, now.Add(2*timeout)); err != nil {
-		return stats, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	start := time.Now()
@@ -751,8 +766,7 @@ func (r *Runner) sendBatch(ctx context.Context, t Target, reps []Report) (SendSt
 		err = fmt.Errorf("target answered %d results for %d reports", len(results), len(items))
 	}
 	done := r.Now().UTC()
-	ds := make([]Delivery, len(reps))
-	var alerts []Alert
+	out.deliveries = make([]Delivery, len(reps))
 	for i, rp := range reps {
 		attempt := rp.Attempts + 1
 		d := Delivery{ReportID: rp.ID, Attempt: Attempt{Attempt: attempt, At: done}}
@@ -760,9 +774,9 @@ func (r *Runner) sendBatch(ctx context.Context, t Target, reps []Report) (SendSt
 			d.State, d.LastError = StatePending, err.Error()
 			d.NextAttemptAt = done.Add(r.backoff(attempt, err))
 			d.Attempt.Outcome, d.Attempt.Message = "error", err.Error()
-			stats.Retried++
+			out.stats.Retried++
 			r.Metrics.delivered(t.Name, "error")
-			ds[i] = d
+			out.deliveries[i] = d
 			continue
 		}
 		res := results[i]
@@ -771,35 +785,29 @@ func (r *Runner) sendBatch(ctx context.Context, t Target, reps []Report) (SendSt
 		switch res.Outcome {
 		case Accepted:
 			d.State = StateAccepted
-			stats.Accepted++
+			out.stats.Accepted++
 		case Duplicate:
 			d.State = StateDuplicate
-			stats.Accepted++
+			out.stats.Accepted++
 		case Expired:
 			d.State, d.LastError = StateExpired, describe(res)
-			stats.Expired++
+			out.stats.Expired++
 			rp.State = StateExpired
-			alerts = append(alerts, Alert{Kind: "expired", Report: rp, Message: fmt.Sprintf("%s refused report %s for hour %s as too old (%s); its quantity %s moves into the next hour", t.Name, rp.ID, rp.Hour.Format(time.RFC3339), describe(res), rp.Quantity)})
+			out.alerts = append(out.alerts, Alert{Kind: "expired", Report: rp, Message: fmt.Sprintf("%s refused report %s for hour %s as too old (%s); its quantity %s moves into the next hour", t.Name, rp.ID, rp.Hour.Format(time.RFC3339), describe(res), rp.Quantity)})
 		case Rejected:
 			d.State, d.LastError = StateFailed, describe(res)
-			stats.Failed++
+			out.stats.Failed++
 			rp.State = StateFailed
-			alerts = append(alerts, Alert{Kind: "failed", Report: rp, Message: fmt.Sprintf("%s rejected report %s: %s; fix the cause, then POST /api/v1/reports/%s/retry", t.Name, rp.ID, describe(res), rp.ID)})
+			out.alerts = append(out.alerts, Alert{Kind: "failed", Report: rp, Message: fmt.Sprintf("%s rejected report %s: %s; fix the cause, then POST /api/v1/reports/%s/retry", t.Name, rp.ID, describe(res), rp.ID)})
 		default: // Retry, or an outcome this runner does not know
 			d.State, d.LastError = StatePending, describe(res)
 			d.NextAttemptAt = done.Add(r.backoff(attempt, nil))
-			stats.Retried++
+			out.stats.Retried++
 		}
-		ds[i] = d
+		out.deliveries[i] = d
 	}
-	stats.Sent = len(reps)
-	if err := r.Outbox.RecordDeliveries(ctx, ds, done); err != nil {
-		return stats, err
-	}
-	for _, a := range alerts {
-		r.alert(ctx, a)
-	}
-	return stats, nil
+	out.stats.Sent = len(reps)
+	return out
 }
 
 func describe(res Result) string {

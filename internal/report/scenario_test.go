@@ -311,7 +311,7 @@ func (s *scenario) exec(f []string) {
 		}
 	case "restart":
 		// A new process: the runner's memory is gone, the store remains.
-		r := *s.runner
+		r := s.runner
 		s.runner = &report.Runner{Store: r.Store, Outbox: r.Outbox, Usage: r.Usage, Stable: r.Stable, Targets: r.Targets,
 			Backoff: r.Backoff, MaxBackoff: r.MaxBackoff, Now: r.Now, Log: r.Log}
 	case "expect":
