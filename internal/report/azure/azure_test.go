@@ -678,3 +678,56 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentSendsShareOneToken(t *testing.T) {
+	f := setup(t, nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			_, err := f.s.Send(t.Context(), []report.Item{item(saas1, "emails", hour(i), "1")})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.emu.TokenCalls(); got != 1 {
+		t.Errorf("token calls = %d, want 1", got)
+	}
+	if got := len(f.emu.Usage()); got != 8 {
+		t.Errorf("emulator holds %d hours, want 8", got)
+	}
+}
+
+// FuzzReadResults feeds arbitrary batch answers to the decoder: it never
+// panics, and when it takes an answer every item gets an outcome, with
+// Azure's own JSON as the response of every item it answered.
+func FuzzReadResults(f *testing.F) {
+	f.Add([]byte(`{"count":1,"result":[{"status":"Accepted","resourceId":"` + saas1 + `","dimension":"emails","effectiveStartTime":"2026-11-22T09:00:00Z","quantity":1}]}`))
+	f.Add([]byte(`{"count":2,"result":[{"status":"Duplicate","error":{"code":"Conflict","additionalInfo":{"acceptedMessage":{"quantity":"x"}}}},{"status":"Weird"}]}`))
+	f.Add([]byte(`{"result":null}`))
+	f.Add([]byte(`[]`))
+	items := []report.Item{item(saas1, "emails", hour(9), "1"), item(managed, "sms", hour(8), "2.5")}
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		results := make([]report.Result, len(items))
+		if err := (&Sender{}).readResults(items, []int{0, 1}, answer, results); err != nil {
+			return
+		}
+		for i, r := range results {
+			switch r.Outcome {
+			case report.Accepted, report.Duplicate, report.Expired, report.Rejected:
+				if !json.Valid(r.Response) {
+					t.Errorf("item %d: %s with response %q", i, r.Outcome, r.Response)
+				}
+			case report.Retry:
+			default:
+				t.Errorf("item %d: outcome %q", i, r.Outcome)
+			}
+		}
+	})
+}

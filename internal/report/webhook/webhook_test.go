@@ -423,3 +423,22 @@ func TestPostJSON(t *testing.T) {
 		t.Errorf("%d requests for invalid posts", len(reqs))
 	}
 }
+
+// FuzzVerify checks that Verify never panics on what a receiver may get,
+// and never accepts a body other than the one signed.
+func FuzzVerify(f *testing.F) {
+	f.Add(vectorID, vectorTimestamp, vectorSignature, []byte(vectorBody))
+	f.Add("", "-1", "v1,", []byte{})
+	f.Add("id", "99999999999999999999", "v1,=== v2,abc", []byte("{}"))
+	signedAt := time.Unix(1614265330, 0)
+	f.Fuzz(func(t *testing.T, id, ts, sig string, body []byte) {
+		h := http.Header{}
+		h.Set(HeaderID, id)
+		h.Set(HeaderTimestamp, ts)
+		h.Set(HeaderSignature, sig)
+		err := VerifyAt(vectorSecret, h, body, signedAt)
+		if err == nil && (id != vectorID || ts != vectorTimestamp || string(body) != vectorBody) {
+			t.Errorf("accepted a forgery: id %q, timestamp %q, signature %q, body %q", id, ts, sig, body)
+		}
+	})
+}
