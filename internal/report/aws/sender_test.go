@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/shopspring/decimal"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/tally-metering/tally/internal/report"
 	"github.com/tally-metering/tally/internal/report/aws"
@@ -503,5 +504,62 @@ func TestSendSplitsLargeBatches(t *testing.T) {
 	}
 	if got := e.emu.Calls(); got != 2 {
 		t.Errorf("calls = %d, want 2", got)
+	}
+}
+
+func TestLaterCallsRetryAfterTransientFailure(t *testing.T) {
+	e := newEnv(t, awstest.Options{})
+	var items []report.Item
+	for i := range 27 {
+		items = append(items, item(fmt.Sprintf("r%d", i), "cust-a", fmt.Sprintf("dim-%d", i), hour(11), 1))
+	}
+	e.emu.Inject(awstest.Fault{}, awstest.Fault{Kind: awstest.Throttle})
+	rs, err := e.sender.Send(context.Background(), items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		want := report.Accepted
+		if i >= aws.MaxBatch {
+			want = report.Retry
+		}
+		if r.Outcome != want {
+			t.Errorf("item %d: %v %s, want %v", i, r.Outcome, r.Code, want)
+		}
+	}
+	if got := len(e.emu.Accepted()); got != aws.MaxBatch {
+		t.Errorf("emulator holds %d records, want %d", got, aws.MaxBatch)
+	}
+}
+
+func TestDefaultCredentialChain(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDFROMENVIRONMENT")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	e := newEnv(t, awstest.Options{AccessKeyID: "AKIDFROMENVIRONMENT"}, func(c *aws.Config) {
+		c.AccessKeyID, c.SecretAccessKey = "", ""
+	})
+	rs, err := e.sender.Send(context.Background(), []report.Item{item("r1", "cust-a", "calls", hour(11), 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs[0].Outcome != report.Accepted {
+		t.Errorf("result = %+v; the request was not signed with the environment's key", rs[0])
+	}
+}
+
+func TestConfigYAML(t *testing.T) {
+	var cfg aws.Config
+	src := "region: eu-west-1\nendpoint: http://127.0.0.1:9\nproductCode: prod-1\naccessKeyId: AKID\nsecretAccessKey: s3cret\ntimeout: 5s\n"
+	if err := yaml.Unmarshal([]byte(src), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := aws.Config{Region: "eu-west-1", Endpoint: "http://127.0.0.1:9", ProductCode: "prod-1", AccessKeyID: "AKID", SecretAccessKey: "s3cret", Timeout: 5 * time.Second}
+	if cfg != want {
+		t.Errorf("decoded %#v, want %#v", cfg, want)
 	}
 }

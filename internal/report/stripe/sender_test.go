@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/shopspring/decimal"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/tally-metering/tally/internal/report"
 	"github.com/tally-metering/tally/internal/report/stripe"
@@ -473,5 +474,17 @@ func TestConfig(t *testing.T) {
 	}
 	if _, err := stripe.New(context.Background(), stripe.Config{APIKey: "bogus" + apiKey}); err == nil || strings.Contains(err.Error(), apiKey) {
 		t.Errorf("New with a bad key = %v", err)
+	}
+}
+
+func TestConfigYAML(t *testing.T) {
+	var cfg stripe.Config
+	src := "apiKey: sk_test_x\nbaseURL: http://127.0.0.1:12111\ntimeout: 5s\ncustomerPayloadKey: customer\nvaluePayloadKey: emails\n"
+	if err := yaml.Unmarshal([]byte(src), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := stripe.Config{APIKey: "sk_test_x", BaseURL: "http://127.0.0.1:12111", Timeout: 5 * time.Second, CustomerPayloadKey: "customer", ValuePayloadKey: "emails"}
+	if cfg != want {
+		t.Errorf("decoded %#v, want %#v", cfg, want)
 	}
 }
