@@ -5,6 +5,24 @@
 // Azure keeps the first usage event per resource, dimension and hour and
 // answers Duplicate to any later one, so a batch can be sent again safely
 // whenever the answer to an earlier attempt was lost.
+//
+// A target in the config file:
+//
+//	type: azure-marketplace
+//	baseURL: https://marketplaceapi.microsoft.com   # the default
+//	authorityURL: https://login.microsoftonline.com  # the default
+//	tenantId: 72f988bf-0000-0000-0000-000000000000
+//	clientId: 3c6ee8a8-0000-0000-0000-000000000000
+//	clientSecret: ${AZURE_CLIENT_SECRET}
+//	timeout: 30s                                    # per HTTP call
+//
+// or, on an Azure host with a managed identity:
+//
+//	type: azure-marketplace
+//	managedIdentity: true
+//	clientId: …   # only for a user-assigned identity
+//
+// Package azuretest emulates the metering service for tests.
 package azure
 
 import (
@@ -118,8 +136,10 @@ func (s *Sender) Capabilities() report.Capabilities {
 // An error means a call as a whole failed and may succeed later: a network
 // error or timeout, 429 or 5xx (wrapping a *report.RetryAfterError when
 // Azure sent Retry-After), a token that could not be obtained, or
-// credentials refused (401 or 403) even with a fresh token. A 400 for the
-// whole batch rejects every item in it.
+// credentials refused (401 or 403) even with a fresh token, or any other
+// unexpected status (a 404 from a wrong baseURL is fixed by configuration,
+// not by failing reports). A 400 for the whole batch rejects every item in
+// it.
 func (s *Sender) Send(ctx context.Context, items []report.Item) ([]report.Result, error) {
 	results := make([]report.Result, len(items))
 	for start := 0; start < len(items); start += MaxBatch {

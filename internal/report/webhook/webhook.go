@@ -8,7 +8,25 @@
 // A receiver answers 2xx when it took the report and 409 Conflict when it
 // already holds a report with that webhook-id; both end the delivery. 408,
 // 429 and 5xx answers, timeouts and network errors are retried (Retry-After
-// is honoured); any other answer rejects the report.
+// is honoured); any other answer rejects the report. Redirects are not
+// followed.
+//
+// The body is a Payload:
+//
+//	{"id":"…","resource":{"customerId":"…","customerKey":"acme","subscriptionId":"…"},
+//	 "dimension":"extra_emails","hour":"2026-11-22T09:00:00Z","quantity":"2.396","attempt":1}
+//
+// A receiver checks a delivery with Verify before trusting it:
+//
+//	body, _ := io.ReadAll(r.Body)
+//	if err := webhook.Verify(secret, r.Header, body); err != nil { … 401 … }
+//
+// A target in the config file:
+//
+//	type: webhook
+//	url: https://billing.example.com/tally/usage
+//	secret: ${TALLY_WEBHOOK_SECRET}   # whsec_ and base64 of 24 to 64 random bytes
+//	timeout: 30s
 package webhook
 
 import (
