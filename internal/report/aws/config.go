@@ -72,6 +72,9 @@ func (c Config) String() string {
 		c.Region, c.Endpoint, c.ProductCode, maskKeyID(c.AccessKeyID), secretState(c.SecretAccessKey), c.timeout())
 }
 
+// GoString keeps %#v from printing the secret.
+func (c Config) GoString() string { return c.String() }
+
 // LogValue logs c without its secret.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(

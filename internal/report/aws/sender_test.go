@@ -474,7 +474,7 @@ func TestConfig(t *testing.T) {
 	cfg := aws.Config{Region: "us-east-1", ProductCode: "p", AccessKeyID: "AKIDEXAMPLE1234", SecretAccessKey: secret}
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "target", cfg)
-	for _, s := range []string{cfg.String(), fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), buf.String()} {
+	for _, s := range []string{cfg.String(), fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), buf.String()} {
 		if strings.Contains(s, secret) || strings.Contains(s, "AKIDEXAMPLE1234") {
 			t.Errorf("%q shows a credential", s)
 		}

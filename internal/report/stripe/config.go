@@ -82,6 +82,9 @@ func (c Config) String() string {
 		c.BaseURL, maskKey(c.APIKey), c.timeout(), c.customerKey(), c.valueKey())
 }
 
+// GoString keeps %#v from printing the API key.
+func (c Config) GoString() string { return c.String() }
+
 // LogValue logs c without its API key.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(

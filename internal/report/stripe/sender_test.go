@@ -467,7 +467,7 @@ func TestConfig(t *testing.T) {
 	cfg := stripe.Config{APIKey: apiKey, BaseURL: "https://api.stripe.com"}
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "target", cfg)
-	for _, s := range []string{cfg.String(), fmt.Sprintf("%v", cfg), buf.String()} {
+	for _, s := range []string{cfg.String(), fmt.Sprintf("%v", cfg), fmt.Sprintf("%#v", cfg), buf.String()} {
 		if strings.Contains(s, apiKey) || strings.Contains(s, "4242") {
 			t.Errorf("%q shows the key", s)
 		}
