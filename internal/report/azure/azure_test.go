@@ -731,3 +731,40 @@ func FuzzReadResults(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkSendBatch sends full batches of new hours to the emulator: one
+// op is one batchUsageEvent call of MaxBatch events.
+func BenchmarkSendBatch(b *testing.B) {
+	c := &clock{t: start}
+	emu := azuretest.New(c.Now)
+	emu.AddClient(tenant, clientID, secret)
+	const resources = 4000
+	for i := range resources {
+		emu.AddResource(azuretest.Resource{ID: fmt.Sprintf("r-%d", i), PlanID: "pro", Dimensions: []string{"emails"}})
+	}
+	srv := httptest.NewServer(emu)
+	defer srv.Close()
+	s, err := New(Config{BaseURL: srv.URL, AuthorityURL: srv.URL, TenantID: tenant, ClientID: clientID, ClientSecret: secret}, srv.Client())
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.now = c.Now
+	n := 0
+	b.ResetTimer()
+	for b.Loop() {
+		items := make([]report.Item, MaxBatch)
+		for j := range items {
+			h := start.Truncate(time.Hour).Add(-time.Duration(1+n/resources%23) * time.Hour)
+			items[j] = item(fmt.Sprintf("r-%d", n%resources), "emails", h, "1.5")
+			n++
+		}
+		rs, err := s.Send(b.Context(), items)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if rs[0].Outcome != report.Accepted && rs[0].Outcome != report.Duplicate {
+			b.Fatalf("%s %s %s", rs[0].Outcome, rs[0].Code, rs[0].Message)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(n), "µs/event")
+}
