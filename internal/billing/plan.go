@@ -66,7 +66,8 @@ func (pc PlanCharge) Charge() Charge {
 // Reporting names the dimension a charge's billable quantity is reported
 // as to one target (used by reporting, a later issue).
 type Reporting struct {
-	// Target is where usage is reported: azure, aws, stripe or webhook.
+	// Target names a configured reporting target (reporting.targets in
+	// the config file).
 	Target string `json:"target"`
 	// Dimension is the target's name for the charge (an Azure dimension id,
 	// an AWS dimension, a Stripe meter event name, …).
@@ -80,8 +81,6 @@ type Reporting struct {
 	Tier int `json:"tier,omitempty"`
 }
 
-// ReportingTargets lists the valid Reporting.Target values.
-var ReportingTargets = []string{"azure", "aws", "stripe", "webhook"}
 
 const (
 	maxCharges       = 100
@@ -155,8 +154,8 @@ func (in PlanInput) Validate() error {
 		}
 		for j, rep := range ch.Reporting {
 			rat := fmt.Sprintf("reporting[%d].", j)
-			if !slices.Contains(ReportingTargets, rep.Target) {
-				cerrs = append(cerrs, fmt.Errorf("%starget: %q is not one of azure, aws, stripe, webhook", rat, rep.Target))
+			if rep.Target == "" || !keyRE.MatchString(rep.Target) {
+				cerrs = append(cerrs, fmt.Errorf("%starget: %q is not the name of a reporting target (letters, digits, '.', '_', ':', '-')", rat, rep.Target))
 			}
 			switch {
 			case rep.Dimension == "":

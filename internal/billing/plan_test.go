@@ -57,7 +57,7 @@ func TestPlanInputValidate(t *testing.T) {
 		{"duplicate charge", func(in *PlanInput) { in.Charges = append(in.Charges, in.Charges[0]) }, []string{"charges[1].key:"}},
 		{"pricing", func(in *PlanInput) { in.Charges[0].Pricing.PackageSize = PlanInput{}.BaseFee }, []string{"charges[0].pricing.packageSize:"}},
 		{"reporting", func(in *PlanInput) {
-			in.Charges[0].Reporting = []Reporting{{Target: "azure", Dimension: "d"}, {Target: "azure", Dimension: "d"}, {Target: "x"}}
+			in.Charges[0].Reporting = []Reporting{{Target: "azure", Dimension: "d"}, {Target: "azure", Dimension: "d"}, {Target: "not a name"}}
 		}, []string{"charges[0].reporting[1].dimension:", "charges[0].reporting[2].target:", "charges[0].reporting[2].dimension:"}},
 	}
 	for _, tc := range tests {

@@ -26,6 +26,7 @@ import (
 	"github.com/tally-metering/tally/internal/event"
 	"github.com/tally-metering/tally/internal/httpapi"
 	"github.com/tally-metering/tally/internal/ingest"
+	"github.com/tally-metering/tally/internal/report"
 	"github.com/tally-metering/tally/internal/store/sqlite"
 	"github.com/tally-metering/tally/internal/usage"
 )
@@ -56,6 +57,8 @@ type harnessOptions struct {
 	maxBodyBytes int64
 	limits       event.Limits
 	storeOpts    sqlite.Options
+	// targets, when set, turns reporting on with these targets.
+	targets []report.Target
 }
 
 type apiHarness struct {
@@ -65,6 +68,8 @@ type apiHarness struct {
 	pipe  *ingest.Pipeline
 	clock *apiClock
 	token string
+	// reporter is set when harnessOptions.targets is.
+	reporter *report.Runner
 }
 
 func newAPIHarness(t *testing.T, o harnessOptions) *apiHarness {
@@ -87,14 +92,20 @@ func newAPIHarness(t *testing.T, o harnessOptions) *apiHarness {
 	if err := pipe.LoadMeters(ctx); err != nil {
 		t.Fatalf("load meters: %v", err)
 	}
-	srv := httpapi.New(httpapi.Config{
+	h := &apiHarness{t: t, st: st, pipe: pipe, clock: clock, token: o.token}
+	cfg := httpapi.Config{
 		Store: st, Pipeline: pipe, Usage: &usage.Service{Store: st}, Auth: auth.NewAdminToken(o.token),
 		Now: clock.Now, Log: log, Registry: reg, Gatherer: reg,
-		MaxBodyBytes: o.maxBodyBytes, Limits: o.limits, OpenAPI: api.OpenAPI,
-	})
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
-	return &apiHarness{t: t, srv: hs, st: st, pipe: pipe, clock: clock, token: o.token}
+		MaxBodyBytes: o.maxBodyBytes, Limits: o.limits, OpenAPI: api.OpenAPI, Outbox: st,
+	}
+	if o.targets != nil {
+		h.reporter = &report.Runner{Store: st, Outbox: st, Usage: &usage.Service{Store: st}, Stable: pipe.MetersStable,
+			Targets: o.targets, Now: clock.Now, Log: log, Backoff: time.Second, MaxBackoff: time.Second}
+		cfg.Reporter = h.reporter
+	}
+	h.srv = httptest.NewServer(httpapi.New(cfg))
+	t.Cleanup(h.srv.Close)
+	return h
 }
 
 type apiResp struct {

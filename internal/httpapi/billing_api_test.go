@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"github.com/tally-metering/tally/internal/report"
 	"net/http"
 	"slices"
 	"strings"
@@ -187,7 +188,7 @@ func TestCustomersAPI(t *testing.T) {
 }
 
 func TestPlansAPI(t *testing.T) {
-	h := newAPIHarness(t, harnessOptions{})
+	h := newAPIHarness(t, harnessOptions{targets: []report.Target{{Name: "azure", Type: report.TypeAzure, Sender: &refusingTarget{got: map[string]string{}}}}})
 	problemOf(t, h.do("POST", "/api/v1/plans", "application/json", mailProBody), http.StatusBadRequest) // no meter yet
 	h.createMeter(`{"slug":"emails","eventType":"email.sent","aggregation":"COUNT","groupBy":{"kind":"$.kind"}}`)
 
@@ -218,7 +219,7 @@ func TestPlansAPI(t *testing.T) {
 			[]string{
 				"charges[0].included: -5 is negative", "charges[0].pricing.packageSize: must be positive",
 				`charges[1].key: "e" is also the key of charges[0]`, `charges[1].pricing.model: "flat" is not one of`,
-				`charges[1].reporting[0].target: "gcp"`, "charges[1].reporting[0].dimension: is required",
+				"charges[1].reporting[0].dimension: is required", `charges[1].reporting[0].target: "gcp" is not a configured reporting target`,
 				`charges[1].meter: there is no meter "sms"`, `charges[2].filterGroupBy.region: meter "emails" has no groupBy "region"`,
 			}},
 	}
@@ -289,5 +290,45 @@ func TestPlansAPI(t *testing.T) {
 	h.json("GET", "/api/v1/plans", "", http.StatusOK, &list)
 	if len(list.Items) != 2 || list.Items[0].Key != "mail-grad" || list.Items[1].Version != 2 {
 		t.Errorf("plans: %+v", list.Items)
+	}
+}
+
+// TestBillingListsShape checks that every list endpoint of the billing API
+// answers the same shape, {"items":[…]}, with an empty array (never null)
+// when there is nothing to list.
+func TestBillingListsShape(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{token: "secret"})
+	h.createMeter(`{"slug":"emails","eventType":"email.sent","aggregation":"SUM","valueProperty":"$.count"}`)
+	h.json("POST", "/api/v1/customers", contosoBody, http.StatusCreated, nil)
+	lists := []string{
+		"/api/v1/customers", "/api/v1/customers?includeDeleted=true", "/api/v1/customers/contoso/users",
+		"/api/v1/plans", "/api/v1/subscriptions", "/api/v1/subscriptions?customer=contoso",
+		"/api/v1/invoices", "/api/v1/invoices?customer=contoso",
+	}
+	shape := func(path string) []any {
+		t.Helper()
+		r := h.do("GET", path, "", "")
+		h.expect(r, http.StatusOK, "GET "+path)
+		var body map[string]any
+		decodeInto(t, r, &body)
+		items, ok := body["items"].([]any)
+		if len(body) != 1 || !ok {
+			t.Errorf("GET %s: %s, want {\"items\":[…]}", path, r.Body)
+		}
+		return items
+	}
+	for _, path := range lists[2:] { // all but the customer lists are empty
+		if items := shape(path); len(items) != 0 {
+			t.Errorf("GET %s: %d items, want none", path, len(items))
+		}
+	}
+	h.json("POST", "/api/v1/customers/contoso/users", `{"key":"alice"}`, http.StatusCreated, nil)
+	h.json("POST", "/api/v1/plans", mailProBody, http.StatusCreated, nil)
+	h.json("POST", "/api/v1/plans/mail-pro/publish", "", http.StatusOK, nil)
+	h.json("POST", "/api/v1/subscriptions", `{"customer":"contoso","plan":"mail-pro"}`, http.StatusCreated, nil)
+	for _, path := range lists {
+		if items := shape(path); len(items) != 1 {
+			t.Errorf("GET %s: %d items, want 1", path, len(items))
+		}
 	}
 }

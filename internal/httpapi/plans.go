@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/meter"
 	"github.com/tally-metering/tally/internal/store"
 )
 
@@ -29,6 +30,7 @@ func (s *Server) validatePlan(r *http.Request, in billing.PlanInput) error {
 		}
 	}
 	for i, ch := range in.Charges {
+		errs = append(errs, s.checkTargets(i, ch)...)
 		if ch.Meter == "" {
 			continue // reported by Validate
 		}
@@ -44,6 +46,9 @@ func (s *Server) validatePlan(r *http.Request, in billing.PlanInput) error {
 			if _, ok := m.GroupBy[k]; !ok {
 				errs = append(errs, fmt.Errorf("charges[%d].filterGroupBy.%s: meter %q has no groupBy %q", i, k, m.Slug, k))
 			}
+		}
+		if len(ch.Reporting) > 0 && m.Aggregation != meter.Sum && m.Aggregation != meter.Count {
+			errs = append(errs, fmt.Errorf("charges[%d].reporting: meter %q aggregates with %s; only SUM and COUNT usage can be reported by the hour", i, m.Slug, m.Aggregation))
 		}
 	}
 	if len(errs) == 0 {

@@ -17,6 +17,7 @@ import (
 	"github.com/tally-metering/tally/internal/event"
 	"github.com/tally-metering/tally/internal/ingest"
 	"github.com/tally-metering/tally/internal/invoicing"
+	"github.com/tally-metering/tally/internal/report"
 	"github.com/tally-metering/tally/internal/store"
 	"github.com/tally-metering/tally/internal/usage"
 )
@@ -52,6 +53,10 @@ type Config struct {
 	// MaxConcurrent caps the API requests served at once; more get 503
 	// (0: DefaultMaxConcurrent; negative: no cap).
 	MaxConcurrent int
+	// Outbox lists usage reports (nil: none are kept) and Reporter plans
+	// and sends them (nil: reporting is off; retries answer 404).
+	Outbox   report.Outbox
+	Reporter *report.Runner
 }
 
 // Server serves tally's HTTP API.
@@ -171,6 +176,9 @@ func (s *Server) routes() []routeDef {
 		r("GET", "/api/v1/portal/usage", portal, s.portalUsage),
 		r("GET", "/api/v1/portal/meters/{slug}/query", portal, s.portalQuery),
 		r("GET", "/api/v1/audit", admin, s.listAudit),
+		r("GET", "/api/v1/reports", read(customerInQuery), s.listReports),
+		r("GET", "/api/v1/reports/{id}", read(reportInPath("id")), s.getReport),
+		r("POST", "/api/v1/reports/{id}/retry", admin, s.retryReport),
 	}
 }
 
