@@ -23,11 +23,13 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/shopspring/decimal"
 
 	"github.com/tally-metering/tally/api"
 	"github.com/tally-metering/tally/internal/auth"
 	"github.com/tally-metering/tally/internal/httpapi"
 	"github.com/tally-metering/tally/internal/ingest"
+	"github.com/tally-metering/tally/internal/report"
 	"github.com/tally-metering/tally/internal/store/sqlite"
 	"github.com/tally-metering/tally/internal/usage"
 )
@@ -116,6 +118,8 @@ type authHarness struct {
 	clock *apiClock
 	chain *auth.Chain
 	jwks  *jwksServer
+	// closed is set by a test that closed st itself.
+	closed bool
 }
 
 type authOptions struct {
@@ -132,9 +136,9 @@ func newAuthHarness(t *testing.T, o authOptions) *authHarness {
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
-	closed := false
+	h := &authHarness{t: t, st: st, dir: dir}
 	t.Cleanup(func() {
-		if !closed {
+		if !h.closed {
 			if err := st.Close(); err != nil {
 				t.Errorf("close store: %v", err)
 			}
@@ -181,11 +185,12 @@ func newAuthHarness(t *testing.T, o authOptions) *authHarness {
 	srv := httpapi.New(httpapi.Config{
 		Store: st, Pipeline: pipe, Usage: &usage.Service{Store: st}, Auth: chain, Portal: portal,
 		Now: clock.Now, Log: log, Registry: reg, Gatherer: reg, OpenAPI: api.OpenAPI,
-		RateLimit: rl, RateBurst: o.rateBurst,
+		RateLimit: rl, RateBurst: o.rateBurst, Outbox: st,
 	})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
-	return &authHarness{t: t, srv: hs, st: st, dir: dir, clock: clock, chain: chain, jwks: jwks}
+	h.srv, h.clock, h.chain, h.jwks = hs, clock, chain, jwks
+	return h
 }
 
 type authResp struct {
@@ -275,6 +280,7 @@ type world struct {
 	aID, bID           string
 	aSub, bSub         string
 	aInvoice, bInvoice string
+	aReport, bReport   string
 	creds              map[string]string
 }
 
@@ -309,6 +315,21 @@ func setupWorld(t *testing.T) *world {
 			t.Fatalf("no draft invoice for %s", c.key)
 		}
 		*c.dst = invs.Items[0].ID
+	}
+
+	// One usage report each, as the reporter would have planned them.
+	var reps []report.Report
+	for _, c := range []struct {
+		customer, sub string
+		dst           *string
+	}{{w.aID, w.aSub, &w.aReport}, {w.bID, w.bSub, &w.bReport}} {
+		id := report.ReportID("azure", c.sub, "", "emails", apiStart)
+		*c.dst = id
+		reps = append(reps, report.Report{ID: id, StreamID: "s-" + c.sub, Target: "azure", SubscriptionID: c.sub, CustomerID: c.customer,
+			Dimension: "emails", Hour: apiStart, Quantity: decimal.NewFromInt(1), State: report.StateAccepted})
+	}
+	if err := h.st.CommitPlan(context.Background(), nil, reps, 0); err != nil {
+		t.Fatal(err)
 	}
 
 	_, w.creds["ingestA"] = h.createKey(`{"scope":"ingest","customer":"contoso"}`)
@@ -403,8 +424,20 @@ func TestAccessMatrix(t *testing.T) {
 		{"GET", "/api/v1/portal/meters/{slug}/query", "/api/v1/portal/meters/emails/query?groupBy=subject", "", "uuuufafaaf"},
 		{"GET", "/api/v1/portal/meters/{slug}/query", "/api/v1/portal/meters/emails/query?subject=fab-1", "", "uuuuffffff"},
 		{"GET", "/api/v1/audit", "/api/v1/audit", "", "uuuufffffa"},
+		// Reporting is off in this harness: these rows check who gets in.
+		{"GET", "/api/v1/reports", "/api/v1/reports", "", "uuuufaffaa"},
+		{"GET", "/api/v1/reports", "/api/v1/reports?customer=" + B, "", "uuuufffffa"},
+		{"GET", "/api/v1/reports/{id}", "/api/v1/reports/rep_nothing", "", "uuuufffffa"},
+		{"POST", "/api/v1/reports/{id}/retry", "/api/v1/reports/rep_nothing/retry", "", "uuuufffffa"},
+		{"GET", "/api/v1/reports", "/api/v1/reports", "", "uuuufaffaa"},
+		{"GET", "/api/v1/reports", "/api/v1/reports?customer=" + A, "", "uuuufaffaa"},
+		{"GET", "/api/v1/reports", "/api/v1/reports?customer=" + B, "", "uuuufffffa"},
+		{"GET", "/api/v1/reports", "/api/v1/reports?subscription=" + w.bSub, "", "uuuufffffa"},
+		{"GET", "/api/v1/reports/{id}", "/api/v1/reports/" + w.aReport, "", "uuuufaffaa"},
+		{"GET", "/api/v1/reports/{id}", "/api/v1/reports/" + w.bReport, "", "uuuufffffa"},
+		{"POST", "/api/v1/reports/{id}/retry", "/api/v1/reports/" + w.aReport + "/retry", "", "uuuufffffa"},
 	}
-	bMarkers := []string{"fabrikam", "fab-1", w.bID, w.bSub, w.bInvoice}
+	bMarkers := []string{"fabrikam", "fab-1", w.bID, w.bSub, w.bInvoice, w.bReport}
 	covered := map[string]bool{}
 	var deniedEvents []string
 	for i, rw := range rows {
