@@ -151,5 +151,8 @@ func BearerToken(h string) (string, bool) {
 		return "", false
 	}
 	tok := strings.TrimSpace(h[len(prefix):])
-	return tok, tok != "" && !strings.ContainsAny(tok, " \t\r\n")
+	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
+		return "", false
+	}
+	return tok, true
 }

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 )
@@ -69,4 +70,12 @@ func FuzzBearerToken(f *testing.F) {
 			t.Fatalf("BearerToken(%q) returned %q with ok=false", h, tok)
 		}
 	})
+}
+
+func httptestRequest(authorization string) *http.Request {
+	r := httptest.NewRequest("GET", "/api/v1/meters", nil)
+	if authorization != "" {
+		r.Header.Set("Authorization", authorization)
+	}
+	return r
 }

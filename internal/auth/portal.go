@@ -258,7 +258,7 @@ func (pk *PortalKeys) Verify(token string, now time.Time) (Principal, error) {
 		}
 		return keys[i].Secret, nil
 	}, jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithIssuer(PortalIssuer),
-		jwt.WithAudience(PortalAudience), jwt.WithExpirationRequired(), jwt.WithIssuedAt(),
+		jwt.WithAudience(PortalAudience), jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithStrictDecoding(),
 		jwt.WithTimeFunc(func() time.Time { return now }))
 	if err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
