@@ -1,6 +1,8 @@
 package billing
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -152,5 +154,120 @@ func TestBuildInvoiceCutPeriodProratesBaseFee(t *testing.T) {
 	if base := inv.Lines[0]; !base.Quantity.Equal(dec("0.4")) || base.Amount.StringFixed(2) != "4.00" || inv.Total.StringFixed(2) != "4.00" ||
 		!inv.PeriodEnd.Equal(period.End) {
 		t.Errorf("cut period invoice %+v", inv)
+	}
+}
+
+// TestInvoiceTotalIsSumOfLinesProperty checks, for random plans (every
+// pricing model, currencies with 0, 2 and 3 decimals), usage, adjustments,
+// cut-short periods and periods split by plan changes, that an invoice's
+// total is exactly the sum of its lines' amounts, that each amount is its
+// exact amount rounded once (half-even) to the currency's minor unit, and
+// that the invoice has one base fee and one line per charge per segment
+// plus one per adjustment.
+func TestInvoiceTotalIsSumOfLinesProperty(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 2026))
+	num := func(max int64, maxScale int) decimal.Decimal {
+		return decimal.New(rng.Int64N(max), -int32(rng.IntN(maxScale+1)))
+	}
+	randPricing := func() Pricing {
+		switch rng.IntN(4) {
+		case 0:
+			return Pricing{Model: ModelPerUnit, UnitPrice: num(10000, 5)}
+		case 1:
+			return Pricing{Model: ModelPackage, UnitPrice: num(10000, 3), PackageSize: num(5000, 1).Add(decimal.NewFromInt(1))}
+		default:
+			n := 1 + rng.IntN(4)
+			tiers := make([]Tier, n)
+			upTo := decimal.Zero
+			for i := range tiers {
+				tiers[i] = Tier{UnitPrice: num(1000, 4), FlatPrice: num(500, 2)}
+				if i < n-1 {
+					upTo = upTo.Add(num(10000, 1)).Add(decimal.NewFromInt(1))
+					tiers[i].UpTo = ptr(upTo)
+				}
+			}
+			return Pricing{Model: []Model{ModelGraduated, ModelVolume}[rng.IntN(2)], Tiers: tiers}
+		}
+	}
+	randPlan := func(key, cur string) Plan {
+		p := Plan{ID: "p-" + key, Key: key, Version: 1, Currency: cur, Cadence: CadenceMonthly, BaseFee: num(100000, 4), Status: PlanPublished}
+		for i := range rng.IntN(4) {
+			inc := IncludedQuantity(num(2000, 2))
+			if rng.IntN(5) == 0 {
+				inc = IncludedUnlimited()
+			}
+			p.Charges = append(p.Charges, PlanCharge{Key: fmt.Sprintf("c%d", i), Meter: "m", Included: inc, Pricing: randPricing()})
+		}
+		return p
+	}
+	randUsage := func(p Plan) map[string]decimal.Decimal {
+		u := map[string]decimal.Decimal{}
+		for _, pc := range p.Charges {
+			u[pc.Key] = num(100000, 6)
+		}
+		return u
+	}
+	sub := exampleSub()
+	full, err := sub.CurrentPeriod(sub.Start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 500 {
+		cur := []string{"EUR", "JPY", "KWD"}[rng.IntN(3)]
+		digits, err := MinorUnits(cur)
+		if err != nil {
+			t.Fatal(err)
+		}
+		period := full
+		if rng.IntN(3) == 0 { // cut short by a cancellation "now"
+			period.FullEnd, period.End = period.End, period.Start.Add(time.Duration(1+rng.Int64N(int64(period.Duration()-1))))
+		}
+		// One to three segments, split at random instants.
+		var segs []SegmentUsage
+		charges := 0
+		cuts := []time.Time{period.Start}
+		for range rng.IntN(3) {
+			cuts = append(cuts, cuts[len(cuts)-1].Add(time.Duration(1+rng.Int64N(int64(period.End.Sub(cuts[len(cuts)-1])/2)))))
+		}
+		cuts = append(cuts, period.End)
+		for k := range len(cuts) - 1 {
+			sp := period
+			sp.Start, sp.End = cuts[k], cuts[k+1]
+			if len(cuts) > 2 && sp.FullEnd.IsZero() {
+				sp.FullEnd = period.End
+			}
+			plan := randPlan(fmt.Sprintf("plan%d", k), cur)
+			charges += len(plan.Charges)
+			segs = append(segs, SegmentUsage{Plan: plan, Period: sp, Usage: randUsage(plan)})
+		}
+		var adj []Adjustment
+		for range rng.IntN(3) {
+			a := num(100000, int(digits))
+			if rng.IntN(3) == 0 {
+				a = a.Neg()
+			}
+			adj = append(adj, Adjustment{Invoice: "inv_prev", PeriodStart: full.Start.AddDate(0, -1, 0), PeriodEnd: full.Start,
+				ChargeKey: "c0", Meter: "m", Quantity: num(1000, 2), Amount: a})
+		}
+		inv, err := BuildSegmentedInvoice(sub, period, segs, adj)
+		if err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		if want := len(segs) + charges + len(adj); len(inv.Lines) != want {
+			t.Fatalf("case %d: %d lines, want %d (%d segments, %d charges, %d adjustments)", i, len(inv.Lines), want, len(segs), charges, len(adj))
+		}
+		sum := decimal.Zero
+		for j, l := range inv.Lines {
+			if want := l.ExactAmount.RoundBank(digits); !l.Amount.Equal(want) {
+				t.Errorf("case %d line %d (%s %s): amount %s, want %s rounded = %s", i, j, l.Kind, l.Key, l.Amount, l.ExactAmount, want)
+			}
+			sum = sum.Add(l.Amount)
+		}
+		if !inv.Total.Equal(sum) {
+			t.Errorf("case %d: total %s, sum of lines %s", i, inv.Total, sum)
+		}
+		if !inv.Total.RoundBank(digits).Equal(inv.Total) {
+			t.Errorf("case %d: total %s %s is not whole minor units", i, inv.Total, cur)
+		}
 	}
 }

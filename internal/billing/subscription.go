@@ -226,6 +226,52 @@ func CheckStart(c Customer, start time.Time) error {
 	return nil
 }
 
+// OnPlanFrom returns the first instant at or after t at which s is on plan
+// planID (any version), and whether there is one: from then on a second
+// subscription of s's customer to that plan, starting at t and open-ended,
+// would bill the same usage twice. s is on a plan from its start (or the
+// plan change to it) until its next plan change or its cancellation.
+func (s Subscription) OnPlanFrom(planID string, t time.Time) (time.Time, bool) {
+	phases := append([]PlanPhase{{PlanID: s.PlanID, From: s.Start}}, s.Phases...)
+	for i, ph := range phases {
+		var end *time.Time
+		if i+1 < len(phases) {
+			end = &phases[i+1].From
+		}
+		if s.CancelAt != nil && (end == nil || s.CancelAt.Before(*end)) {
+			end = s.CancelAt
+		}
+		if ph.PlanID != planID {
+			continue
+		}
+		at := ph.From
+		if at.Before(t) {
+			at = t
+		}
+		if end == nil || at.Before(*end) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// CheckNoOverlap reports, as a *NotSubscribableError naming the field
+// "plan", that customer c would be on plan p twice at once if subscribed
+// to it from start, given its subscriptions subs (except the one with id
+// except, for a plan change). Nil otherwise.
+func CheckNoOverlap(c Customer, p Plan, start time.Time, subs []Subscription, except string) error {
+	for _, other := range subs {
+		if other.ID == except {
+			continue
+		}
+		if at, ok := other.OnPlanFrom(p.ID, start); ok {
+			return &NotSubscribableError{fmt.Sprintf("plan: customer %q is already on plan %q from %s (subscription %s); its usage would be billed twice. Cancel or change that subscription first, or start this one after it ends",
+				c.Key, p.Key, at.UTC().Format(time.RFC3339), other.ID)}
+		}
+	}
+	return nil
+}
+
 // NotSubscribableError is a subscription change refused because of the
 // state of what it names (a deleted customer, a draft plan version, an
 // already canceled subscription).

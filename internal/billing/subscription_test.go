@@ -89,3 +89,54 @@ func TestCheckSubscribable(t *testing.T) {
 		t.Errorf("currency mismatch: %v", err)
 	}
 }
+
+func TestOnPlanFromAndCheckNoOverlap(t *testing.T) {
+	at := func(s string) time.Time {
+		ts, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ts
+	}
+	ptrTime := func(s string) *time.Time { ts := at(s); return &ts }
+	base := Subscription{ID: "s1", PlanID: "p-pro", Start: at("2026-06-01T00:00:00Z"), Cadence: CadenceMonthly, BillingAnchor: AnchorAnniversary, Status: SubscriptionActive}
+	changed := base
+	changed.Phases = []PlanPhase{{PlanID: "p-team", From: at("2026-07-01T00:00:00Z")}, {PlanID: "p-pro", From: at("2026-09-01T00:00:00Z")}}
+	canceled := base
+	canceled.Status, canceled.CancelAt = SubscriptionCanceled, ptrTime("2026-06-16T00:00:00Z")
+	for _, tc := range []struct {
+		name   string
+		sub    Subscription
+		plan   string
+		t      string
+		want   string // "" for no overlap
+		wantOK bool
+	}{
+		{"open-ended, later start", base, "p-pro", "2026-08-01T00:00:00Z", "2026-08-01T00:00:00Z", true},
+		{"open-ended, earlier start", base, "p-pro", "2026-05-01T00:00:00Z", "2026-06-01T00:00:00Z", true},
+		{"another plan", base, "p-team", "2026-05-01T00:00:00Z", "", false},
+		{"changed away, then back", changed, "p-pro", "2026-07-15T00:00:00Z", "2026-09-01T00:00:00Z", true},
+		{"changed to", changed, "p-team", "2026-06-15T00:00:00Z", "2026-07-01T00:00:00Z", true},
+		{"after the changed-to phase", changed, "p-team", "2026-09-01T00:00:00Z", "", false},
+		{"canceled, before the end", canceled, "p-pro", "2026-06-15T23:59:59Z", "2026-06-15T23:59:59Z", true},
+		{"canceled, at the end", canceled, "p-pro", "2026-06-16T00:00:00Z", "", false},
+	} {
+		got, ok := tc.sub.OnPlanFrom(tc.plan, at(tc.t))
+		if ok != tc.wantOK || (ok && !got.Equal(at(tc.want))) {
+			t.Errorf("%s: OnPlanFrom(%s, %s) = %s, %v; want %s, %v", tc.name, tc.plan, tc.t, got, ok, tc.want, tc.wantOK)
+		}
+	}
+	c := Customer{ID: "c1", Key: "contoso"}
+	pro := Plan{ID: "p-pro", Key: "mail-pro"}
+	var ns *NotSubscribableError
+	if err := CheckNoOverlap(c, pro, at("2026-08-01T00:00:00Z"), []Subscription{canceled, base}, ""); !errors.As(err, &ns) ||
+		!strings.HasPrefix(err.Error(), "plan: ") || !strings.Contains(err.Error(), "s1") {
+		t.Errorf("CheckNoOverlap with an open subscription: %v", err)
+	}
+	if err := CheckNoOverlap(c, pro, at("2026-08-01T00:00:00Z"), []Subscription{base}, "s1"); err != nil {
+		t.Errorf("CheckNoOverlap excepting the only subscription: %v", err)
+	}
+	if err := CheckNoOverlap(c, pro, at("2026-06-16T00:00:00Z"), []Subscription{canceled}, ""); err != nil {
+		t.Errorf("CheckNoOverlap after a cancellation: %v", err)
+	}
+}

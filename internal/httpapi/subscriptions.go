@@ -92,6 +92,10 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.checkNoOverlap(r, c, p, start, ""); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	id, err := newID()
 	if err != nil {
 		s.writeError(w, r, err)
@@ -109,6 +113,17 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/api/v1/subscriptions/"+sub.ID)
 	writeJSON(w, http.StatusCreated, v)
+}
+
+// checkNoOverlap refuses (409) to put customer c on plan p from start
+// while another of its subscriptions (other than except) is on that plan
+// then: the same usage would be billed twice (see billing.CheckNoOverlap).
+func (s *Server) checkNoOverlap(r *http.Request, c billing.Customer, p billing.Plan, start time.Time, except string) error {
+	subs, err := s.Store.ListSubscriptions(r.Context(), store.SubscriptionFilter{CustomerID: c.ID})
+	if err != nil {
+		return err
+	}
+	return billing.CheckNoOverlap(c, p, start, subs, except)
 }
 
 func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
@@ -262,6 +277,10 @@ func (s *Server) changeSubscription(w http.ResponseWriter, r *http.Request) {
 	}
 	changed, err := sub.ChangePlan(p, c.Currency, in.At, s.Now())
 	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.checkNoOverlap(r, c, p, changed.Phases[len(changed.Phases)-1].From, sub.ID); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -45,6 +45,8 @@ func TestSubscriptionsAPI(t *testing.T) {
 	h.json("POST", "/api/v1/customers", contosoBody, http.StatusCreated, &contoso)
 	h.json("POST", "/api/v1/customers", `{"key":"fabrikam","name":"Fabrikam","currency":"USD"}`, http.StatusCreated, nil)
 	h.json("POST", "/api/v1/customers", `{"key":"gone","name":"Gone","currency":"EUR"}`, http.StatusCreated, nil)
+	var northwind apiCustomer
+	h.json("POST", "/api/v1/customers", `{"key":"northwind","name":"Northwind","currency":"EUR"}`, http.StatusCreated, &northwind)
 	h.expect(h.do("DELETE", "/api/v1/customers/gone", "", ""), http.StatusNoContent, "delete gone")
 	var plan apiPlan
 	h.json("POST", "/api/v1/plans", mailProBody, http.StatusCreated, &plan)
@@ -62,6 +64,8 @@ func TestSubscriptionsAPI(t *testing.T) {
 	h.json("POST", "/api/v1/plans/mail-pro/publish", "", http.StatusOK, nil)
 	// A new draft version 2 does not hide the published version 1.
 	h.json("PUT", "/api/v1/plans/mail-pro", strings.Replace(mailProBody, `"10.00"`, `"12.00"`, 1), http.StatusCreated, nil)
+	h.json("POST", "/api/v1/plans", strings.Replace(mailProBody, `"mail-pro"`, `"mail-lite"`, 1), http.StatusCreated, nil)
+	h.json("POST", "/api/v1/plans/mail-lite/publish", "", http.StatusOK, nil)
 
 	// The issue's worked example, read on 2026-07-01.
 	h.clock.Advance(utc("2026-07-01T00:00:00Z").Sub(apiStart))
@@ -88,7 +92,7 @@ func TestSubscriptionsAPI(t *testing.T) {
 
 	// Defaults: the latest published version, anniversary, UTC, start now.
 	var def apiSubscription
-	h.json("POST", "/api/v1/subscriptions", `{"customer":"`+contoso.ID+`","plan":"`+plan.ID+`"}`, http.StatusCreated, &def)
+	h.json("POST", "/api/v1/subscriptions", `{"customer":"`+northwind.ID+`","plan":"`+plan.ID+`"}`, http.StatusCreated, &def)
 	now := utc("2026-07-25T00:00:00Z")
 	if def.PlanVersion != 1 || def.BillingAnchor != "anniversary" || def.TimeZone != "UTC" || !def.Start.Equal(now) ||
 		!def.CurrentPeriod.Start.Equal(now) || !def.CurrentPeriod.End.Equal(utc("2026-08-25T00:00:00Z")) {
@@ -97,9 +101,26 @@ func TestSubscriptionsAPI(t *testing.T) {
 	// Calendar anchor in Berlin: a partial first period to the 1st of the
 	// next month, at the start's local time of day (10:00 CEST).
 	var cal apiSubscription
-	h.json("POST", "/api/v1/subscriptions", `{"customer":"contoso","plan":"mail-pro","start":"2026-07-10T08:00:00Z","billingAnchor":"calendar","timeZone":"Europe/Berlin"}`, http.StatusCreated, &cal)
+	h.json("POST", "/api/v1/subscriptions", `{"customer":"contoso","plan":"mail-lite","start":"2026-07-10T08:00:00Z","billingAnchor":"calendar","timeZone":"Europe/Berlin"}`, http.StatusCreated, &cal)
 	if want := (apiPeriod{Start: utc("2026-07-10T08:00:00Z"), End: utc("2026-08-01T08:00:00Z"), Partial: true}); *cal.CurrentPeriod != want {
 		t.Errorf("calendar period: %+v, want %+v", cal.CurrentPeriod, want)
+	}
+
+	// A customer is on a plan at most once at a time: a second
+	// subscription to mail-pro (any version, any start: the first one is
+	// open-ended) or a plan change onto it is refused, naming the plan.
+	for _, body := range []string{
+		`{"customer":"contoso","plan":"mail-pro"}`,
+		`{"customer":"contoso","plan":"mail-pro","start":"2026-05-01T00:00:00Z","billingAnchor":"calendar"}`,
+	} {
+		p := problemOf(t, h.do("POST", "/api/v1/subscriptions", "application/json", body), http.StatusConflict)
+		if !strings.HasPrefix(p.Detail, `plan: customer "contoso" is already on plan "mail-pro"`) || !strings.Contains(p.Detail, sub.ID) {
+			t.Errorf("second subscription to mail-pro %s: detail %q", body, p.Detail)
+		}
+	}
+	p = problemOf(t, h.do("POST", "/api/v1/subscriptions/"+cal.ID+"/change", "application/json", `{"plan":"mail-pro","at":"period_end"}`), http.StatusConflict)
+	if !strings.HasPrefix(p.Detail, `plan: customer "contoso" is already on plan "mail-pro"`) {
+		t.Errorf("plan change onto mail-pro: detail %q", p.Detail)
 	}
 
 	tests := []struct {
@@ -150,11 +171,11 @@ func TestSubscriptionsAPI(t *testing.T) {
 		t.Errorf("all subscriptions %s, want %s (by start)", got, want)
 	}
 	h.json("GET", "/api/v1/subscriptions?customer=contoso", "", http.StatusOK, &list)
-	if len(list.Items) != 3 || list.Items[0].ID != sub.ID || list.Items[0].CurrentPeriod == nil {
+	if len(list.Items) != 2 || list.Items[0].ID != sub.ID || list.Items[0].CurrentPeriod == nil {
 		t.Errorf("contoso's subscriptions: %+v", list.Items)
 	}
 	h.json("GET", "/api/v1/subscriptions?customer="+contoso.ID, "", http.StatusOK, &list)
-	if len(list.Items) != 3 {
+	if len(list.Items) != 2 {
 		t.Errorf("contoso's subscriptions by id: %+v", list.Items)
 	}
 	problemOf(t, h.do("GET", "/api/v1/subscriptions?customer=nobody", "", ""), http.StatusNotFound)
@@ -187,6 +208,15 @@ func TestSubscriptionsAPI(t *testing.T) {
 	}
 	problemOf(t, h.do("POST", "/api/v1/subscriptions/"+cal.ID+"/cancel", "application/json", `{}`), http.StatusBadRequest)
 	problemOf(t, h.do("POST", "/api/v1/subscriptions/nope/cancel", "application/json", `{"at":"now"}`), http.StatusNotFound)
+	// Once cancelled, the plan is free again from the cancellation on.
+	p = problemOf(t, h.do("POST", "/api/v1/subscriptions", "application/json", `{"customer":"contoso","plan":"mail-pro","start":"2026-08-20T09:59:59Z"}`), http.StatusConflict)
+	if !strings.HasPrefix(p.Detail, `plan: customer "contoso" is already on plan "mail-pro" from 2026-08-20T09:59:59Z`) {
+		t.Errorf("subscription before the cancellation: detail %q", p.Detail)
+	}
+	var next apiSubscription
+	h.json("POST", "/api/v1/subscriptions", `{"customer":"contoso","plan":"mail-pro","start":"2026-08-20T10:00:00Z"}`, http.StatusCreated, &next)
+	var again apiSubscription // def was cancelled at its start: on mail-pro for no time at all
+	h.json("POST", "/api/v1/subscriptions", `{"customer":"northwind","plan":"mail-pro","start":"2026-07-01T00:00:00Z"}`, http.StatusCreated, &again)
 
 	// After the period end the scheduled cancellation has taken effect;
 	// both cancelled subscriptions are kept.
@@ -198,7 +228,11 @@ func TestSubscriptionsAPI(t *testing.T) {
 	}
 	list.Items = nil
 	h.json("GET", "/api/v1/subscriptions?customer=contoso", "", http.StatusOK, &list)
-	if len(list.Items) != 3 || list.Items[0].Status != "canceled" || list.Items[1].Status != "active" || list.Items[2].Status != "canceled" {
+	if len(list.Items) != 3 || list.Items[0].Status != "canceled" || list.Items[1].Status != "active" || list.Items[2].ID != next.ID || list.Items[2].Status != "active" {
 		t.Errorf("contoso's subscriptions after cancelling: %+v", list.Items)
+	}
+	h.json("GET", "/api/v1/subscriptions?customer=northwind", "", http.StatusOK, &list)
+	if len(list.Items) != 2 || list.Items[0].ID != again.ID || list.Items[0].Status != "active" || list.Items[1].ID != def.ID || list.Items[1].Status != "canceled" {
+		t.Errorf("northwind's subscriptions after cancelling: %+v", list.Items)
 	}
 }
