@@ -34,6 +34,9 @@ package httpapi_test
 //	    POST /api/v1/subscriptions; NAME refers to the subscription later.
 //	cancel NAME now|period_end
 //	    POST /api/v1/subscriptions/{id}/cancel.
+//	change NAME PLAN now|period_end [version=N] [status=CODE]
+//	    POST /api/v1/subscriptions/{id}/change to PLAN (its latest
+//	    published version, or version N); expect status CODE (default 200).
 //	event SUBJECT TYPE TIME [FIELD=VALUE …]
 //	    Ingest one CloudEvent; the fields form its data (numbers, true,
 //	    false and null are JSON literals, anything else a string).
@@ -48,9 +51,10 @@ package httpapi_test
 //	    GET /api/v1/invoices?subscription=: the period starts, in order.
 //	expect invoice NAME START [lines=N] [FIELD=VALUE …]
 //	    The invoice of NAME's period starting at START.
-//	expect line NAME START KIND/KEY [FIELD=VALUE …]
+//	expect line NAME START KIND/KEY[@PLAN] [FIELD=VALUE …]
 //	    That invoice's first line of that kind and key (e.g. usage/emails,
-//	    base_fee/base_fee, adjustment/emails).
+//	    base_fee/base_fee, adjustment/emails); with @PLAN, the first one
+//	    whose planKey is PLAN (the lines of a period split by a plan change).
 //	expect subscription NAME [FIELD=VALUE …]
 //	    GET /api/v1/subscriptions/{id}; currentPeriod.start and
 //	    currentPeriod.end reach into the current period.
@@ -296,6 +300,25 @@ func (s *scenario) exec(l scenarioLine) {
 	case "cancel":
 		s.need(l, 3, "cancel NAME now|period_end")
 		s.call("POST", "/api/v1/subscriptions/"+s.sub(l.pos[1])+"/cancel", map[string]any{"at": l.pos[2]}, http.StatusOK)
+	case "change":
+		s.need(l, 4, "change NAME PLAN now|period_end [version=N] [status=CODE]")
+		b := map[string]any{"plan": l.pos[2], "at": l.pos[3]}
+		if v, ok := l.opts["version"]; ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				s.fatalf("version=%q: want a number", v)
+			}
+			b["planVersion"] = n
+		}
+		status := http.StatusOK
+		if v, ok := l.opts["status"]; ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				s.fatalf("status=%q: want an HTTP status code", v)
+			}
+			status = n
+		}
+		s.call("POST", "/api/v1/subscriptions/"+s.sub(l.pos[1])+"/change", b, status)
 	case "event":
 		s.need(l, 4, "event SUBJECT TYPE TIME [FIELD=VALUE …]")
 		s.seq++
@@ -492,12 +515,14 @@ func (s *scenario) expect(l scenarioLine) {
 		}
 		s.check(what, inv, l, "lines")
 	case "line":
-		s.need(l, 5, "expect line NAME START KIND/KEY [FIELD=VALUE …]")
-		kind, key, _ := strings.Cut(l.pos[4], "/")
+		s.need(l, 5, "expect line NAME START KIND/KEY[@PLAN] [FIELD=VALUE …]")
+		sel, plan, byPlan := strings.Cut(l.pos[4], "@")
+		kind, key, _ := strings.Cut(sel, "/")
 		inv := s.invoice(l.pos[2], l.pos[3])
 		what := fmt.Sprintf("invoice %s %s line %s", l.pos[2], l.pos[3], l.pos[4])
 		for _, line := range asList(lookup(inv, "lines")) {
-			if showValue(lookup(line, "kind")) == kind && showValue(lookup(line, "key")) == key {
+			if showValue(lookup(line, "kind")) == kind && showValue(lookup(line, "key")) == key &&
+				(!byPlan || showValue(lookup(line, "planKey")) == plan) {
 				s.check(what, line, l)
 				return
 			}
