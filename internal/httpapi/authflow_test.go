@@ -401,3 +401,25 @@ func noneToken(t *testing.T, c jwt.MapClaims) string {
 	}
 	return s
 }
+
+func TestBoundToCustomerWithoutSubjectsOrDeleted(t *testing.T) {
+	w := setupWorld(t)
+	h := w.h
+	h.must("POST", "/api/v1/customers", `{"key":"empty","name":"Empty","currency":"EUR"}`, http.StatusCreated, nil)
+	_, key := h.createKey(`{"scope":"read","customer":"empty"}`)
+	var q struct{ Data []json.RawMessage }
+	r := h.call(key, "GET", "/api/v1/meters/emails/query?groupBy=subject", "")
+	if err := json.Unmarshal([]byte(r.body), &q); err != nil || r.status != http.StatusOK || len(q.Data) != 0 {
+		t.Errorf("query by a customer without subjects: %s; want 200 and no rows (not everyone's)", r)
+	}
+	var evs []json.RawMessage
+	r = h.call(key, "GET", "/api/v1/events", "")
+	if err := json.Unmarshal([]byte(r.body), &evs); err != nil || len(evs) != 0 {
+		t.Errorf("events of a customer without subjects: %s; want none", r)
+	}
+	// A deleted customer's credentials stop working for its data.
+	h.must("DELETE", "/api/v1/customers/contoso", "", http.StatusNoContent, nil)
+	if r := h.call(w.creds["ingestA"], "POST", "/api/v1/events", eventBody("after-delete", "contoso-eu-1")); r.status != http.StatusForbidden || !strings.Contains(r.body, "deleted") {
+		t.Errorf("ingest for a deleted customer: got %s, want 403 saying it was deleted", r)
+	}
+}
