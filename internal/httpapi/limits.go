@@ -81,19 +81,19 @@ func (l *limits) allow(w http.ResponseWriter, r *http.Request, p auth.Principal)
 	l.sweep(now)
 	l.mu.Unlock()
 	res := b.lim.ReserveN(now, 1)
-	if d := res.DelayFrom(now); res.OK() && d == 0 {
+	d := res.DelayFrom(now)
+	if res.OK() && d == 0 {
 		return true
-	} else {
-		res.CancelAt(now)
-		secs := int(math.Ceil(d.Seconds()))
-		if !res.OK() || secs < 1 {
-			secs = 1
-		}
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		writeProblem(w, r, Problem{Status: http.StatusTooManyRequests,
-			Detail: "too many requests for this credential; retry after " + strconv.Itoa(secs) + "s"})
-		return false
 	}
+	res.CancelAt(now)
+	secs := int(math.Ceil(d.Seconds()))
+	if !res.OK() || secs < 1 {
+		secs = 1
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeProblem(w, r, Problem{Status: http.StatusTooManyRequests,
+		Detail: "too many requests for this credential; retry after " + strconv.Itoa(secs) + "s"})
+	return false
 }
 
 // sweep drops buckets unused for ten minutes (a full bucket is the same as

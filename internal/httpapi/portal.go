@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"time"
 
@@ -111,14 +110,14 @@ func (s *Server) portalUsage(w http.ResponseWriter, r *http.Request) {
 		s.getCustomerUsage(w, r)
 		return
 	}
-	rec := httptest.NewRecorder()
+	rec := &bufferedResponse{header: http.Header{}, code: http.StatusOK}
 	s.getCustomerUsage(rec, r)
-	if rec.Code != http.StatusOK {
-		copyResponse(w, rec)
+	if rec.code != http.StatusOK {
+		rec.copyTo(w)
 		return
 	}
 	var v customerUsage
-	if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
+	if err := json.Unmarshal(rec.body.Bytes(), &v); err != nil {
 		s.writeError(w, r, fmt.Errorf("portal usage: %w", err))
 		return
 	}
@@ -130,12 +129,24 @@ func (s *Server) portalUsage(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-func copyResponse(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
-	for k, vs := range rec.Header() {
+// bufferedResponse holds a handler's response so that it can be filtered
+// before it is sent.
+type bufferedResponse struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header         { return b.header }
+func (b *bufferedResponse) WriteHeader(code int)        { b.code = code }
+func (b *bufferedResponse) Write(p []byte) (int, error) { return b.body.Write(p) }
+
+func (b *bufferedResponse) copyTo(w http.ResponseWriter) {
+	for k, vs := range b.header {
 		w.Header()[k] = vs
 	}
-	w.WriteHeader(rec.Code)
-	_, _ = bytes.NewReader(rec.Body.Bytes()).WriteTo(w)
+	w.WriteHeader(b.code)
+	_, _ = w.Write(b.body.Bytes())
 }
 
 // portalQuery is a usage query of one meter the token may see, over the
