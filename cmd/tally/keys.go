@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -21,13 +25,13 @@ import (
 	"github.com/tally-metering/tally/internal/store/sqlite"
 )
 
-// runKeys manages API keys in a data directory directly, while tally is
-// not running there (the server holds the directory's lock; use the API,
-// /api/v1/keys, against a running server). It is how a first admin key is
-// made before tally is exposed.
+// runKeys manages API keys: in a data directory directly, while tally is
+// not running there (the server holds the directory's lock) — how a first
+// admin key is made before tally is exposed — or, with --url, through a
+// running server's API (/api/v1/keys) with an admin credential.
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "Usage: tally keys create|list|revoke --data DIR …\n\nAgainst a running server use the API: POST/GET /api/v1/keys, DELETE /api/v1/keys/{id}.")
+		fmt.Fprintln(stderr, "Usage: tally keys create|list|revoke [--data DIR | --url URL --token ADMIN] …\n\n--data works on a data directory tally is not running on; --url asks a running server.")
 		return errUsage
 	}
 	switch args[0] {
@@ -41,11 +45,63 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return fmt.Errorf("keys: unknown subcommand %q (create, list or revoke)", args[0])
 }
 
-func keysFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+// keysTarget is where the keys commands work: a data directory, or a
+// running server when url is set.
+type keysTarget struct {
+	data, url, token string
+}
+
+func keysFlags(name string, stderr io.Writer) (*flag.FlagSet, *keysTarget) {
 	fs := flag.NewFlagSet("keys "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", "./tally-data", "data directory (env TALLY_DATA); tally must not be running on it")
-	return fs, data
+	var kt keysTarget
+	fs.StringVar(&kt.data, "data", "./tally-data", "data directory (env TALLY_DATA); tally must not be running on it")
+	fs.StringVar(&kt.url, "url", "", "a running server's base URL, e.g. https://tally.example.com (env TALLY_URL); then the API is used instead of --data")
+	fs.StringVar(&kt.token, "token", "", "an admin credential for --url (env TALLY_TOKEN)")
+	return fs, &kt
+}
+
+// api calls the server's API with the admin credential and decodes a
+// successful answer into out.
+func (kt *keysTarget) api(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(kt.url, "/")+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if kt.token != "" {
+		req.Header.Set("Authorization", "Bearer "+kt.token)
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var p struct {
+			Detail string   `json:"detail"`
+			Errors []string `json:"errors"`
+		}
+		if json.Unmarshal(b, &p) == nil && p.Detail != "" {
+			return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, p.Detail)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	return json.Unmarshal(b, out)
 }
 
 func parseKeysFlags(fs *flag.FlagSet, args []string) error {
@@ -76,7 +132,7 @@ func cliActor() string {
 }
 
 func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, data := keysFlags("create", stderr)
+	fs, kt := keysFlags("create", stderr)
 	scope := fs.String("scope", "", "admin, ingest or read (required)")
 	customer := fs.String("customer", "", "bind the key to this customer (key or id)")
 	subject := fs.String("subject", "", "bind the key to this subject (deployment) of its customer")
@@ -95,7 +151,23 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *ttl < 0 {
 		return errors.New("keys create: --ttl must not be negative")
 	}
-	st, err := openKeysStore(ctx, *data)
+	if kt.url != "" {
+		in := map[string]any{"scope": sc, "customer": *customer, "subject": *subject, "name": *name}
+		if *ttl > 0 {
+			in["expiresAt"] = time.Now().Add(*ttl).UTC().Format(time.RFC3339)
+		}
+		var k struct {
+			store.APIKey
+			Key         string `json:"key"`
+			CustomerKey string `json:"customerKey"`
+		}
+		if err := kt.api(ctx, http.MethodPost, "/api/v1/keys", in, &k); err != nil {
+			return fmt.Errorf("keys create: %w", err)
+		}
+		printKey(stdout, stderr, k.APIKey, k.CustomerKey, k.Key)
+		return nil
+	}
+	st, err := openKeysStore(ctx, kt.data)
 	if err != nil {
 		return err
 	}
@@ -114,7 +186,7 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	now := time.Now().UTC()
 	k := store.APIKey{
-		ID: "key_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])),
+		ID:   "key_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])),
 		Name: *name, Prefix: auth.KeyDisplayPrefix(secret), Hash: hash, Scope: string(sc),
 		CustomerID: c.ID, Subject: *subject, CreatedBy: cliActor(), CreatedAt: now,
 	}
@@ -129,10 +201,16 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		Path: "tally keys create", Target: k.ID, Status: 201}); err != nil {
 		return fmt.Errorf("keys create: %w", err)
 	}
+	printKey(stdout, stderr, k, c.Key, secret)
+	return nil
+}
+
+// printKey shows a new key, its secret this once.
+func printKey(stdout, stderr io.Writer, k store.APIKey, customerKey, secret string) {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "id:\t%s\nscope:\t%s\n", k.ID, k.Scope)
-	if c.ID != "" {
-		fmt.Fprintf(tw, "customer:\t%s (%s)\n", c.Key, c.ID)
+	if k.CustomerID != "" {
+		fmt.Fprintf(tw, "customer:\t%s (%s)\n", customerKey, k.CustomerID)
 	}
 	if k.Subject != "" {
 		fmt.Fprintf(tw, "subject:\t%s\n", k.Subject)
@@ -143,7 +221,6 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintf(tw, "key:\t%s\n", secret)
 	tw.Flush()
 	fmt.Fprintln(stderr, "The key is shown this once; tally keeps only its hash. Send it as Authorization: Bearer <key>.")
-	return nil
 }
 
 // resolveBinding finds the customer a key is bound to (none when both
@@ -176,18 +253,26 @@ func resolveBinding(ctx context.Context, st store.Customers, customer, subject s
 }
 
 func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, data := keysFlags("list", stderr)
+	fs, kt := keysFlags("list", stderr)
 	if err := parseKeysFlags(fs, args); err != nil {
 		return err
 	}
-	st, err := openKeysStore(ctx, *data)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	ks, err := st.ListAPIKeys(ctx)
-	if err != nil {
-		return err
+	var ks []store.APIKey
+	if kt.url != "" {
+		var page struct{ Items []store.APIKey }
+		if err := kt.api(ctx, http.MethodGet, "/api/v1/keys", nil, &page); err != nil {
+			return fmt.Errorf("keys list: %w", err)
+		}
+		ks = page.Items
+	} else {
+		st, err := openKeysStore(ctx, kt.data)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		if ks, err = st.ListAPIKeys(ctx); err != nil {
+			return err
+		}
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
@@ -218,14 +303,22 @@ func dash(s string) string {
 }
 
 func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, data := keysFlags("revoke", stderr)
+	fs, kt := keysFlags("revoke", stderr)
 	if err := parseKeysFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return errors.New("keys revoke: name one key id (tally keys revoke --data DIR key_…)")
 	}
-	st, err := openKeysStore(ctx, *data)
+	if kt.url != "" {
+		var k store.APIKey
+		if err := kt.api(ctx, http.MethodDelete, "/api/v1/keys/"+url.PathEscape(fs.Arg(0)), nil, &k); err != nil {
+			return fmt.Errorf("keys revoke: %w", err)
+		}
+		fmt.Fprintf(stdout, "revoked %s at %s\n", k.ID, k.RevokedAt.Format(time.RFC3339))
+		return nil
+	}
+	st, err := openKeysStore(ctx, kt.data)
 	if err != nil {
 		return err
 	}

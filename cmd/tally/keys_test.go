@@ -82,6 +82,31 @@ func TestKeysCommand(t *testing.T) {
 	if err := run(t.Context(), []string{"keys", "list", "--data", data}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "API") {
 		t.Errorf("keys list on a running server's directory: %v; want an error pointing to the API", err)
 	}
+
+	// Against the running server, through its API.
+	remote := []string{"--url", srv.URL, "--token", key[1]}
+	out.Reset()
+	if err := run(t.Context(), append([]string{"keys", "create", "--scope", "read", "--ttl", "1h"}, remote...), &out, io.Discard); err != nil {
+		t.Fatalf("keys create --url: %v", err)
+	}
+	rkey := regexp.MustCompile(`(?m)^key:\s+(tly_\S+)$`).FindStringSubmatch(out.String())
+	rid := regexp.MustCompile(`(?m)^id:\s+(key_\S+)$`).FindStringSubmatch(out.String())
+	if rkey == nil || rid == nil || !strings.Contains(out.String(), "expires:") {
+		t.Fatalf("keys create --url printed:\n%s", out.String())
+	}
+	if err := run(t.Context(), append(append([]string{"keys", "revoke"}, remote...), rid[1]), io.Discard, io.Discard); err != nil {
+		t.Fatalf("keys revoke --url: %v", err)
+	}
+	out.Reset()
+	if err := run(t.Context(), append([]string{"keys", "list"}, remote...), &out, io.Discard); err != nil {
+		t.Fatalf("keys list --url: %v", err)
+	}
+	if !regexp.MustCompile(rid[1] + `.*revoked`).MatchString(out.String()) {
+		t.Errorf("keys list --url does not show %s revoked:\n%s", rid[1], out.String())
+	}
+	if err := run(t.Context(), []string{"keys", "list", "--url", srv.URL, "--token", "wrong"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("keys list with a wrong token: %v, want a 401 error", err)
+	}
 }
 
 func TestServeRefusesOpenNonLoopback(t *testing.T) {
