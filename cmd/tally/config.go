@@ -21,6 +21,8 @@ type fileConfig struct {
 	Ingest  ingestConfig  `yaml:"ingest"`
 	Billing billingConfig `yaml:"billing"`
 	Auth    authConfig    `yaml:"auth"`
+	// Reporting configures usage reporting to marketplaces (reporting.go).
+	Reporting reportingConfig `yaml:"reporting"`
 }
 
 type billingConfig struct {
@@ -84,6 +86,7 @@ func loadFileConfig(path string) (fileConfig, error) {
 		errs = append(errs, errors.New("ingest.maxFutureSkew: must not be negative"))
 	}
 	errs = append(errs, c.Auth.validate()...)
+	errs = append(errs, c.Reporting.validate()...)
 	if g := c.Billing.GracePeriod; g != nil && *g < 0 {
 		errs = append(errs, errors.New("billing.gracePeriod: must not be negative"))
 	}

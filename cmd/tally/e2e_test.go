@@ -97,6 +97,7 @@ type serveOpts struct {
 	config string   // --config file
 	token  string   // sent with every request; set with TALLY_ADMIN_TOKEN
 	args   []string // more flags
+	env    []string // more environment variables (NAME=value)
 }
 
 var listeningRE = regexp.MustCompile(`msg="tally listening" addr=(http://\S+)`)
@@ -110,7 +111,7 @@ func startTally(t *testing.T, data string, o serveOpts) *tallyServer {
 		args = append(args, "--config", o.config)
 	}
 	args = append(args, o.args...)
-	var env []string
+	env := append([]string(nil), o.env...)
 	if o.token != "" {
 		env = append(env, "TALLY_ADMIN_TOKEN="+o.token)
 	}

@@ -27,6 +27,8 @@ import (
 )
 
 type serveFlags struct {
+	// now is the clock (nil: time.Now); tests inject one.
+	now                            func() time.Time
 	addr, data, config, adminToken string
 	logLevel, logFormat            string
 	shutdownTimeout                time.Duration
@@ -112,6 +114,10 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return errors.New("serve: --tls-cert and --tls-key go together; give both or neither")
 	}
+	now := f.now
+	if now == nil {
+		now = time.Now
+	}
 	st, err := sqlite.Open(ctx, f.data, sqlite.Options{})
 	if err != nil {
 		return err
@@ -131,7 +137,7 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 		return float64(n)
 	}))
 
-	pipe := ingest.New(st, time.Now, log, ingest.NewMetrics(reg), ingest.Config{MaxBatchEvents: cfg.Ingest.MaxBatchEvents})
+	pipe := ingest.New(st, now, log, ingest.NewMetrics(reg), ingest.Config{MaxBatchEvents: cfg.Ingest.MaxBatchEvents})
 	defer pipe.Close()
 	if err := pipe.LoadMeters(ctx); err != nil {
 		return err
@@ -144,9 +150,14 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 		return err
 	}
 
+	reporter, err := newReporter(ctx, cfg.Reporting, st, pipe, reg, log, now)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+
 	srv := httpapi.New(httpapi.Config{
-		Store: st, Pipeline: pipe, Usage: &usage.Service{Store: st}, Auth: authn,
-		Now: time.Now, Log: log, Registry: reg, Gatherer: reg,
+		Store: st, Pipeline: pipe, Usage: &usage.Service{Store: st}, Auth: authn, Outbox: st, Reporter: reporter,
+		Now: now, Log: log, Registry: reg, Gatherer: reg,
 		MaxBodyBytes: cfg.Ingest.MaxBodyBytes,
 		Limits:       event.Limits{MaxEvents: maxEventsOr(cfg.Ingest.MaxEvents), MaxFutureSkew: cfg.Ingest.MaxFutureSkew},
 		OpenAPI:      api.OpenAPI,
@@ -160,8 +171,17 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 	invoices := &invoicing.Service{Store: st, Usage: &usage.Service{Store: st}, Stable: pipe.MetersStable, Grace: cfg.Billing.grace(), Log: log.With("component", "invoicing")}
 	ictx, stopInvoices := context.WithCancel(ctx)
 	invoicesDone := make(chan struct{})
-	go func() { defer close(invoicesDone); invoices.Run(ictx, time.Minute, time.Now) }()
+	go func() { defer close(invoicesDone); invoices.Run(ictx, time.Minute, now) }()
 	defer func() { stopInvoices(); <-invoicesDone }()
+	// Plan and send usage reports every interval (at start too, resuming
+	// whatever a restart interrupted).
+	if reporter != nil {
+		rctx, stopReports := context.WithCancel(ctx)
+		reportsDone := make(chan struct{})
+		go func() { defer close(reportsDone); reporter.Run(rctx, durOr(cfg.Reporting.Interval, time.Minute)) }()
+		defer func() { stopReports(); <-reportsDone }()
+		log.Info("reporting usage", "targets", len(reporter.Targets))
+	}
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: f.readHeaderTimeout,

@@ -81,7 +81,6 @@ type Reporting struct {
 	Tier int `json:"tier,omitempty"`
 }
 
-
 const (
 	maxCharges       = 100
 	maxDimensionLen  = 256

@@ -286,7 +286,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	body := map[string]any{"status": "ready"}
+	if s.Reporter != nil {
+		// Reports close to missing their target's window show here; they
+		// do not make tally unready (it can still take usage).
+		body["reporting"] = s.Reporter.Status()
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {

@@ -64,7 +64,7 @@ type Runner struct {
 	Stable  func(fn func() error) error
 	Targets []Target
 	// SettleDelay is how long after an hour's end it is planned (time for
-	// late events); Lookback how long after a billing period's end late
+	// late events; 0: none, see DefaultSettleDelay); Lookback how long after a billing period's end late
 	// usage for it is still reported; Margin how long before a target's
 	// window closes an unaccepted report raises an alert.
 	SettleDelay, Lookback, Margin time.Duration
@@ -129,7 +129,7 @@ type PlanStats struct {
 // looked at.
 func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 	now := r.Now().UTC()
-	through := Through(now, orDur(r.SettleDelay, DefaultSettleDelay))
+	through := Through(now, max(r.SettleDelay, 0))
 	stats := PlanStats{Through: through}
 	cursor, err := r.Outbox.LateCursor(ctx)
 	if err != nil {
@@ -918,6 +918,7 @@ func (r *Runner) Run(ctx context.Context, interval time.Duration) {
 	for {
 		if st, err := r.Plan(ctx); err != nil {
 			r.log().Error("plan reports", "err", err)
+
 		} else if st.Reports > 0 {
 			r.log().Info("planned reports", "reports", st.Reports, "streams", st.Streams, "through", st.Through)
 		}

@@ -117,7 +117,7 @@ func runScenario(t *testing.T, path string) {
 			{Name: "azure", Type: report.TypeAzure, Sender: s.targets["azure"]},
 			{Name: "aws", Type: report.TypeAWS, Sender: s.targets["aws"]},
 		},
-		Backoff: time.Second, MaxBackoff: time.Second, Now: s.clock, Log: log,
+		SettleDelay: 5 * time.Minute, Backoff: time.Second, MaxBackoff: time.Second, Now: s.clock, Log: log,
 	}
 
 	f, err := os.Open(path)
@@ -313,7 +313,7 @@ func (s *scenario) exec(f []string) {
 		// A new process: the runner's memory is gone, the store remains.
 		r := s.runner
 		s.runner = &report.Runner{Store: r.Store, Outbox: r.Outbox, Usage: r.Usage, Stable: r.Stable, Targets: r.Targets,
-			Backoff: r.Backoff, MaxBackoff: r.MaxBackoff, Now: r.Now, Log: r.Log}
+			SettleDelay: r.SettleDelay, Backoff: r.Backoff, MaxBackoff: r.MaxBackoff, Now: r.Now, Log: r.Log}
 	case "expect":
 		s.expect(pos, opts)
 	default:

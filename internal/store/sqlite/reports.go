@@ -14,7 +14,6 @@ import (
 
 var _ report.Outbox = (*DB)(nil)
 
-
 // LoadStreams implements report.Outbox.
 func (db *DB) LoadStreams(ctx context.Context) ([]report.Stream, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT state FROM report_streams`)
