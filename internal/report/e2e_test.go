@@ -116,7 +116,7 @@ func newAzureFixture(tb testing.TB, n int) *azureFixture {
 		tb.Fatal(err)
 	}
 	f.runner = &report.Runner{Store: st, Outbox: st, Usage: &usage.Service{Store: st}, Stable: f.pipe.MetersStable,
-		Targets: []report.Target{{Name: "azure", Type: report.TypeAzure, Sender: sender}},
+		Targets:     []report.Target{{Name: "azure", Type: report.TypeAzure, Sender: sender}},
 		SettleDelay: 5 * time.Minute, Backoff: time.Second, MaxBackoff: time.Second, SendTimeout: time.Second, Now: f.clock, Log: log}
 	return f
 }
