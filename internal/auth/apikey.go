@@ -148,13 +148,6 @@ func (k *Keys) touch(ctx context.Context, id string, now time.Time) {
 	}
 }
 
-// Forget drops what Keys remembers of a key (after it is revoked).
-func (k *Keys) Forget(id string) {
-	k.mu.Lock()
-	delete(k.touched, id)
-	k.mu.Unlock()
-}
-
 func (k *Keys) now() time.Time {
 	if k.Now == nil {
 		return time.Now()

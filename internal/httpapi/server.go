@@ -192,18 +192,6 @@ func (s *Server) Routes() []Route {
 	return out
 }
 
-// RouteScopes maps "METHOD pattern" to the scope each authenticated route
-// requires (public routes are absent).
-func (s *Server) RouteScopes() map[string]auth.Scope {
-	out := make(map[string]auth.Scope)
-	for _, rt := range s.routes() {
-		if !rt.acc.public {
-			out[rt.route.Method+" "+rt.route.Pattern] = rt.acc.scope
-		}
-	}
-	return out
-}
-
 func (s *Server) handle(rd routeDef) {
 	rt := rd.route
 	name := rt.Method + " " + rt.Pattern
