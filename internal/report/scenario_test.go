@@ -50,6 +50,8 @@ import (
 //	expect reports <n>                    number of reports stored
 //	expect held <target> <resource> <dimension> <hour> <qty>   what the target accepted
 //	expect held-count <target> <n>        how many hours the target holds
+//	expect alerts <kind> <n>              alerts raised so far (failed, expired, deadline)
+//	expect at-risk <target> <n>           reports the deadline watch sees at risk
 func TestScenarios(t *testing.T) {
 	files, err := filepath.Glob("testdata/scenarios/*.txt")
 	if err != nil || len(files) == 0 {
@@ -75,6 +77,7 @@ type scenario struct {
 	meters  []meter.Meter
 	subs    map[string]string // name → id
 	plan    *billing.PlanInput
+	alerts  map[string]int // kind → count
 	evN     int
 	file    string
 	line    int
@@ -118,6 +121,7 @@ func runScenario(t *testing.T, path string) {
 			{Name: "aws", Type: report.TypeAWS, Sender: s.targets["aws"]},
 		},
 		SettleDelay: 5 * time.Minute, Backoff: time.Second, MaxBackoff: time.Second, Now: s.clock, Log: log,
+		Alert: s.collectAlert,
 	}
 
 	f, err := os.Open(path)
@@ -313,12 +317,19 @@ func (s *scenario) exec(f []string) {
 		// A new process: the runner's memory is gone, the store remains.
 		r := s.runner
 		s.runner = &report.Runner{Store: r.Store, Outbox: r.Outbox, Usage: r.Usage, Stable: r.Stable, Targets: r.Targets,
-			SettleDelay: r.SettleDelay, Backoff: r.Backoff, MaxBackoff: r.MaxBackoff, Now: r.Now, Log: r.Log}
+			SettleDelay: r.SettleDelay, Backoff: r.Backoff, MaxBackoff: r.MaxBackoff, Now: r.Now, Log: r.Log, Alert: s.collectAlert}
 	case "expect":
 		s.expect(pos, opts)
 	default:
 		s.fatalf("unknown command %q", f[0])
 	}
+}
+
+func (s *scenario) collectAlert(_ context.Context, a report.Alert) {
+	if s.alerts == nil {
+		s.alerts = map[string]int{}
+	}
+	s.alerts[a.Kind]++
 }
 
 // flushPlan stores and publishes the plan being declared, if any.
@@ -375,6 +386,16 @@ func (s *scenario) expect(pos []string, opts map[string]string) {
 		got, ok := ft.held(pos[2], pos[3], s.time(pos[4]))
 		if !ok || !got.Equal(s.dec(pos[5])) {
 			s.errorf("%s holds %s (present %v) for %s %s %s, want %s", pos[1], got, ok, pos[2], pos[3], pos[4], pos[5])
+		}
+	case "alerts":
+		n, _ := strconv.Atoi(pos[2])
+		if got := s.alerts[pos[1]]; got != n {
+			s.errorf("%d %s alerts, want %d", got, pos[1], n)
+		}
+	case "at-risk":
+		n, _ := strconv.Atoi(pos[2])
+		if got := s.runner.Status().AtRisk[pos[1]]; got != n {
+			s.errorf("%d reports of %s at risk, want %d", got, pos[1], n)
 		}
 	case "held-count":
 		n, _ := strconv.Atoi(pos[2])
