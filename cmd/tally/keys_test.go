@@ -186,3 +186,30 @@ func writeSelfSigned(t *testing.T, certFile, keyFile string) *x509.CertPool {
 	pool.AddCert(cert)
 	return pool
 }
+
+func TestAuthConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, wantErr string
+	}{
+		{"oidc", "auth:\n  oidc:\n    issuer: https://id.example\n    audience: tally\n    customerClaim: org\n", ""},
+		{"oidc without audience", "auth:\n  oidc:\n    issuer: https://id.example\n", "audience: required"},
+		{"oidc as tally", "auth:\n  oidc:\n    issuer: tally\n    audience: x\n", "issuer of tally's own portal tokens"},
+		{"short portal key", "auth:\n  portal:\n    signingKeys: [c2hvcnQ=]\n", "need at least 32"},
+		{"portal key not base64", "auth:\n  portal:\n    signingKeys: ['***']\n", "not base64"},
+		{"unknown key", "auth:\n  oidc:\n    issuer: https://id.example\n    audience: tally\n    audiences: [x]\n", "audiences"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "tally.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := loadFileConfig(path)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("loadFileConfig: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("loadFileConfig: %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}

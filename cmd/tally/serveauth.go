@@ -34,6 +34,9 @@ func newAuth(ctx context.Context, f serveFlags, cfg authConfig, st store.Store, 
 	}
 	if f.adminToken != "" {
 		chain.Admin = auth.NewAdminToken(f.adminToken)
+		if len(f.adminToken) < minAdminToken {
+			log.Warn("--admin-token is short enough to guess; use at least 32 random characters (openssl rand -hex 32)", "length", len(f.adminToken))
+		}
 	}
 	secrets, err := cfg.Portal.secrets()
 	if err != nil {
@@ -86,6 +89,9 @@ func activeAdminKeys(ctx context.Context, st store.APIKeys) (int, error) {
 	}
 	return n, nil
 }
+
+// minAdminToken is the admin token length below which tally warns.
+const minAdminToken = 24
 
 // isLoopback reports whether addr (host:port) listens on loopback only.
 func isLoopback(addr string) bool {
