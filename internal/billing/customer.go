@@ -90,6 +90,19 @@ type AzureRef struct {
 	ResourceID  string `json:"resourceId,omitempty"`
 	ResourceURI string `json:"resourceUri,omitempty"`
 	PlanID      string `json:"planId,omitempty"`
+	// Deployments, when set, report the usage of some of the customer's
+	// subjects separately, each as its own managed application; the
+	// other subjects' usage goes to ResourceID or ResourceURI.
+	Deployments []AzureDeployment `json:"deployments,omitempty"`
+}
+
+// AzureDeployment is one managed-application deployment of a customer:
+// the subject its usage arrives under and the application's resource URI.
+type AzureDeployment struct {
+	Subject     string `json:"subject"`
+	ResourceURI string `json:"resourceUri"`
+	// PlanID is the deployment's plan (the customer's PlanID when empty).
+	PlanID string `json:"planId,omitempty"`
 }
 
 // AWSRef identifies a customer at AWS Marketplace.
@@ -149,11 +162,11 @@ func (in CustomerInput) Validate() error {
 		}
 		seen[s] = true
 	}
-	errs = append(errs, in.External.validate()...)
+	errs = append(errs, in.External.validate(seen)...)
 	return invalid("customer", errs)
 }
 
-func (x ExternalRefs) validate() []error {
+func (x ExternalRefs) validate(subjects map[string]bool) []error {
 	var errs []error
 	ref := func(field, v string) {
 		if len(v) > maxRefLen {
@@ -161,8 +174,26 @@ func (x ExternalRefs) validate() []error {
 		}
 	}
 	if a := x.Azure; a != nil {
-		if a.ResourceID == "" && a.ResourceURI == "" {
-			errs = append(errs, errors.New("external.azure: set resourceId (SaaS offer) or resourceUri (managed application)"))
+		if a.ResourceID == "" && a.ResourceURI == "" && len(a.Deployments) == 0 {
+			errs = append(errs, errors.New("external.azure: set resourceId (SaaS offer), resourceUri (managed application) or deployments"))
+		}
+		dep := map[string]bool{}
+		for i, d := range a.Deployments {
+			at := fmt.Sprintf("azure.deployments[%d]", i)
+			switch {
+			case d.Subject == "":
+				errs = append(errs, fmt.Errorf("external.%s.subject: is required", at))
+			case !subjects[d.Subject]:
+				errs = append(errs, fmt.Errorf("external.%s.subject: %q is not one of the customer's subjects", at, d.Subject))
+			case dep[d.Subject]:
+				errs = append(errs, fmt.Errorf("external.%s.subject: %q has another deployment already", at, d.Subject))
+			}
+			dep[d.Subject] = true
+			if d.ResourceURI == "" {
+				errs = append(errs, fmt.Errorf("external.%s.resourceUri: is required", at))
+			}
+			ref(at+".resourceUri", d.ResourceURI)
+			ref(at+".planId", d.PlanID)
 		}
 		ref("azure.resourceId", a.ResourceID)
 		ref("azure.resourceUri", a.ResourceURI)

@@ -37,6 +37,10 @@ type Stream struct {
 	// Segments are the tracked billing-period segments with the usage seen
 	// in each up to the end of LastHour.
 	Segments []SegmentState
+	// Owed is, for one deployment's stream of a subscription reported per
+	// deployment, the exact quantity shared out to it so far (what it
+	// reports is Owed cut to the target's decimals).
+	Owed decimal.Decimal
 	// PendingLate is late usage (meter units) seen while no hour was due,
 	// to be named as late in the next report.
 	PendingLate decimal.Decimal

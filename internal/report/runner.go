@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -384,6 +385,8 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 		rep    billing.Reporting
 		inputs []SegmentInput
 		busy   bool
+		// bySubject is the new hours' usage per subject (deployments only).
+		bySubject map[string]map[int64]decimal.Decimal
 	}
 	work := map[string]*streamWork{}
 	var order []string
@@ -396,7 +399,7 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 			if len(pc.Reporting) == 0 || pc.Included.Unlimited {
 				continue
 			}
-			q := chargeQuery{p: p, pc: pc, subjects: c.Subjects}
+			q := chargeQuery{p: p, pc: pc, subjects: c.Subjects, bySubject: len(deployments(c)) > 0}
 			for _, rep := range pc.Reporting {
 				t, ok := p.r.target(rep.Target)
 				if !ok {
@@ -442,16 +445,28 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 				case tracked != nil:
 					in.Base = tracked.Usage
 				}
+				var hs usageByHour
 				if needHours {
-					if in.Hours, err = q.hourly(ctx, sFrom, segEnd); err != nil {
+					if hs, err = q.hourly(ctx, sFrom, segEnd); err != nil {
 						return nil, nil, err
 					}
+					in.Hours = hs.total
 				}
 				w := work[id]
 				if w == nil {
-					w = &streamWork{target: t, rep: rep}
+					w = &streamWork{target: t, rep: rep, bySubject: map[string]map[int64]decimal.Decimal{}}
 					work[id] = w
 					order = append(order, id)
+				}
+				for subj, byHour := range hs.subjects {
+					m := w.bySubject[subj]
+					if m == nil {
+						m = map[int64]decimal.Decimal{}
+						w.bySubject[subj] = m
+					}
+					for h, v := range byHour {
+						m[h] = m[h].Add(v)
+					}
 				}
 				w.inputs = append(w.inputs, in)
 				w.busy = w.busy || needHours || isLate
@@ -470,9 +485,20 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 			st = Stream{ID: id, Target: w.target.Name, SubscriptionID: sub.ID, CustomerID: sub.CustomerID, Dimension: w.rep.Dimension}
 		}
 		decimals := w.target.Sender.Capabilities().Decimals
+		split := w.target.Type == TypeAzure && len(deployments(c)) > 0
+		if split {
+			// The whole subscription's quantity, exact, to be shared out.
+			decimals = -1
+		}
 		nst, planned := PlanStream(PlanInput{Stream: st, Segments: w.inputs, Through: p.through, Decimals: decimals, Lookback: lookback})
 		nst.UpdatedAt = p.now
 		outStreams = append(outStreams, nst)
+		if split {
+			sts, reps := p.allocate(sub, c, w.target, w.rep.Dimension, st.LastHour, planned, w.bySubject)
+			outStreams = append(outStreams, sts...)
+			outReports = append(outReports, reps...)
+			continue
+		}
 		res, resErr := ResourceFor(w.target.Type, c, sub)
 		for _, pl := range planned {
 			rep := Report{
@@ -493,6 +519,196 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 	return outStreams, outReports, nil
 }
 
+// deployments maps the subjects a customer reports per Azure deployment to
+// the deployment.
+func deployments(c billing.Customer) map[string]billing.AzureDeployment {
+	if c.External.Azure == nil || len(c.External.Azure.Deployments) == 0 {
+		return nil
+	}
+	out := make(map[string]billing.AzureDeployment, len(c.External.Azure.Deployments))
+	for _, d := range c.External.Azure.Deployments {
+		out[d.Subject] = d
+	}
+	return out
+}
+
+// mainResource names the stream of a split subscription's subjects that
+// have no deployment of their own.
+const mainResource = "#main"
+
+// allocate shares a subscription's exact hourly quantities (planned, from
+// its aggregate stream) among its resources: each deployment's subject,
+// and the customer's own resource for the other subjects. An hour's
+// quantity is shared in proportion to each resource's usage in that hour;
+// a quantity in an hour without usage (late usage, an expired report's
+// quantity) in proportion to the resources' usage over the hours planned
+// now, or, without any, to the customer's own resource (the first
+// deployment when it has none). Each resource's stream carries its
+// fraction the target can't take, as a whole subscription's would.
+func (p *planner) allocate(sub billing.Subscription, c billing.Customer, t Target, dim string, prevLast time.Time, planned []Planned, bySubject map[string]map[int64]decimal.Decimal) ([]Stream, []Report) {
+	deps := deployments(c)
+	keyOf := func(subject string) string {
+		if _, ok := deps[subject]; ok {
+			return subject
+		}
+		return mainResource
+	}
+	// Usage per resource, per hour and over all.
+	perHour := map[string]map[int64]decimal.Decimal{}
+	overall := map[string]decimal.Decimal{}
+	for subj, hs := range bySubject {
+		k := keyOf(subj)
+		if perHour[k] == nil {
+			perHour[k] = map[int64]decimal.Decimal{}
+		}
+		for h, v := range hs {
+			perHour[k][h] = perHour[k][h].Add(v)
+			overall[k] = overall[k].Add(v)
+		}
+	}
+	fallback := mainResource
+	if az := c.External.Azure; az.ResourceID == "" && az.ResourceURI == "" {
+		fallback = c.External.Azure.Deployments[0].Subject
+	}
+	streams := map[string]*Stream{}
+	var keys []string
+	stream := func(k string) *Stream {
+		if st := streams[k]; st != nil {
+			return st
+		}
+		id := StreamID(t.Name, sub.ID, k, dim)
+		st, ok := p.streams[id]
+		if !ok {
+			st = Stream{ID: id, Target: t.Name, SubscriptionID: sub.ID, CustomerID: sub.CustomerID, Dimension: dim, Subject: k}
+		}
+		streams[k] = &st
+		keys = append(keys, k)
+		return &st
+	}
+	decimals := t.Sender.Capabilities().Decimals
+	var reps []Report
+	emit := func(k string, h time.Time, pl Planned) {
+		st := stream(k)
+		q := st.Owed.Sub(st.Reported)
+		if decimals >= 0 {
+			q = q.Truncate(decimals)
+		}
+		if q.Sign() <= 0 {
+			return
+		}
+		st.Reported = st.Reported.Add(q)
+		res, err := resourceOfDeployment(c, sub, k, deps)
+		rep := Report{
+			ID: ReportID(t.Name, sub.ID, k, dim, h), StreamID: st.ID, Target: t.Name, SubscriptionID: sub.ID, CustomerID: sub.CustomerID,
+			Dimension: dim, Resource: res, Hour: h, Quantity: q, Usage: pl.Usage, Late: pl.Late,
+			State: StatePending, NextAttemptAt: p.now, CreatedAt: p.now, UpdatedAt: p.now,
+		}
+		if err != nil {
+			rep.State, rep.LastError = StateFailed, err.Error()
+		}
+		reps = append(reps, rep)
+	}
+	emitted := map[string]int64{} // resource → last hour reported now
+	for _, pl := range planned {
+		h := pl.Hour.Unix()
+		weights := map[string]decimal.Decimal{}
+		for k, hs := range perHour {
+			if v := hs[h]; v.Sign() > 0 {
+				weights[k] = v
+			}
+		}
+		if len(weights) == 0 {
+			for k, v := range overall {
+				if v.Sign() > 0 {
+					weights[k] = v
+				}
+			}
+		}
+		if len(weights) == 0 {
+			weights[fallback] = decimal.NewFromInt(1)
+		}
+		for k, share := range shareOut(pl.Quantity, weights) {
+			st := stream(k)
+			st.Owed = st.Owed.Add(share)
+		}
+		for _, k := range sortedKeys(weights) {
+			emit(k, pl.Hour, pl)
+			emitted[k] = h
+		}
+	}
+	// Quantity a resource still owes (carried fractions aside: an expired
+	// report's) goes out with the last hour planned now.
+	if last := p.through; last.After(prevLast) {
+		for _, st := range p.streams {
+			if st.SubscriptionID == sub.ID && st.Target == t.Name && st.Dimension == dim && st.Subject != "" {
+				stream(st.Subject)
+			}
+		}
+		for _, k := range slices.Clone(keys) {
+			if emitted[k] != last.Unix() {
+				emit(k, last, Planned{Hour: last})
+			}
+		}
+	}
+	out := make([]Stream, 0, len(keys))
+	for _, k := range keys {
+		st := streams[k]
+		st.LastHour, st.UpdatedAt = p.through, p.now
+		out = append(out, *st)
+	}
+	return out, reps
+}
+
+// shareOut splits q among weights in proportion, exactly: the shares add up
+// to q (the last one takes what rounding leaves).
+func shareOut(q decimal.Decimal, weights map[string]decimal.Decimal) map[string]decimal.Decimal {
+	keys := sortedKeys(weights)
+	total := decimal.Zero
+	for _, k := range keys {
+		total = total.Add(weights[k])
+	}
+	out := make(map[string]decimal.Decimal, len(keys))
+	left := q
+	for i, k := range keys {
+		if i == len(keys)-1 {
+			out[k] = left
+			break
+		}
+		sh := q.Mul(weights[k]).DivRound(total, 16)
+		out[k] = sh
+		left = left.Sub(sh)
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// resourceOfDeployment is the Azure resource of one resource key of a
+// split subscription.
+func resourceOfDeployment(c billing.Customer, sub billing.Subscription, k string, deps map[string]billing.AzureDeployment) (Resource, error) {
+	r := Resource{CustomerID: c.ID, CustomerKey: c.Key, SubscriptionID: sub.ID}
+	az := c.External.Azure
+	if d, ok := deps[k]; ok {
+		r.Subject, r.AzureResourceURI, r.AzurePlanID = k, d.ResourceURI, d.PlanID
+		if r.AzurePlanID == "" {
+			r.AzurePlanID = az.PlanID
+		}
+		return r, nil
+	}
+	if az.ResourceID == "" && az.ResourceURI == "" {
+		return r, fmt.Errorf("customer %s: usage of subjects without a deployment, and no external.azure.resourceId or resourceUri to report it to", c.Key)
+	}
+	r.AzureResourceID, r.AzureResourceURI, r.AzurePlanID = az.ResourceID, az.ResourceURI, az.PlanID
+	return r, nil
+}
+
 // lateFrom says where a report's late quantity came from, for the audit.
 func lateFrom(pl Planned, hasLate bool, lateAt time.Time) []string {
 	if hasLate {
@@ -504,14 +720,15 @@ func lateFrom(pl Planned, hasLate bool, lateAt time.Time) []string {
 // chargeQuery reads one charge's usage for one customer, caching each
 // range it was asked for.
 type chargeQuery struct {
-	p        *planner
-	pc       billing.PlanCharge
-	subjects []string
-	m        *meter.Meter
-	cache    map[[2]int64]map[int64]decimal.Decimal
+	p         *planner
+	pc        billing.PlanCharge
+	subjects  []string
+	bySubject bool
+	m         *meter.Meter
+	cache     map[[2]int64]usageByHour
 }
 
-func (q *chargeQuery) hourly(ctx context.Context, from, to time.Time) (map[int64]decimal.Decimal, error) {
+func (q *chargeQuery) hourly(ctx context.Context, from, to time.Time) (usageByHour, error) {
 	k := [2]int64{from.Unix(), to.Unix()}
 	if h, ok := q.cache[k]; ok {
 		return h, nil
@@ -519,19 +736,19 @@ func (q *chargeQuery) hourly(ctx context.Context, from, to time.Time) (map[int64
 	if q.m == nil {
 		m, err := q.p.meter(ctx, q.pc.Meter)
 		if err != nil {
-			return nil, err
+			return usageByHour{}, err
 		}
 		if m.Aggregation != meter.Sum && m.Aggregation != meter.Count {
-			return nil, fmt.Errorf("charge %s: meter %s aggregates with %s; only SUM and COUNT usage can be reported by the hour", q.pc.Key, m.Slug, m.Aggregation)
+			return usageByHour{}, fmt.Errorf("charge %s: meter %s aggregates with %s; only SUM and COUNT usage can be reported by the hour", q.pc.Key, m.Slug, m.Aggregation)
 		}
 		q.m = &m
 	}
-	h, err := q.p.hourly(ctx, *q.m, q.subjects, q.pc.FilterGroupBy, from, to)
+	h, err := q.p.hourly(ctx, *q.m, q.subjects, q.pc.FilterGroupBy, from, to, q.bySubject)
 	if err != nil {
-		return nil, err
+		return usageByHour{}, err
 	}
 	if q.cache == nil {
-		q.cache = map[[2]int64]map[int64]decimal.Decimal{}
+		q.cache = map[[2]int64]usageByHour{}
 	}
 	q.cache[k] = h
 	return h, nil
@@ -540,7 +757,7 @@ func (q *chargeQuery) hourly(ctx context.Context, from, to time.Time) (map[int64
 func (q *chargeQuery) total(ctx context.Context, from, to time.Time) (decimal.Decimal, error) {
 	h, err := q.hourly(ctx, from, to)
 	sum := decimal.Zero
-	for _, v := range h {
+	for _, v := range h.total {
 		sum = sum.Add(v)
 	}
 	return sum, err
@@ -572,24 +789,46 @@ func (p *planner) stable(fn func() error) error {
 }
 
 // hourly is the usage of subjects in [from, to) per UTC hour.
-func (p *planner) hourly(ctx context.Context, m meter.Meter, subjects []string, filter map[string]string, from, to time.Time) (map[int64]decimal.Decimal, error) {
-	out := map[int64]decimal.Decimal{}
+// hourly is the usage of subjects in [from, to) per UTC hour, in all and
+// per subject when bySubject.
+func (p *planner) hourly(ctx context.Context, m meter.Meter, subjects []string, filter map[string]string, from, to time.Time, bySubject bool) (usageByHour, error) {
+	out := usageByHour{total: map[int64]decimal.Decimal{}}
 	f, t := floorMinute(from), floorMinute(to)
 	if len(subjects) == 0 || !f.Before(t) {
 		return out, nil
 	}
+	q := usage.Query{Meter: m, From: &f, To: &t, WindowSize: usage.WindowSizeHour, Subjects: subjects, FilterGroupBy: filter}
+	if bySubject {
+		q.GroupBy = []string{usage.SubjectGroup}
+		out.subjects = map[string]map[int64]decimal.Decimal{}
+	}
 	err := p.stable(func() error {
-		res, err := p.r.Usage.Query(ctx, usage.Query{Meter: m, From: &f, To: &t, WindowSize: usage.WindowSizeHour, Subjects: subjects, FilterGroupBy: filter})
+		res, err := p.r.Usage.Query(ctx, q)
 		if err != nil {
 			return err
 		}
 		for _, row := range res.Rows {
 			k := hourOf(row.WindowStart).Unix()
-			out[k] = out[k].Add(row.Value)
+			out.total[k] = out.total[k].Add(row.Value)
+			if bySubject && row.Subject != nil {
+				hs := out.subjects[*row.Subject]
+				if hs == nil {
+					hs = map[int64]decimal.Decimal{}
+					out.subjects[*row.Subject] = hs
+				}
+				hs[k] = hs[k].Add(row.Value)
+			}
 		}
 		return nil
 	})
 	return out, err
+}
+
+// usageByHour is usage per UTC hour (Unix seconds of its start), in all
+// and, when asked for, per subject.
+type usageByHour struct {
+	total    map[int64]decimal.Decimal
+	subjects map[string]map[int64]decimal.Decimal
 }
 
 // bandOf is the usage band reporting entry rep of charge pc reports: the
@@ -950,7 +1189,12 @@ func (r *Runner) Resource(ctx context.Context, rep Report) (Resource, error) {
 	if err != nil {
 		return Resource{}, err
 	}
-	res, err := ResourceFor(t.Type, c, sub)
-	res.Subject = rep.Resource.Subject
-	return res, err
+	if deps := deployments(c); t.Type == TypeAzure && len(deps) > 0 {
+		k := rep.Resource.Subject
+		if k == "" {
+			k = mainResource
+		}
+		return resourceOfDeployment(c, sub, k, deps)
+	}
+	return ResourceFor(t.Type, c, sub)
 }

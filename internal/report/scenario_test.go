@@ -33,7 +33,7 @@ import (
 //
 //	clock <RFC 3339>                      set the clock (ingest and reporting)
 //	meter <slug> SUM|COUNT type=<type> [value=<JSONPath>]
-//	customer <key> <currency> subjects=<a,b> [azure=<resourceId>] [aws=<customerId>]
+//	customer <key> <currency> subjects=<a,b> [azure=<resourceId>] [deploy=<subject:uri,…>] [aws=<customerId>]
 //	plan <key> <currency> <cadence> [base=<fee>]
 //	  charge <key> meter=<slug> [included=<n>] per_unit=<price> | graduated=<upTo:price,…,-:price>
 //	  report <target> <dimension> [unit=<n>] [tier=<k>]
@@ -46,7 +46,7 @@ import (
 //	run [crash]                           plan, then send (crash: expect the
 //	                                      injected failure)
 //	restart                               a new runner over the same store
-//	expect report <target> <dimension> <hour> qty=<q> state=<state> [late=<q>]
+//	expect report <target> <dimension> <hour> qty=<q> state=<state> [late=<q>] [resource=<id>]
 //	expect reports <n>                    number of reports stored
 //	expect held <target> <resource> <dimension> <hour> <qty>   what the target accepted
 //	expect held-count <target> <n>        how many hours the target holds
@@ -202,6 +202,15 @@ func (s *scenario) exec(f []string) {
 		in := billing.CustomerInput{Key: pos[0], Name: pos[0], Currency: pos[1], Subjects: strings.Split(opts["subjects"], ",")}
 		if v := opts["azure"]; v != "" {
 			in.External.Azure = &billing.AzureRef{ResourceID: v, PlanID: "plan"}
+		}
+		if v := opts["deploy"]; v != "" {
+			if in.External.Azure == nil {
+				in.External.Azure = &billing.AzureRef{PlanID: "plan"}
+			}
+			for _, d := range strings.Split(v, ",") {
+				subj, uri, _ := strings.Cut(d, ":")
+				in.External.Azure.Deployments = append(in.External.Azure.Deployments, billing.AzureDeployment{Subject: subj, ResourceURI: uri})
+			}
 		}
 		if v := opts["aws"]; v != "" {
 			in.External.AWS = &billing.AWSRef{CustomerIdentifier: v}
@@ -369,6 +378,9 @@ func (s *scenario) expect(pos []string, opts map[string]string) {
 			if r.Target != pos[1] || r.Dimension != pos[2] || !r.Hour.Equal(hour) {
 				continue
 			}
+			if res := opts["resource"]; res != "" && resourceOf(r.Resource) != res {
+				continue
+			}
 			if q := opts["qty"]; q != "" && !r.Quantity.Equal(s.dec(q)) {
 				s.errorf("report %s %s %s: quantity %s, want %s", pos[1], pos[2], pos[3], r.Quantity, q)
 			}
@@ -436,6 +448,9 @@ func key(res, dim string, hour time.Time) string {
 func resourceOf(r report.Resource) string {
 	if r.AzureResourceID != "" {
 		return r.AzureResourceID
+	}
+	if r.AzureResourceURI != "" {
+		return r.AzureResourceURI
 	}
 	return r.AWSCustomerIdentifier
 }
