@@ -18,9 +18,13 @@ import (
 // no active admin key) tally serves a loopback address openly and refuses
 // any other address unless --insecure-no-auth.
 func newAuth(ctx context.Context, f serveFlags, cfg authConfig, st store.Store, log *slog.Logger) (*auth.Chain, *auth.PortalKeys, error) {
+	now := f.now
+	if now == nil {
+		now = time.Now
+	}
 	chain := &auth.Chain{
-		Keys: &auth.Keys{Store: st, Now: time.Now, Log: log.With("component", "auth")},
-		Now:  time.Now,
+		Keys: &auth.Keys{Store: st, Now: now, Log: log.With("component", "auth")},
+		Now:  now,
 		ResolveCustomer: func(ctx context.Context, ref string) (string, error) {
 			c, err := st.GetCustomer(ctx, ref)
 			if err != nil {
@@ -57,7 +61,7 @@ func newAuth(ctx context.Context, f serveFlags, cfg authConfig, st store.Store, 
 		}
 		log.Info("accepting OIDC tokens", "issuer", cfg.OIDC.Issuer, "audience", cfg.OIDC.Audience)
 	}
-	admins, err := activeAdminKeys(ctx, st)
+	admins, err := activeAdminKeys(ctx, st, now())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -75,12 +79,11 @@ func newAuth(ctx context.Context, f serveFlags, cfg authConfig, st store.Store, 
 	return chain, chain.Portal, nil
 }
 
-func activeAdminKeys(ctx context.Context, st store.APIKeys) (int, error) {
+func activeAdminKeys(ctx context.Context, st store.APIKeys, now time.Time) (int, error) {
 	ks, err := st.ListAPIKeys(ctx)
 	if err != nil {
 		return 0, err
 	}
-	now := time.Now()
 	n := 0
 	for _, k := range ks {
 		if k.Scope == string(auth.ScopeAdmin) && k.RevokedAt == nil && (k.ExpiresAt == nil || k.ExpiresAt.After(now)) {
