@@ -57,6 +57,8 @@ type Report struct {
 	LateFrom []string        `json:"lateFrom,omitempty"`
 	State    State           `json:"state"`
 	Attempts int             `json:"attempts"`
+	// FirstAttemptAt is when the report was first handed to its target.
+	FirstAttemptAt *time.Time `json:"firstAttemptAt,omitempty"`
 	// NextAttemptAt is when a pending report is due.
 	NextAttemptAt time.Time `json:"nextAttemptAt"`
 	LastError     string    `json:"lastError,omitempty"`

@@ -927,6 +927,36 @@ func (r *Runner) sendTarget(ctx context.Context, t Target) (SendStats, error) {
 		if len(due) == 0 {
 			return stats, nil
 		}
+		// Past the target's dedupe window, a report whose earlier outcome
+		// is unknown is not resent: it fails, for a person to check.
+		var stale []Delivery
+		var staleAlerts []Alert
+		if dw := caps.DedupeWindow; dw > 0 {
+			keep := due[:0]
+			for _, rp := range due {
+				if rp.FirstAttemptAt != nil && now.Sub(*rp.FirstAttemptAt) > dw {
+					msg := fmt.Sprintf("report %s was first sent %s ago and its outcome is unknown; %s only recognises a resend within %s. Check whether %s holds it, then POST /api/v1/reports/%s/retry if it does not", rp.ID, now.Sub(*rp.FirstAttemptAt).Round(time.Minute), t.Name, dw, t.Name, rp.ID)
+					stale = append(stale, Delivery{ReportID: rp.ID, State: StateFailed, LastError: msg, Attempt: Attempt{Attempt: rp.Attempts + 1, At: now, Outcome: "not sent", Message: msg}})
+					rp.State = StateFailed
+					staleAlerts = append(staleAlerts, Alert{Kind: "failed", Report: rp, Message: msg})
+					continue
+				}
+				keep = append(keep, rp)
+			}
+			due = keep
+			if len(stale) > 0 {
+				if err := r.Outbox.RecordDeliveries(ctx, stale, now); err != nil {
+					return stats, err
+				}
+				stats.Failed += len(stale)
+				for _, a := range staleAlerts {
+					r.alert(ctx, a)
+				}
+			}
+			if len(due) == 0 {
+				continue
+			}
+		}
 		// One transaction marks the whole round sending and one records
 		// every answer: two durable commits per round, not per call.
 		ids := make([]string, len(due))

@@ -33,7 +33,7 @@ import (
 //
 //	clock <RFC 3339>                      set the clock (ingest and reporting)
 //	meter <slug> SUM|COUNT type=<type> [value=<JSONPath>]
-//	customer <key> <currency> subjects=<a,b> [azure=<resourceId>] [deploy=<subject:uri,…>] [aws=<customerId>]
+//	customer <key> <currency> subjects=<a,b> [azure=<resourceId>] [deploy=<subject:uri,…>] [aws=<customerId>] [stripe=<customerId>]
 //	plan <key> <currency> <cadence> [base=<fee>]
 //	  charge <key> meter=<slug> [included=<n>] per_unit=<price> | graduated=<upTo:price,…,-:price>
 //	  report <target> <dimension> [unit=<n>] [tier=<k>]
@@ -113,12 +113,14 @@ func runScenario(t *testing.T, path string) {
 	t.Cleanup(s.pipe.Close)
 	s.targets["azure"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 25, Decimals: -1, Window: 24 * time.Hour})
 	s.targets["aws"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 25, Decimals: 0, Window: 6 * time.Hour})
+	s.targets["stripe"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 1, Decimals: 0, Window: 35 * 24 * time.Hour, DedupeWindow: 24 * time.Hour})
 	s.outbox = &crashingOutbox{Outbox: st}
 	s.runner = &report.Runner{
 		Store: st, Outbox: s.outbox, Usage: &usage.Service{Store: st}, Stable: s.pipe.MetersStable,
 		Targets: []report.Target{
 			{Name: "azure", Type: report.TypeAzure, Sender: s.targets["azure"]},
 			{Name: "aws", Type: report.TypeAWS, Sender: s.targets["aws"]},
+			{Name: "stripe", Type: report.TypeStripe, Sender: s.targets["stripe"]},
 		},
 		SettleDelay: 5 * time.Minute, Backoff: time.Second, MaxBackoff: time.Second, Now: s.clock, Log: log,
 		Alert: s.collectAlert,
@@ -211,6 +213,9 @@ func (s *scenario) exec(f []string) {
 				subj, uri, _ := strings.Cut(d, ":")
 				in.External.Azure.Deployments = append(in.External.Azure.Deployments, billing.AzureDeployment{Subject: subj, ResourceURI: uri})
 			}
+		}
+		if v := opts["stripe"]; v != "" {
+			in.External.Stripe = &billing.StripeRef{CustomerID: v}
 		}
 		if v := opts["aws"]; v != "" {
 			in.External.AWS = &billing.AWSRef{CustomerIdentifier: v}
@@ -451,6 +456,9 @@ func resourceOf(r report.Resource) string {
 	}
 	if r.AzureResourceURI != "" {
 		return r.AzureResourceURI
+	}
+	if r.StripeCustomerID != "" {
+		return r.StripeCustomerID
 	}
 	return r.AWSCustomerIdentifier
 }

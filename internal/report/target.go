@@ -107,6 +107,11 @@ type Capabilities struct {
 	// report for it (Azure: 24h; 0: no limit). The deadline watch alerts
 	// before it passes.
 	Window time.Duration
+	// DedupeWindow is how long the target recognises a resent report as
+	// the same (Stripe: 24h; 0: for ever, as with Azure's and AWS's one
+	// report per hour). A report first sent longer ago whose outcome is
+	// unknown is not resent blindly: it fails with an alert.
+	DedupeWindow time.Duration
 }
 
 // Sender delivers reports to one target. Implementations are safe for

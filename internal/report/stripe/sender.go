@@ -110,8 +110,13 @@ func New(_ context.Context, cfg Config, opts ...Option) (*Sender, error) {
 // Capabilities returns Stripe's rules: one event a call, whole numbers,
 // 35 days back.
 func (s *Sender) Capabilities() report.Capabilities {
-	return report.Capabilities{MaxBatch: 1, Decimals: 0, Window: Window}
+	return report.Capabilities{MaxBatch: 1, Decimals: 0, Window: Window, DedupeWindow: DedupeWindow}
 }
+
+// DedupeWindow is how long Stripe refuses a second meter event with the
+// same identifier: past it, resending a report whose first answer was lost
+// could count it twice.
+const DedupeWindow = 24 * time.Hour
 
 // EventIdentifier returns the meter event identifier of the report with
 // the given ID: the ID itself, or a digest of it when it is longer than

@@ -67,7 +67,7 @@ func noKey(t *testing.T, key string, rs ...report.Result) {
 
 func TestCapabilities(t *testing.T) {
 	s := newSender(t, stripe.Config{BaseURL: "http://127.0.0.1:1"})
-	want := report.Capabilities{MaxBatch: 1, Decimals: 0, Window: 35 * 24 * time.Hour}
+	want := report.Capabilities{MaxBatch: 1, Decimals: 0, Window: 35 * 24 * time.Hour, DedupeWindow: 24 * time.Hour}
 	if got := s.Capabilities(); got != want {
 		t.Errorf("Capabilities() = %+v, want %+v", got, want)
 	}

@@ -169,6 +169,10 @@ func (db *DB) Unsettled(ctx context.Context, target string, hourBefore time.Time
 func (db *DB) MarkSending(ctx context.Context, ids []string, now, retryAt time.Time) error {
 	return db.updateReports(ctx, "mark reports sending", ids, func(tx *sql.Tx, r *report.Report) error {
 		r.State, r.Attempts, r.NextAttemptAt, r.UpdatedAt = report.StateSending, r.Attempts+1, retryAt.UTC(), now.UTC()
+		if r.FirstAttemptAt == nil {
+			at := now.UTC()
+			r.FirstAttemptAt = &at
+		}
 		return nil
 	})
 }
@@ -185,6 +189,7 @@ func (db *DB) RecordDeliveries(ctx context.Context, ds []report.Delivery, now ti
 		d := byID[r.ID]
 		wasExpired := r.State == report.StateExpired
 		r.State, r.LastError, r.UpdatedAt = d.State, d.LastError, now.UTC()
+		r.Attempts = max(r.Attempts, d.Attempt.Attempt)
 		if d.State == report.StatePending {
 			r.NextAttemptAt = d.NextAttemptAt.UTC()
 		}
@@ -234,7 +239,9 @@ func (db *DB) Requeue(ctx context.Context, id string, res report.Resource, now t
 		if r.State != report.StateFailed {
 			return fmt.Errorf("report %s is %s; only a failed report can be sent again", r.ID, r.State)
 		}
-		r.State, r.Resource, r.NextAttemptAt, r.UpdatedAt, r.LastError = report.StatePending, res, now.UTC(), now.UTC(), ""
+		// A person decided to send it again: a fresh start, also for the
+		// dedupe window.
+		r.State, r.Resource, r.NextAttemptAt, r.UpdatedAt, r.LastError, r.FirstAttemptAt = report.StatePending, res, now.UTC(), now.UTC(), "", nil
 		return nil
 	})
 }
