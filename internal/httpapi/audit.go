@@ -137,14 +137,19 @@ const redacted = "[redacted]"
 func redact(v any) any {
 	switch v := v.(type) {
 	case map[string]any:
+		out := make(map[string]any, len(v))
 		for k, x := range v {
-			if isSecretField(k) {
-				v[k] = redacted
-				continue
+			switch {
+			case looksSecret(k):
+				// A secret used as a member name: keep neither.
+				out[redacted] = redacted
+			case isSecretField(k):
+				out[k] = redacted
+			default:
+				out[k] = redact(x)
 			}
-			v[k] = redact(x)
 		}
-		return v
+		return out
 	case []any:
 		for i, x := range v {
 			v[i] = redact(x)
@@ -169,14 +174,18 @@ func isSecretField(k string) bool {
 	return strings.HasSuffix(k, "token") || strings.HasSuffix(k, "secret") || strings.HasSuffix(k, "password")
 }
 
-// looksSecret spots a credential by its shape, wherever it was put.
+// looksSecret spots a credential by its shape anywhere in a string: an
+// API key (or a piece of one long enough to matter) or a JWT.
 func looksSecret(s string) bool {
-	s = strings.TrimSpace(s)
-	if b, ok := auth.BearerToken(s); ok {
-		s = b
+	if keyShape.MatchString(s) {
+		return true
 	}
-	return strings.HasPrefix(s, auth.KeyPrefix) || (strings.HasPrefix(s, "eyJ") && strings.Count(s, ".") == 2)
+	i := strings.Index(s, "eyJ")
+	return i >= 0 && strings.Count(s[i:], ".") >= 2
 }
+
+// keyShape matches an API key, or its first characters, in a text.
+var keyShape = regexp.MustCompile(regexp.QuoteMeta(auth.KeyPrefix) + `[a-z2-7]{8}`)
 
 // listAudit lists the audit trail, newest first.
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
