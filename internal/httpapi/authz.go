@@ -6,6 +6,7 @@ package httpapi
 // policy is here, and handlers call the helpers below.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -307,12 +308,8 @@ func (s *Server) listEventsFor(w http.ResponseWriter, r *http.Request, f store.E
 		}
 		all = append(all, evs...)
 	}
-	slices.SortFunc(all, func(a, b store.StoredEvent) int {
-		if c := b.IngestedAt.Compare(a.IngestedAt); c != 0 {
-			return c
-		}
-		return int(b.Seq - a.Seq)
-	})
+	// Newest first by ingestion, as the store lists them: by sequence.
+	slices.SortFunc(all, func(a, b store.StoredEvent) int { return cmp.Compare(b.Seq, a.Seq) })
 	if f.Limit > 0 && len(all) > f.Limit {
 		all = all[:f.Limit]
 	}
