@@ -31,10 +31,13 @@ const (
 	StateDuplicate State = "duplicate"
 	StateExpired   State = "expired"
 	StateFailed    State = "failed"
+	// StateCancelled is an accepted report the target took back (a
+	// correction); its quantity is reported again, net, in a later hour.
+	StateCancelled State = "cancelled"
 )
 
 // States lists every state, in life-cycle order.
-var States = []State{StatePending, StateSending, StateAccepted, StateDuplicate, StateExpired, StateFailed}
+var States = []State{StatePending, StateSending, StateAccepted, StateDuplicate, StateExpired, StateFailed, StateCancelled}
 
 // Report is one quantity for one target, resource, dimension and hour, with
 // where its delivery stands.
@@ -132,8 +135,8 @@ type Outbox interface {
 	// they are due again then).
 	MarkSending(ctx context.Context, ids []string, now, retryAt time.Time) error
 	// RecordDeliveries stores each delivery's new state and attempt in one
-	// transaction. An expired report's quantity is taken off its stream's
-	// Reported, so the next plan carries it into a later hour.
+	// transaction. An expired or cancelled report's quantity is taken off
+	// its stream's Reported, so the next plan carries it into a later hour.
 	RecordDeliveries(ctx context.Context, ds []Delivery, now time.Time) error
 	// Requeue moves a failed report back to pending with resource, due
 	// at now (after a person fixed its cause); ErrNotFound if there is no

@@ -41,6 +41,11 @@ type Stream struct {
 	// deployment, the exact quantity shared out to it so far (what it
 	// reports is Owed cut to the target's decimals).
 	Owed decimal.Decimal
+	// Excess is how much more the stream has reported than its usage now
+	// makes reportable (usage corrected downwards), in target units. A
+	// target that can take reports back (Stripe, within 24h) is asked to;
+	// otherwise later growth is netted against it.
+	Excess decimal.Decimal
 	// PendingLate is late usage (meter units) seen while no hour was due,
 	// to be named as late in the next report.
 	PendingLate decimal.Decimal
@@ -199,6 +204,10 @@ func PlanStream(in PlanInput) (Stream, []Planned) {
 			total = total.Add(sg.in.Band.Reportable(sg.usage))
 		}
 		q := total.Sub(st.Reported)
+		st.Excess = decimal.Zero
+		if q.Sign() < 0 {
+			st.Excess = q.Neg()
+		}
 		if in.Decimals >= 0 {
 			q = q.Truncate(in.Decimals)
 		}

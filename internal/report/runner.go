@@ -212,6 +212,15 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 	}
 	for _, sub := range subs {
 		sts, reps, err := p.subscription(ctx, sub)
+		for _, st := range sts {
+			if st.Excess.Sign() > 0 {
+				if t, ok := r.target(st.Target); ok {
+					if _, can := t.Sender.(Canceler); can {
+						p.corrections = append(p.corrections, st)
+					}
+				}
+			}
+		}
 		if err != nil {
 			// One subscription's problem must not stop the others.
 			r.log().Error("plan reports", "subscription", sub.ID, "err", err)
@@ -233,6 +242,11 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 	if err := flush(true); err != nil {
 		return stats, err
 	}
+	for _, st := range p.corrections {
+		if err := r.correct(ctx, st); err != nil {
+			r.log().Error("correct reports", "stream", st.ID, "err", err)
+		}
+	}
 	r.Metrics.countPlanned(stats.Reports)
 	if full {
 		r.mu.Lock()
@@ -252,6 +266,9 @@ type planner struct {
 	customers map[string]billing.Customer
 	plans     map[string]billing.Plan
 	meters    map[string]meter.Meter
+	// corrections are the streams planned now that reported more than
+	// their usage makes reportable, at a target that can take reports back.
+	corrections []Stream
 }
 
 func (p *planner) customer(ctx context.Context, id string) (billing.Customer, error) {
@@ -881,6 +898,47 @@ func ResourceFor(targetType string, c billing.Customer, sub billing.Subscription
 		r.StripeCustomerID = x.Stripe.CustomerID
 	}
 	return r, nil
+}
+
+// correct asks a Canceler target to take back st's most recent accepted
+// reports, newest first, until they cover st.Excess; their quantities go
+// back to the stream and the next plan reports the net usage again in a
+// later hour. Reports accepted longer than the target's cancel window ago
+// stay: the excess is then netted against later growth.
+func (r *Runner) correct(ctx context.Context, st Stream) error {
+	t, _ := r.target(st.Target)
+	c := t.Sender.(Canceler)
+	now := r.Now().UTC()
+	reps, err := r.Outbox.ListReports(ctx, Filter{SubscriptionID: st.SubscriptionID, Target: st.Target, State: StateAccepted})
+	if err != nil {
+		return err
+	}
+	left := st.Excess
+	for i := len(reps) - 1; i >= 0 && left.Sign() > 0; i-- {
+		rp := reps[i]
+		if rp.StreamID != st.ID || now.Sub(rp.UpdatedAt) > c.CancelWindow() {
+			continue
+		}
+		attempt := rp.Attempts + 1
+		res, err := c.Cancel(ctx, Item{ID: rp.ID, Resource: rp.Resource, Dimension: rp.Dimension, Hour: rp.Hour, Quantity: rp.Quantity, Attempt: attempt})
+		if err != nil {
+			return err // transient: the excess is still there at the next plan
+		}
+		a := Attempt{Attempt: attempt, At: r.Now().UTC(), Outcome: "cancel " + string(res.Outcome), Code: res.Code, Message: res.Message, Response: res.Response}
+		d := Delivery{ReportID: rp.ID, State: StateAccepted, Attempt: a}
+		if res.Outcome == Accepted || res.Outcome == Duplicate {
+			d.State = StateCancelled
+			d.LastError = fmt.Sprintf("cancelled: usage was corrected by %s after it was reported", st.Excess)
+			left = left.Sub(rp.Quantity)
+		}
+		if err := r.Outbox.RecordDeliveries(ctx, []Delivery{d}, r.Now().UTC()); err != nil {
+			return err
+		}
+		if d.State != StateCancelled {
+			break // refused: net the rest against later hours
+		}
+	}
+	return nil
 }
 
 // SendStats says what one Send call did.

@@ -120,7 +120,7 @@ func runScenario(t *testing.T, path string) {
 		Targets: []report.Target{
 			{Name: "azure", Type: report.TypeAzure, Sender: s.targets["azure"]},
 			{Name: "aws", Type: report.TypeAWS, Sender: s.targets["aws"]},
-			{Name: "stripe", Type: report.TypeStripe, Sender: s.targets["stripe"]},
+			{Name: "stripe", Type: report.TypeStripe, Sender: cancelingTarget{s.targets["stripe"]}},
 		},
 		SettleDelay: 5 * time.Minute, Backoff: time.Second, MaxBackoff: time.Second, Now: s.clock, Log: log,
 		Alert: s.collectAlert,
@@ -521,6 +521,23 @@ func (f *fakeTarget) Send(ctx context.Context, items []report.Item) ([]report.Re
 }
 
 var _ store.Store = (*sqlite.DB)(nil)
+
+// cancelingTarget is a fakeTarget that takes back accepted reports within
+// 24 hours of accepting them, as Stripe's meter event adjustments do.
+type cancelingTarget struct{ *fakeTarget }
+
+func (c cancelingTarget) CancelWindow() time.Duration { return 24 * time.Hour }
+
+func (c cancelingTarget) Cancel(_ context.Context, it report.Item) (report.Result, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := key(resourceOf(it.Resource), it.Dimension, it.Hour)
+	if _, ok := c.got[k]; !ok {
+		return report.Result{Outcome: report.Rejected, Code: "resource_missing"}, nil
+	}
+	delete(c.got, k)
+	return report.Result{Outcome: report.Accepted, Code: "200"}, nil
+}
 
 // crashingOutbox fails RecordDeliveries on demand without storing
 // anything: what the store sees when tally dies between sending reports and

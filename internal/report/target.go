@@ -153,3 +153,13 @@ func RetryAfter(err error) (time.Duration, bool) {
 	}
 	return 0, false
 }
+
+// Canceler is a Sender that can take back a report it accepted (Stripe's
+// meter event adjustments), within CancelWindow of accepting it.
+type Canceler interface {
+	// Cancel takes back the report sent as item. Accepted means the target
+	// took the cancellation; Rejected that it refused it (too late,
+	// unknown); an error is transient.
+	Cancel(ctx context.Context, item Item) (Result, error)
+	CancelWindow() time.Duration
+}

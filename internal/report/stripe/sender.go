@@ -185,6 +185,12 @@ func (s *Sender) send(ctx context.Context, it report.Item) (report.Result, error
 	return s.success(ev.LastResponse), nil
 }
 
+var _ report.Canceler = (*Sender)(nil)
+
+// CancelWindow implements report.Canceler: Stripe cancels only events it
+// received within the last 24 hours.
+func (s *Sender) CancelWindow() time.Duration { return CancelWindow }
+
 // Cancel cancels the meter event sent for item (found by its identifier)
 // with a meter event adjustment of type cancel. Stripe cancels only events
 // it received within the last CancelWindow (24 hours); a later correction

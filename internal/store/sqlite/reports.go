@@ -187,7 +187,7 @@ func (db *DB) RecordDeliveries(ctx context.Context, ds []report.Delivery, now ti
 	}
 	return db.updateReports(ctx, "record report deliveries", ids, func(tx *sql.Tx, r *report.Report) error {
 		d := byID[r.ID]
-		wasExpired := r.State == report.StateExpired
+		given := r.State == report.StateExpired || r.State == report.StateCancelled
 		r.State, r.LastError, r.UpdatedAt = d.State, d.LastError, now.UTC()
 		r.Attempts = max(r.Attempts, d.Attempt.Attempt)
 		if d.State == report.StatePending {
@@ -203,14 +203,15 @@ func (db *DB) RecordDeliveries(ctx context.Context, ds []report.Delivery, now ti
 			ON CONFLICT (report_id, attempt) DO UPDATE SET def = excluded.def`, r.ID, a.Attempt, string(def)); err != nil {
 			return err
 		}
-		if d.State == report.StateExpired && !wasExpired {
+		if (d.State == report.StateExpired || d.State == report.StateCancelled) && !given {
 			return db.unreport(ctx, tx, *r)
 		}
 		return nil
 	})
 }
 
-// unreport takes an expired report's quantity off its stream's Reported.
+// unreport takes an expired or cancelled report's quantity off its
+// stream's Reported.
 func (db *DB) unreport(ctx context.Context, tx *sql.Tx, r report.Report) error {
 	var def string
 	err := tx.QueryRowContext(ctx, `SELECT state FROM report_streams WHERE id = ?`, r.StreamID).Scan(&def)
