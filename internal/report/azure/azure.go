@@ -35,7 +35,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -212,7 +211,7 @@ func (s *Sender) sendBatch(ctx context.Context, items []report.Item, results []r
 	default:
 		err := statusError(status, header, answer)
 		if status == http.StatusTooManyRequests || status >= 500 {
-			if d, ok := parseRetryAfter(header.Get("Retry-After"), s.now()); ok {
+			if d, ok := report.ParseRetryAfter(header.Get("Retry-After"), s.now()); ok {
 				return retryAfter(d, err)
 			}
 		}
@@ -474,22 +473,6 @@ func rawOrWrapped(status int, answer []byte) json.RawMessage {
 		Body   string `json:"body"`
 	}{status, firstLine(string(answer), 4096)})
 	return b
-}
-
-// parseRetryAfter reads a Retry-After header: delay seconds or an HTTP
-// date.
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return time.Duration(min(max(secs, 0), 1<<31)) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
 }
 
 func retryAfter(d time.Duration, err error) error {

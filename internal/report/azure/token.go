@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tally-metering/tally/internal/report"
 )
 
 // tokenSource hands out bearer tokens for the metering service and caches
@@ -135,7 +137,7 @@ func (ts *tokenSource) do(req *http.Request) (string, time.Duration, error) {
 			}
 		}
 		err := errors.New(msg)
-		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), ts.now()); ok {
+		if d, ok := report.ParseRetryAfter(resp.Header.Get("Retry-After"), ts.now()); ok {
 			return "", 0, retryAfter(d, err)
 		}
 		return "", 0, err

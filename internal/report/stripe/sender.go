@@ -278,17 +278,8 @@ func retryAfter(h http.Header) time.Duration {
 	if h == nil {
 		return 0
 	}
-	v := h.Get("Retry-After")
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.Atoi(v); err == nil && n > 0 {
-		return time.Duration(n) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(0, time.Until(t))
-	}
-	return 0
+	d, _ := report.ParseRetryAfter(h.Get("Retry-After"), time.Now())
+	return d
 }
 
 func (s *Sender) transient(err error, after time.Duration) error {

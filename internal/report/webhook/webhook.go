@@ -343,7 +343,7 @@ func retryable(status int) bool {
 
 func (s *Sender) retryError(status int, header http.Header, answer []byte) error {
 	err := fmt.Errorf("status %d%s", status, excerpt(answer))
-	if d, ok := parseRetryAfter(header.Get("Retry-After"), s.now()); ok {
+	if d, ok := report.ParseRetryAfter(header.Get("Retry-After"), s.now()); ok {
 		return &report.RetryAfterError{After: d, Err: err}
 	}
 	return err
@@ -393,22 +393,6 @@ func excerpt(answer []byte) string {
 		return ""
 	}
 	return ": " + s
-}
-
-// parseRetryAfter reads a Retry-After header: delay seconds or an HTTP
-// date.
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return time.Duration(min(max(secs, 0), 1<<31)) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
 }
 
 // Errors of Verify.
