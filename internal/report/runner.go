@@ -456,7 +456,9 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 				case isLate || (tracked == nil && sFrom.After(sg.Period.Start)):
 					// Recount what the stream had seen: late events, or a
 					// segment it starts tracking late.
-					if in.Base, err = q.total(ctx, sg.Period.Start, sFrom); err != nil {
+					// A segment that ended before sFrom is counted to its
+					// end only: what follows is another segment's usage.
+					if in.Base, err = q.total(ctx, sg.Period.Start, minTime(sFrom, sg.Period.End)); err != nil {
 						return nil, nil, err
 					}
 				case tracked != nil:
