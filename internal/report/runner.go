@@ -447,7 +447,9 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 				}
 				segEnd := minTime(sg.Period.End, horizon)
 				needHours := sFrom.Before(segEnd)
-				isLate := hasLate && lateAt.Before(sFrom) && !lateAt.Before(sg.Period.Start)
+				// lateAt is the earliest late event: later ones may lie in
+				// any segment after it.
+				isLate := hasLate && lateAt.Before(minTime(sFrom, sg.Period.End))
 				in := SegmentInput{Start: sg.Period.Start, End: sg.Period.End, From: sFrom, Base: decimal.Zero}
 				if in.Band, err = bandOf(pc, rep); err != nil {
 					return nil, nil, err
