@@ -137,6 +137,7 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 		return stats, err
 	}
 	late := map[string]time.Time{} // subject → earliest late event time
+	lateSeq := map[string]int64{}  // subject → its first late event's seq
 	newCursor := cursor
 	for {
 		evs, err := r.Outbox.LateEvents(ctx, newCursor, 10000)
@@ -146,6 +147,9 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 		for _, e := range evs {
 			if t, ok := late[e.Subject]; !ok || e.Time.Before(t) {
 				late[e.Subject] = e.Time
+			}
+			if _, ok := lateSeq[e.Subject]; !ok {
+				lateSeq[e.Subject] = e.Seq
 			}
 			newCursor = e.Seq
 		}
@@ -195,13 +199,14 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 		customers: map[string]billing.Customer{}, plans: map[string]billing.Plan{}, meters: map[string]meter.Meter{}}
 	var batchStreams []Stream
 	var batchReports []Report
+	hold := newCursor // the late cursor may not pass a failed subscription's late events
 	flush := func(final bool) error {
 		if len(batchStreams) == 0 && !final {
 			return nil
 		}
 		seq := cursor
 		if final {
-			seq = newCursor
+			seq = min(newCursor, hold)
 		}
 		if err := r.Outbox.CommitPlan(ctx, batchStreams, batchReports, seq); err != nil {
 			return err
@@ -222,9 +227,19 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 			}
 		}
 		if err != nil {
-			// One subscription's problem must not stop the others.
+			// One subscription's problem must not stop the others. Its
+			// late events stay unread, for the next plan to find.
 			r.log().Error("plan reports", "subscription", sub.ID, "err", err)
 			r.Metrics.planError()
+			if c, ok := p.customers[sub.CustomerID]; ok {
+				for _, s := range c.Subjects {
+					if seq, ok := lateSeq[s]; ok {
+						hold = min(hold, seq-1)
+					}
+				}
+			} else if len(late) > 0 {
+				hold = cursor
+			}
 			continue
 		}
 		if len(sts) > 0 {

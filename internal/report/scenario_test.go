@@ -43,6 +43,8 @@ import (
 //	fault <target> expire|reject|5xx|drop <n>   the target's next n calls misbehave
 //	fault outbox record <n>               the next n RecordDeliveries fail, as
 //	                                      if tally crashed after sending
+//	fault store customer <n>              the next n GetCustomer calls of the
+//	                                      runner fail (a transient store error)
 //	run [crash]                           plan, then send (crash: expect the
 //	                                      injected failure)
 //	restart                               a new runner over the same store
@@ -74,6 +76,7 @@ type scenario struct {
 	runner  *report.Runner
 	targets map[string]*fakeTarget
 	outbox  *crashingOutbox
+	store   *failingStore
 	meters  []meter.Meter
 	subs    map[string]string // name → id
 	plan    *billing.PlanInput
@@ -115,8 +118,9 @@ func runScenario(t *testing.T, path string) {
 	s.targets["aws"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 25, Decimals: 0, Window: 6 * time.Hour})
 	s.targets["stripe"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 1, Decimals: 0, Window: 35 * 24 * time.Hour, DedupeWindow: 24 * time.Hour})
 	s.outbox = &crashingOutbox{Outbox: st}
+	s.store = &failingStore{Store: st}
 	s.runner = &report.Runner{
-		Store: st, Outbox: s.outbox, Usage: &usage.Service{Store: st}, Stable: s.pipe.MetersStable,
+		Store: s.store, Outbox: s.outbox, Usage: &usage.Service{Store: st}, Stable: s.pipe.MetersStable,
 		Targets: []report.Target{
 			{Name: "azure", Type: report.TypeAzure, Sender: s.targets["azure"]},
 			{Name: "aws", Type: report.TypeAWS, Sender: s.targets["aws"]},
@@ -313,6 +317,10 @@ func (s *scenario) exec(f []string) {
 		n, _ := strconv.Atoi(pos[2])
 		if pos[0] == "outbox" {
 			s.outbox.failRecord += n
+			break
+		}
+		if pos[0] == "store" {
+			s.store.failCustomer += n
 			break
 		}
 		s.targets[pos[0]].inject(pos[1], n)
@@ -537,6 +545,21 @@ func (c cancelingTarget) Cancel(_ context.Context, it report.Item) (report.Resul
 	}
 	delete(c.got, k)
 	return report.Result{Outcome: report.Accepted, Code: "200"}, nil
+}
+
+// failingStore fails GetCustomer on demand, as a store does under a
+// transient error.
+type failingStore struct {
+	store.Store
+	failCustomer int
+}
+
+func (f *failingStore) GetCustomer(ctx context.Context, idOrKey string) (billing.Customer, error) {
+	if f.failCustomer > 0 {
+		f.failCustomer--
+		return billing.Customer{}, fmt.Errorf("injected store error")
+	}
+	return f.Store.GetCustomer(ctx, idOrKey)
 }
 
 // crashingOutbox fails RecordDeliveries on demand without storing
