@@ -995,9 +995,14 @@ func (r *Runner) sendTarget(ctx context.Context, t Target) (SendStats, error) {
 	timeout := orDur(r.SendTimeout, DefaultSendTimeout)
 	round := batch * workers * 8
 	var stats SendStats
+	// One pass over what is due now: a report retried during this call is
+	// due again only after it, or a slow, failing target would keep this
+	// call (and every other target, planning and the deadline watch)
+	// going for ever.
+	start := r.Now().UTC()
 	for {
 		now := r.Now().UTC()
-		due, err := r.Outbox.DueReports(ctx, t.Name, now, round)
+		due, err := r.Outbox.DueReports(ctx, t.Name, start, round)
 		if err != nil {
 			return stats, err
 		}

@@ -40,7 +40,9 @@ import (
 //	subscribe <name> <customer> <plan> start=<RFC 3339>
 //	cancel <name> now|period_end
 //	event <subject> <RFC 3339> [value]     ingest one event (of the only meter's type)
-//	fault <target> expire|reject|5xx|drop <n>   the target's next n calls misbehave
+//	fault <target> expire|reject|5xx|drop|slow <n>   the target's next n calls misbehave
+//	                                      (slow: the call takes a minute of the
+//	                                      clock, then fails with a 5xx)
 //	fault outbox record <n>               the next n RecordDeliveries fail, as
 //	                                      if tally crashed after sending
 //	fault store customer <n>              the next n GetCustomer calls of the
@@ -117,6 +119,13 @@ func runScenario(t *testing.T, path string) {
 	s.targets["azure"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 25, Decimals: -1, Window: 24 * time.Hour})
 	s.targets["aws"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 25, Decimals: 0, Window: 6 * time.Hour})
 	s.targets["stripe"] = newFakeTarget(s.clock, report.Capabilities{MaxBatch: 1, Decimals: 0, Window: 35 * 24 * time.Hour, DedupeWindow: 24 * time.Hour})
+	for _, ft := range s.targets {
+		ft.advance = func(d time.Duration) {
+			s.mu.Lock()
+			s.now = s.now.Add(d)
+			s.mu.Unlock()
+		}
+	}
 	s.outbox = &crashingOutbox{Outbox: st}
 	s.store = &failingStore{Store: st}
 	s.runner = &report.Runner{
@@ -328,7 +337,19 @@ func (s *scenario) exec(f []string) {
 		if _, err := s.runner.Plan(ctx); err != nil {
 			s.fatalf("plan: %v", err)
 		}
-		_, err := s.runner.Send(ctx)
+		// A run that keeps sending (a Send that never ends) is cut off.
+		sctx, cancel := context.WithCancel(ctx)
+		for _, ft := range s.targets {
+			ft.mu.Lock()
+			ft.calls, ft.stop = 0, cancel
+			ft.mu.Unlock()
+		}
+		_, err := s.runner.Send(sctx)
+		runaway := sctx.Err() != nil
+		cancel()
+		if runaway {
+			s.fatalf("send: a target was called more than %d times in one run: %v", maxCallsPerRun, err)
+		}
 		switch {
 		case len(pos) > 0 && pos[0] == "crash" && err == nil:
 			s.fatalf("send: no error, want the injected crash")
@@ -440,7 +461,16 @@ type fakeTarget struct {
 	caps   report.Capabilities
 	got    map[string]decimal.Decimal
 	faults []string
+	// advance moves the scenario's clock (a slow call).
+	advance func(time.Duration)
+	// calls counts Send calls in the current run; stop ends the run's
+	// context past maxCallsPerRun.
+	calls int
+	stop  func()
 }
+
+// maxCallsPerRun is more Send calls than any scenario's run needs.
+const maxCallsPerRun = 1000
 
 func newFakeTarget(now func() time.Time, caps report.Capabilities) *fakeTarget {
 	return &fakeTarget{now: now, caps: caps, got: map[string]decimal.Decimal{}}
@@ -492,6 +522,13 @@ func (f *fakeTarget) Send(ctx context.Context, items []report.Item) ([]report.Re
 	fault := ""
 	if len(f.faults) > 0 {
 		fault, f.faults = f.faults[0], f.faults[1:]
+	}
+	if f.calls++; f.calls > maxCallsPerRun && f.stop != nil {
+		f.stop()
+	}
+	if fault == "slow" {
+		f.advance(time.Minute)
+		return nil, fmt.Errorf("503 service unavailable after a minute")
 	}
 	if fault == "5xx" {
 		return nil, fmt.Errorf("503 service unavailable")
