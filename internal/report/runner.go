@@ -505,7 +505,11 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 					}
 				}
 				w.inputs = append(w.inputs, in)
-				w.busy = w.busy || needHours || isLate
+				// A tracked segment keeps its stream planned without new
+				// usage (a cancelled subscription, a charge dropped by a plan
+				// change): an expired report's quantity must reach a later
+				// hour, and the segment must settle after the lookback.
+				w.busy = w.busy || needHours || isLate || tracked != nil
 			}
 		}
 	}
