@@ -2,6 +2,7 @@ package invoicing_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -217,5 +218,55 @@ func TestFinalizeDueOneBadSubscription(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{}, totals(t, f.st, "s-bad")); diff != "" {
 		t.Errorf("invoices of s-bad (-want +got):\n%s", diff)
+	}
+}
+
+// failingSaves is a store whose SaveInvoices fails from the given call on,
+// as a crash or a full disk would: nothing of a failed call is stored.
+type failingSaves struct {
+	store.Store
+	calls, failFrom int
+}
+
+func (s *failingSaves) SaveInvoices(ctx context.Context, invs []billing.Invoice) ([]store.SavedInvoice, error) {
+	s.calls++
+	if s.calls >= s.failFrom {
+		return nil, errors.New("disk full")
+	}
+	return s.Store.SaveInvoices(ctx, invs)
+}
+
+// TestFinalizeDueResumesAfterAFailedChunk: when storing a chunk fails,
+// FinalizeDue stops and reports it, keeps the chunks already stored, and a
+// later call finalizes exactly the rest.
+func TestFinalizeDueResumesAfterAFailedChunk(t *testing.T) {
+	f := newFixture(t)
+	const n = 600 // two chunks
+	f.addCustomers(0, n, periodStart, 1)
+	ctx := context.Background()
+	due := periodEnd.Add(invoicing.DefaultGrace)
+	failing := &failingSaves{Store: f.st, failFrom: 2}
+	svc := *f.svc
+	svc.Store = failing
+	got, err := svc.FinalizeDue(ctx, due)
+	if err == nil || !strings.Contains(err.Error(), "disk full") || got != 500 {
+		t.Fatalf("FinalizeDue with the second chunk failing = %d, %v; want 500 and the error", got, err)
+	}
+	if periods, err := f.st.InvoicedPeriods(ctx); err != nil || len(periods) != 500 {
+		t.Fatalf("invoiced subscriptions after the failure: %d, %v; want 500", len(periods), err)
+	}
+	if got, err := f.svc.FinalizeDue(ctx, due); err != nil || got != n-500 {
+		t.Fatalf("FinalizeDue after the failure = %d, %v; want %d", got, err, n-500)
+	}
+	all, err := f.st.ListInvoices(ctx, store.InvoiceFilter{})
+	if err != nil || len(all) != n {
+		t.Fatalf("stored invoices: %d, %v; want %d", len(all), err, n)
+	}
+	seen := map[string]bool{}
+	for _, inv := range all {
+		if seen[inv.SubscriptionID] || !inv.PeriodStart.Equal(periodStart) {
+			t.Fatalf("invoice %s: a second one for its subscription, or the wrong period", inv.ID)
+		}
+		seen[inv.SubscriptionID] = true
 	}
 }
