@@ -70,6 +70,7 @@ type PortalKeys struct {
 	mu      sync.Mutex
 	keys    []portalKey
 	modTime time.Time
+	file    os.FileInfo // the file the keys were read from
 	checked time.Time
 }
 
@@ -179,7 +180,7 @@ func (pk *PortalKeys) reload() error {
 		}
 		f.Keys[i] = portalKeyOf(k.Secret)
 	}
-	pk.keys, pk.modTime = f.Keys, fi.ModTime()
+	pk.keys, pk.modTime, pk.file = f.Keys, fi.ModTime(), fi
 	return nil
 }
 
@@ -190,7 +191,9 @@ func (pk *PortalKeys) current() []portalKey {
 	defer pk.mu.Unlock()
 	if pk.path != "" && time.Since(pk.checked) > time.Second {
 		pk.checked = time.Now()
-		if fi, err := os.Stat(pk.path); err == nil && !fi.ModTime().Equal(pk.modTime) {
+		// A rotation renames a new file into place: another file, even
+		// when two rotations fall within the clock's granularity.
+		if fi, err := os.Stat(pk.path); err == nil && (!fi.ModTime().Equal(pk.modTime) || pk.file == nil || !os.SameFile(fi, pk.file)) {
 			_ = pk.reload() // keep the keys we have if the new file is bad
 		}
 	}
