@@ -169,8 +169,10 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 		return stats, err
 	}
 	byID := make(map[string]Stream, len(streams))
+	bySub := map[string][]string{}
 	for _, s := range streams {
 		byID[s.ID] = s
+		bySub[s.SubscriptionID] = append(bySub[s.SubscriptionID], s.ID)
 	}
 	var subs []billing.Subscription
 	if full {
@@ -195,7 +197,7 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 			subs = append(subs, cs...)
 		}
 	}
-	p := &planner{r: r, now: now, through: through, late: late, streams: byID,
+	p := &planner{r: r, now: now, through: through, late: late, streams: byID, bySub: bySub,
 		customers: map[string]billing.Customer{}, plans: map[string]billing.Plan{}, meters: map[string]meter.Meter{}}
 	var batchStreams []Stream
 	var batchReports []Report
@@ -273,11 +275,14 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 
 // planner is one Plan call's working state and caches.
 type planner struct {
-	r         *Runner
-	now       time.Time
-	through   time.Time
-	late      map[string]time.Time
-	streams   map[string]Stream
+	r       *Runner
+	now     time.Time
+	through time.Time
+	late    map[string]time.Time
+	streams map[string]Stream
+	// bySub lists the ids of each subscription's streams, so that planning
+	// one subscription does not walk every stream.
+	bySub     map[string][]string
 	customers map[string]billing.Customer
 	plans     map[string]billing.Plan
 	meters    map[string]meter.Meter
@@ -388,11 +393,8 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 		return nil, nil, err
 	}
 	from := cur.Start
-	for _, st := range p.streams {
-		if st.SubscriptionID != sub.ID {
-			continue
-		}
-		for _, sg := range st.Segments {
+	for _, id := range p.bySub[sub.ID] {
+		for _, sg := range p.streams[id].Segments {
 			if sg.Start.Before(from) {
 				from = sg.Start
 			}
@@ -679,8 +681,8 @@ func (p *planner) allocate(sub billing.Subscription, c billing.Customer, t Targe
 	// Quantity a resource still owes (carried fractions aside: an expired
 	// report's) goes out with the last hour planned now.
 	if last := p.through; last.After(prevLast) {
-		for _, st := range p.streams {
-			if st.SubscriptionID == sub.ID && st.Target == t.Name && st.Dimension == dim && st.Subject != "" {
+		for _, id := range p.bySub[sub.ID] {
+			if st := p.streams[id]; st.Target == t.Name && st.Dimension == dim && st.Subject != "" {
 				stream(st.Subject)
 			}
 		}
@@ -804,8 +806,8 @@ func (q *chargeQuery) total(ctx context.Context, from, to time.Time) (decimal.De
 }
 
 func (p *planner) hasTracked(subID string) bool {
-	for _, st := range p.streams {
-		if st.SubscriptionID == subID && len(st.Segments) > 0 {
+	for _, id := range p.bySub[subID] {
+		if len(p.streams[id].Segments) > 0 {
 			return true
 		}
 	}
