@@ -214,6 +214,14 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 			return err
 		}
 		stats.Reports += len(batchReports)
+		// A report that fails as it is planned (the customer has no
+		// identity at the target) needs a person as much as one the target
+		// rejects.
+		for _, rp := range batchReports {
+			if rp.State == StateFailed {
+				r.alert(ctx, Alert{Kind: "failed", Report: rp, Message: fmt.Sprintf("report %s cannot be sent to %s: %s; fix the cause, then POST /api/v1/reports/%s/retry", rp.ID, rp.Target, rp.LastError, rp.ID)})
+			}
+		}
 		batchStreams, batchReports = batchStreams[:0], batchReports[:0]
 		return nil
 	}
