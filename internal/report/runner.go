@@ -949,7 +949,14 @@ func (r *Runner) correct(ctx context.Context, st Stream) error {
 	left := st.Excess
 	for i := len(reps) - 1; i >= 0 && left.Sign() > 0; i-- {
 		rp := reps[i]
-		if rp.StreamID != st.ID || now.Sub(rp.UpdatedAt) > c.CancelWindow() {
+		// The window runs from when the target may first have received the
+		// report, not from its last update: a refused cancellation updates
+		// it, and must not keep it cancellable for ever.
+		sent := rp.UpdatedAt
+		if rp.FirstAttemptAt != nil {
+			sent = *rp.FirstAttemptAt
+		}
+		if rp.StreamID != st.ID || now.Sub(sent) > c.CancelWindow() {
 			continue
 		}
 		attempt := rp.Attempts + 1

@@ -43,6 +43,7 @@ import (
 //	fault <target> expire|reject|5xx|drop|slow <n>   the target's next n calls misbehave
 //	                                      (slow: the call takes a minute of the
 //	                                      clock, then fails with a 5xx)
+//	fault stripe refuse-cancel <n>        the next n cancellations are refused
 //	fault outbox record <n>               the next n RecordDeliveries fail, as
 //	                                      if tally crashed after sending
 //	fault store customer <n>              the next n GetCustomer calls of the
@@ -54,6 +55,7 @@ import (
 //	expect reports <n>                    number of reports stored
 //	expect held <target> <resource> <dimension> <hour> <qty>   what the target accepted
 //	expect held-count <target> <n>        how many hours the target holds
+//	expect attempts <target> <dimension> <hour> <n>   attempts in a report's log
 //	expect alerts <kind> <n>              alerts raised so far (failed, expired, deadline)
 //	expect at-risk <target> <n>           reports the deadline watch sees at risk
 func TestScenarios(t *testing.T) {
@@ -443,6 +445,23 @@ func (s *scenario) expect(pos []string, opts map[string]string) {
 		if got := s.runner.Status().AtRisk[pos[1]]; got != n {
 			s.errorf("%d reports of %s at risk, want %d", got, pos[1], n)
 		}
+	case "attempts":
+		n, _ := strconv.Atoi(pos[4])
+		hour := s.time(pos[3])
+		for _, r := range all {
+			if r.Target == pos[1] && r.Dimension == pos[2] && r.Hour.Equal(hour) {
+				_, as, err := s.st.GetReport(s.ctx, r.ID)
+				if err != nil {
+					s.fatalf("get report: %v", err)
+				}
+				if len(as) != n {
+					b, _ := json.MarshalIndent(as, "", " ")
+					s.errorf("report %s %s %s: %d attempts, want %d:\n%s", pos[1], pos[2], pos[3], len(as), n, b)
+				}
+				return
+			}
+		}
+		s.errorf("no report %s %s at %s", pos[1], pos[2], pos[3])
 	case "held-count":
 		n, _ := strconv.Atoi(pos[2])
 		if got := s.targets[pos[1]].count(); got != n {
@@ -467,6 +486,8 @@ type fakeTarget struct {
 	// context past maxCallsPerRun.
 	calls int
 	stop  func()
+	// refuseCancel is how many more cancellations are refused.
+	refuseCancel int
 }
 
 // maxCallsPerRun is more Send calls than any scenario's run needs.
@@ -479,6 +500,10 @@ func newFakeTarget(now func() time.Time, caps report.Capabilities) *fakeTarget {
 func (f *fakeTarget) inject(kind string, n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if kind == "refuse-cancel" {
+		f.refuseCancel += n
+		return
+	}
 	for range n {
 		f.faults = append(f.faults, kind)
 	}
@@ -579,6 +604,10 @@ func (c cancelingTarget) Cancel(_ context.Context, it report.Item) (report.Resul
 	k := key(resourceOf(it.Resource), it.Dimension, it.Hour)
 	if _, ok := c.got[k]; !ok {
 		return report.Result{Outcome: report.Rejected, Code: "resource_missing"}, nil
+	}
+	if c.refuseCancel > 0 {
+		c.refuseCancel--
+		return report.Result{Outcome: report.Rejected, Code: "invalid_request_error"}, nil
 	}
 	delete(c.got, k)
 	return report.Result{Outcome: report.Accepted, Code: "200"}, nil
