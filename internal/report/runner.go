@@ -49,7 +49,7 @@ const (
 // Alert is something a person should look at: a report that failed, expired
 // or is about to miss its target's window.
 type Alert struct {
-	Kind    string `json:"kind"` // "failed", "expired", "deadline"
+	Kind    string `json:"kind"` // "failed", "expired", "deadline", "duplicate"
 	Report  Report `json:"report"`
 	Message string `json:"message"`
 }
@@ -1161,6 +1161,14 @@ func (r *Runner) sendBatch(ctx context.Context, t Target, reps []Report) batchRe
 		case Duplicate:
 			d.State = StateDuplicate
 			out.stats.Accepted++
+			if attempt == 1 {
+				// Not a resend of ours: something else reported this
+				// resource, dimension and hour first (another subscription
+				// mapped to the same resource, another tool), and this
+				// report's quantity is not billed.
+				rp.State = StateDuplicate
+				out.alerts = append(out.alerts, Alert{Kind: "duplicate", Report: rp, Message: fmt.Sprintf("%s already held a report for %s, dimension %s, hour %s before tally's first attempt (%s); the quantity %s of report %s is not billed there", t.Name, resourceName(rp.Resource), rp.Dimension, rp.Hour.Format(time.RFC3339), describe(res), rp.Quantity, rp.ID)})
+			}
 		case Expired:
 			d.State, d.LastError = StateExpired, describe(res)
 			out.stats.Expired++
@@ -1180,6 +1188,16 @@ func (r *Runner) sendBatch(ctx context.Context, t Target, reps []Report) batchRe
 	}
 	out.stats.Sent = len(reps)
 	return out
+}
+
+// resourceName names a report's resource at its target, for messages.
+func resourceName(r Resource) string {
+	for _, v := range []string{r.AzureResourceID, r.AzureResourceURI, r.AWSCustomerIdentifier, r.AWSCustomerAWSAccountID, r.StripeCustomerID} {
+		if v != "" {
+			return v
+		}
+	}
+	return "customer " + r.CustomerKey
 }
 
 func describe(res Result) string {
@@ -1226,6 +1244,9 @@ func (r *Runner) watchDeadlines(ctx context.Context) {
 	margin := orDur(r.Margin, DefaultMargin)
 	counts := map[string]int{}
 	var alerts []Alert
+	// Only reports still at risk stay remembered, so the set does not grow
+	// for ever; a report that leaves the list and comes back alerts again.
+	stillAtRisk := map[string]bool{}
 	for _, t := range r.Targets {
 		w := t.Sender.Capabilities().Window
 		if w <= 0 {
@@ -1242,6 +1263,7 @@ func (r *Runner) watchDeadlines(ctx context.Context) {
 			r.alerted = map[string]bool{}
 		}
 		for _, rp := range reps {
+			stillAtRisk[rp.ID] = true
 			if !r.alerted[rp.ID] {
 				r.alerted[rp.ID] = true
 				alerts = append(alerts, Alert{Kind: "deadline", Report: rp, Message: fmt.Sprintf("report %s for hour %s is still %s and %s stops taking it at %s", rp.ID, rp.Hour.Format(time.RFC3339), rp.State, t.Name, rp.Hour.Add(w).Format(time.RFC3339))})
@@ -1252,6 +1274,11 @@ func (r *Runner) watchDeadlines(ctx context.Context) {
 	}
 	r.mu.Lock()
 	r.atRisk = counts
+	for id := range r.alerted {
+		if !stillAtRisk[id] {
+			delete(r.alerted, id)
+		}
+	}
 	r.mu.Unlock()
 	for _, a := range alerts {
 		r.alert(ctx, a)
