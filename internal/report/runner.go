@@ -395,8 +395,10 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 		return nil, nil, err
 	}
 	// The earliest instant any stream of sub still needs: its tracked
-	// segments, or the current period for a stream seen for the first time.
-	cur, err := sub.CurrentPeriod(p.through)
+	// segments, or, for a stream seen for the first time, the period that
+	// was current a lookback ago (so that a reporter that was down across
+	// a period boundary still reports the end of the earlier period).
+	cur, err := sub.CurrentPeriod(p.through.Add(-lookback))
 	if err != nil {
 		return nil, nil, err
 	}
