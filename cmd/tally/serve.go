@@ -168,7 +168,7 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 	})
 	// Finalize invoices whose period ended more than the grace period ago:
 	// at start (resuming after a restart) and every minute.
-	invoices := &invoicing.Service{Store: st, Usage: &usage.Service{Store: st}, Stable: pipe.MetersStable, Grace: cfg.Billing.grace(), Log: log.With("component", "invoicing")}
+	invoices := &invoicing.Service{Store: st, Usage: &usage.Service{Store: st}, Stable: pipe.MetersStable, Grace: cfg.Billing.grace(), Log: log.With("component", "invoicing"), Late: st}
 	ictx, stopInvoices := context.WithCancel(ctx)
 	invoicesDone := make(chan struct{})
 	go func() { defer close(invoicesDone); invoices.Run(ictx, time.Minute, now) }()

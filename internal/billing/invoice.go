@@ -22,6 +22,11 @@ const (
 	InvoiceFinalized InvoiceStatus = "finalized"
 )
 
+// InvoiceKindAdjustment marks an adjustment invoice: late usage of a
+// subscription that has ended and whose every period is finalized, so
+// that no period's invoice is left to carry it.
+const InvoiceKindAdjustment = "adjustment"
+
 // LineKind says what an invoice line bills.
 type LineKind string
 
@@ -44,7 +49,10 @@ const (
 type Invoice struct {
 	// ID is InvoiceID(SubscriptionID, PeriodStart): a draft and the
 	// invoice it becomes share it.
-	ID             string          `json:"id"`
+	ID string `json:"id"`
+	// Kind is "" for the invoice of a billing period, or
+	// InvoiceKindAdjustment (see BuildAdjustmentInvoice).
+	Kind           string          `json:"kind,omitempty"`
 	SubscriptionID string          `json:"subscriptionId"`
 	CustomerID     string          `json:"customerId"`
 	PlanID         string          `json:"planId"`
@@ -198,14 +206,7 @@ func BuildInvoice(sub Subscription, plan Plan, period Period, usage map[string]d
 		})
 	}
 	for _, a := range adjustments {
-		ps, pe := a.PeriodStart.UTC(), a.PeriodEnd.UTC()
-		inv.Lines = append(inv.Lines, InvoiceLine{
-			Kind: LineAdjustment, Key: a.ChargeKey, Meter: a.Meter,
-			Description: fmt.Sprintf("%s: late usage for %s – %s", a.ChargeKey, ps.Format(time.RFC3339), pe.Format(time.RFC3339)),
-			Quantity:    a.Quantity, Billable: a.Quantity, ExactAmount: a.Amount, Amount: a.Amount.RoundBank(digits),
-			AdjustsInvoice: a.Invoice, AdjustsPeriodStart: &ps, AdjustsPeriodEnd: &pe,
-			PlanKey: a.PlanKey, PlanVersion: a.PlanVersion,
-		})
+		inv.Lines = append(inv.Lines, adjustmentLine(a, digits))
 	}
 	for _, l := range inv.Lines {
 		inv.Total = inv.Total.Add(l.Amount)
@@ -308,4 +309,47 @@ func NewAdjustment(inv Invoice, pc PlanCharge, usage, billedQty, billedAmount de
 		Invoice: inv.ID, PeriodStart: inv.PeriodStart, PeriodEnd: inv.PeriodEnd, ChargeKey: pc.Key, Meter: pc.Meter,
 		Quantity: usage.Sub(billedQty), Amount: amount.Sub(billedAmount),
 	}, true, nil
+}
+
+// BuildAdjustmentInvoice builds the draft of an adjustment invoice of sub,
+// which has ended and has every period finalized: only adjustment lines,
+// for the late usage no period's invoice is left to carry. Its period is
+// the instant at (PeriodStart = PeriodEnd = at, whole seconds), which
+// makes its id; plan is the plan version sub ended on and gives the
+// currency; index follows the last period's.
+func BuildAdjustmentInvoice(sub Subscription, plan Plan, index int, at time.Time, adjustments []Adjustment) (Invoice, error) {
+	digits, err := MinorUnits(plan.Currency)
+	if err != nil {
+		return Invoice{}, err
+	}
+	if len(adjustments) == 0 {
+		return Invoice{}, fmt.Errorf("adjustment invoice: no adjustments")
+	}
+	at = at.UTC().Truncate(time.Second)
+	inv := Invoice{
+		ID: InvoiceID(sub.ID, at), Kind: InvoiceKindAdjustment,
+		SubscriptionID: sub.ID, CustomerID: sub.CustomerID,
+		PlanID: plan.ID, PlanKey: plan.Key, PlanVersion: plan.Version,
+		Status: InvoiceDraft, Currency: plan.Currency, Digits: digits,
+		PeriodIndex: index, PeriodStart: at, PeriodEnd: at,
+	}
+	for _, a := range adjustments {
+		inv.Lines = append(inv.Lines, adjustmentLine(a, digits))
+	}
+	for _, l := range inv.Lines {
+		inv.Total = inv.Total.Add(l.Amount)
+	}
+	return inv, nil
+}
+
+// adjustmentLine is the invoice line of adjustment a.
+func adjustmentLine(a Adjustment, digits int32) InvoiceLine {
+	ps, pe := a.PeriodStart.UTC(), a.PeriodEnd.UTC()
+	return InvoiceLine{
+		Kind: LineAdjustment, Key: a.ChargeKey, Meter: a.Meter,
+		Description: fmt.Sprintf("%s: late usage for %s – %s", a.ChargeKey, ps.Format(time.RFC3339), pe.Format(time.RFC3339)),
+		Quantity:    a.Quantity, Billable: a.Quantity, ExactAmount: a.Amount, Amount: a.Amount.RoundBank(digits),
+		AdjustsInvoice: a.Invoice, AdjustsPeriodStart: &ps, AdjustsPeriodEnd: &pe,
+		PlanKey: a.PlanKey, PlanVersion: a.PlanVersion,
+	}
 }

@@ -18,8 +18,11 @@ import (
 // invoiceView is an invoice as the API shows it: money with exactly the
 // currency's minor-unit decimals, quantities as decimal strings.
 type invoiceView struct {
-	ID           string            `json:"id"`
-	Status       string            `json:"status"`
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	// Kind is "adjustment" for an adjustment invoice (late usage of an
+	// ended subscription); absent for a period's invoice.
+	Kind         string            `json:"kind,omitempty"`
 	Subscription string            `json:"subscription"`
 	Customer     string            `json:"customer"`
 	PlanKey      string            `json:"planKey"`
@@ -69,7 +72,7 @@ type tierLineView struct {
 func toInvoiceView(inv billing.Invoice) invoiceView {
 	m := func(d decimal.Decimal) string { return d.StringFixed(inv.Digits) }
 	v := invoiceView{
-		ID: inv.ID, Status: string(inv.Status), Subscription: inv.SubscriptionID, Customer: inv.CustomerID,
+		ID: inv.ID, Status: string(inv.Status), Kind: inv.Kind, Subscription: inv.SubscriptionID, Customer: inv.CustomerID,
 		PlanKey: inv.PlanKey, PlanVersion: inv.PlanVersion, Currency: inv.Currency,
 		PeriodStart: inv.PeriodStart.UTC(), PeriodEnd: inv.PeriodEnd.UTC(), Partial: inv.Partial,
 		Lines: make([]invoiceLineView, 0, len(inv.Lines)), Total: m(inv.Total), FinalizedAt: inv.FinalizedAt,

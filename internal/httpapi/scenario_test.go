@@ -122,7 +122,7 @@ func runScenario(t *testing.T, file string) {
 	h := newAPIHarness(t, harnessOptions{token: "secret"})
 	s := &scenario{
 		t: t, h: h, file: filepath.Base(file), subs: map[string]string{},
-		fin: &invoicing.Service{Store: h.st, Usage: &usage.Service{Store: h.st}, Stable: h.pipe.MetersStable, Grace: invoicing.DefaultGrace},
+		fin: &invoicing.Service{Store: h.st, Usage: &usage.Service{Store: h.st}, Stable: h.pipe.MetersStable, Grace: invoicing.DefaultGrace, Late: h.st},
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	no := 0

@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/shopspring/decimal"
 
 	"github.com/tally-metering/tally/internal/billing"
 	"github.com/tally-metering/tally/internal/meter"
+	"github.com/tally-metering/tally/internal/report"
 	"github.com/tally-metering/tally/internal/store"
 	"github.com/tally-metering/tally/internal/usage"
 )
@@ -37,6 +39,21 @@ type Service struct {
 	Grace time.Duration
 	// Log receives the finalizer's errors (nil: discarded).
 	Log *slog.Logger
+	// Late, if set, tells FinalizeDue which subjects received late events,
+	// so that it finds ended subscriptions whose late usage needs an
+	// adjustment invoice (see closingDraft) without reading every ended
+	// subscription's usage on every call.
+	Late LateEvents
+
+	lateMu    sync.Mutex
+	lateSeq   int64           // late events up to here are looked at
+	lateDirty map[string]bool // ended subscriptions to look at
+}
+
+// LateEvents lists stored events that arrived after their UTC hour had
+// ended (the store keeps an index of them; report.Outbox has it too).
+type LateEvents interface {
+	LateEvents(ctx context.Context, afterSeq int64, limit int) ([]report.LateEvent, error)
 }
 
 // floorMinute rounds t down to the whole minute; usage is rolled up per
@@ -227,6 +244,9 @@ func (s *Service) segments(ctx context.Context, r *usageReader, x *subject, p bi
 func (s *Service) adjustments(ctx context.Context, r *usageReader, x *subject) ([]billing.Adjustment, error) {
 	var out []billing.Adjustment
 	for i, inv := range x.finalized {
+		if inv.Kind == billing.InvoiceKindAdjustment {
+			continue // no usage of its own
+		}
 		segs, err := s.segments(ctx, r, x, billing.Period{Index: inv.PeriodIndex, Start: inv.PeriodStart, End: inv.PeriodEnd, FullStart: inv.PeriodStart})
 		if err != nil {
 			return nil, err
@@ -306,12 +326,69 @@ func (s *Service) Invoices(ctx context.Context, sub billing.Subscription, now ti
 			out = append(out, inv)
 		}
 		out = append(out, fin...)
+		if first {
+			inv, ok, err := s.closingDraft(ctx, r, x, now)
+			if err != nil {
+				return err
+			}
+			if ok {
+				out = append(out, inv)
+			}
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// closingDraft is the draft adjustment invoice of x's subscription, when
+// it has ended by now, every one of its periods is finalized (the caller
+// checks) and late usage of those periods is not billed yet: with no open
+// period left to carry it, it goes on an invoice of its own. The draft's
+// instant is the cancellation, or, once an adjustment invoice was
+// finalized, the later of that one's finalization and a second after its
+// instant, so each adjustment invoice has its own id. due is when the draft
+// is to be finalized: its instant plus the grace period.
+func (s *Service) closingDraft(ctx context.Context, r *usageReader, x *subject, now time.Time) (inv billing.Invoice, ok bool, err error) {
+	inv, _, ok, err = s.closing(ctx, r, x, now)
+	return inv, ok, err
+}
+
+func (s *Service) closing(ctx context.Context, r *usageReader, x *subject, now time.Time) (billing.Invoice, time.Time, bool, error) {
+	sub := x.sub
+	if sub.CancelAt == nil || sub.CancelAt.After(now) || len(x.finalized) == 0 {
+		return billing.Invoice{}, time.Time{}, false, nil
+	}
+	adj, err := s.adjustments(ctx, r, x)
+	if err != nil || len(adj) == 0 {
+		return billing.Invoice{}, time.Time{}, false, err
+	}
+	at := sub.CancelAt.UTC()
+	var last billing.Invoice
+	for _, inv := range x.finalized {
+		if inv.Kind != billing.InvoiceKindAdjustment {
+			last = inv
+			continue
+		}
+		if next := inv.PeriodStart.Add(time.Second); next.After(at) {
+			at = next
+		}
+		if inv.FinalizedAt != nil && inv.FinalizedAt.After(at) {
+			at = *inv.FinalizedAt
+		}
+	}
+	at = at.Truncate(time.Second)
+	plan, ok := x.plans[planKey(last.PlanID, last.PlanVersion)]
+	if !ok {
+		return billing.Invoice{}, time.Time{}, false, fmt.Errorf("subscription %s: plan %s version %d of invoice %s is not loaded", sub.ID, last.PlanID, last.PlanVersion, last.ID)
+	}
+	inv, err := billing.BuildAdjustmentInvoice(sub, plan, last.PeriodIndex+1, at, adj)
+	if err != nil {
+		return billing.Invoice{}, time.Time{}, false, fmt.Errorf("subscription %s: %v", sub.ID, err)
+	}
+	return inv, at.Add(s.Grace), true, nil
 }
 
 // Finalizing in chunks: FinalizeDue drafts the due periods of up to
@@ -383,26 +460,153 @@ func (s *Service) FinalizeDue(ctx context.Context, now time.Time) (int, error) {
 			jobs = append(jobs, j)
 		}
 	}
-	if len(jobs) == 0 {
-		return 0, errors.Join(errs...)
+	n := 0
+	if len(jobs) > 0 {
+		customer, err := s.customers(ctx, len(jobs))
+		if err != nil {
+			return 0, errors.Join(append(errs, err)...)
+		}
+		k, err := s.finalizeJobs(ctx, jobs, customer, now, &errs)
+		n += k
+		if err != nil {
+			return n, errors.Join(append(errs, err)...)
+		}
 	}
-	customer, err := s.customers(ctx, len(jobs))
+	k, err := s.finalizeClosing(ctx, subs, now, &errs)
+	n += k
 	if err != nil {
-		return 0, errors.Join(append(errs, err)...)
+		errs = append(errs, err)
 	}
+	return n, errors.Join(errs...)
+}
+
+// finalizeJobs finalizes the due periods of jobs, chunk by chunk.
+func (s *Service) finalizeJobs(ctx context.Context, jobs []*dueJob, customer func(context.Context, string) (billing.Customer, error), now time.Time, errs *[]error) (int, error) {
 	plans := planCache{}
 	n := 0
 	for chunk := range slices.Chunk(jobs, finalizeChunk) {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
-		k, err := s.finalizeChunk(ctx, chunk, customer, plans, now, &errs)
+		k, err := s.finalizeChunk(ctx, chunk, customer, plans, now, errs)
 		n += k
 		if err != nil {
-			return n, errors.Join(append(errs, err)...)
+			return n, err
 		}
 	}
-	return n, errors.Join(errs...)
+	return n, nil
+}
+
+// finalizeClosing finalizes the adjustment invoices (see closingDraft) that
+// are due, for the ended subscriptions whose subjects received late events
+// (from s.Late; none without it). A subscription stays on the list while
+// its adjustment invoice is not due yet; the list and the position in the
+// late events live in memory, so after a restart every late event is
+// looked at once more, which finalizes nothing twice.
+func (s *Service) finalizeClosing(ctx context.Context, subs []billing.Subscription, now time.Time, errs *[]error) (int, error) {
+	if s.Late == nil {
+		return 0, nil
+	}
+	s.lateMu.Lock()
+	defer s.lateMu.Unlock()
+	if s.lateDirty == nil {
+		s.lateDirty = map[string]bool{}
+	}
+	bySubject := map[string][]billing.Subscription{}
+	for {
+		evs, err := s.Late.LateEvents(ctx, s.lateSeq, 10000)
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range evs {
+			if len(bySubject) == 0 {
+				// Index the ended subscriptions by subject once.
+				for _, sub := range subs {
+					if sub.CancelAt == nil {
+						continue
+					}
+					c, err := s.Store.GetCustomer(ctx, sub.CustomerID)
+					if err != nil {
+						*errs = append(*errs, fmt.Errorf("subscription %s: customer %s: %v", sub.ID, sub.CustomerID, err))
+						continue
+					}
+					for _, subj := range c.Subjects {
+						bySubject[subj] = append(bySubject[subj], sub)
+					}
+				}
+				if len(bySubject) == 0 {
+					bySubject[""] = nil // nothing ended: stop indexing
+				}
+			}
+			for _, sub := range bySubject[e.Subject] {
+				if e.Time.Before(*sub.CancelAt) {
+					s.lateDirty[sub.ID] = true
+				}
+			}
+			s.lateSeq = e.Seq
+		}
+		if len(evs) < 10000 {
+			break
+		}
+	}
+	n := 0
+	for _, sub := range subs {
+		if !s.lateDirty[sub.ID] {
+			continue
+		}
+		done, keep, err := s.finalizeClosingOne(ctx, sub, now)
+		if err != nil {
+			*errs = append(*errs, err)
+			continue
+		}
+		n += done
+		if !keep {
+			delete(s.lateDirty, sub.ID)
+		}
+	}
+	return n, nil
+}
+
+// finalizeClosingOne finalizes sub's adjustment invoice if it is due; keep
+// says whether to look at sub again later (its invoice is not due yet).
+func (s *Service) finalizeClosingOne(ctx context.Context, sub billing.Subscription, now time.Time) (n int, keep bool, err error) {
+	x, err := s.load(ctx, sub)
+	if err != nil {
+		return 0, true, err
+	}
+	ps, err := Periods(sub, now)
+	if err != nil {
+		return 0, false, fmt.Errorf("subscription %s: periods: %w", sub.ID, err)
+	}
+	for _, p := range ps {
+		if !slices.ContainsFunc(x.finalized, func(inv billing.Invoice) bool { return inv.PeriodStart.Equal(p.Start) }) {
+			// An open period carries the late usage; the usual
+			// finalization bills it.
+			return 0, false, nil
+		}
+	}
+	var inv billing.Invoice
+	var due time.Time
+	var ok bool
+	err = s.stable(func() error {
+		var err error
+		inv, due, ok, err = s.closing(ctx, s.newReader(), x, now)
+		return err
+	})
+	if err != nil || !ok {
+		return 0, false, err
+	}
+	if now.Before(due) {
+		return 0, true, nil
+	}
+	at := now.UTC()
+	inv.Status, inv.FinalizedAt = billing.InvoiceFinalized, &at
+	if _, created, err := s.Store.SaveInvoice(ctx, inv); err != nil {
+		return 0, true, err
+	} else if created {
+		n = 1
+	}
+	return n, false, nil
 }
 
 // customers returns a lookup of customers by id for n due subscriptions:

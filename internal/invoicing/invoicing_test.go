@@ -246,8 +246,7 @@ func TestFinalizeDueResumesAfterAFailedChunk(t *testing.T) {
 	ctx := context.Background()
 	due := periodEnd.Add(invoicing.DefaultGrace)
 	failing := &failingSaves{Store: f.st, failFrom: 2}
-	svc := *f.svc
-	svc.Store = failing
+	svc := &invoicing.Service{Store: failing, Usage: f.svc.Usage, Stable: f.svc.Stable, Grace: f.svc.Grace}
 	got, err := svc.FinalizeDue(ctx, due)
 	if err == nil || !strings.Contains(err.Error(), "disk full") || got != 500 {
 		t.Fatalf("FinalizeDue with the second chunk failing = %d, %v; want 500 and the error", got, err)
@@ -268,5 +267,57 @@ func TestFinalizeDueResumesAfterAFailedChunk(t *testing.T) {
 			t.Fatalf("invoice %s: a second one for its subscription, or the wrong period", inv.ID)
 		}
 		seen[inv.SubscriptionID] = true
+	}
+}
+
+// A subscription that ended and has every period finalized gets its late
+// usage on an adjustment invoice; a restarted service (its memory of late
+// events gone) finds it again and finalizes it once.
+func TestFinalizeDueAdjustmentInvoiceAfterCancellation(t *testing.T) {
+	f := newFixture(t)
+	f.addCustomers(0, 2, periodStart, 1)
+	ctx := context.Background()
+	sub, err := f.st.GetSubscription(ctx, "s-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelAt := periodStart.Add(10 * 24 * time.Hour)
+	if sub, err = sub.Cancel(billing.CancelNow, cancelAt); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.UpdateSubscription(ctx, sub); err != nil {
+		t.Fatal(err)
+	}
+	restarted := func() *invoicing.Service {
+		return &invoicing.Service{Store: f.st, Usage: f.svc.Usage, Stable: f.svc.Stable, Grace: invoicing.DefaultGrace, Late: f.st}
+	}
+	t1 := cancelAt.Add(invoicing.DefaultGrace)
+	if n, err := restarted().FinalizeDue(ctx, t1); err != nil || n != 1 {
+		t.Fatalf("FinalizeDue at the cancellation + grace = %d, %v; want 1 (the cut period)", n, err)
+	}
+	// 1,000 calls (1 byte each) of the cancelled period arrive late: one
+	// call was included still (2 included, 1 used), 999 are billed at
+	// 0.01; the 1,000 bytes start one more package of 1.00.
+	for i := range 1000 {
+		f.event(fmt.Sprintf("late-%d", i), "subj-0", periodStart.Add(5*24*time.Hour), 1)
+	}
+	if n, err := restarted().FinalizeDue(ctx, t1.Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("FinalizeDue after the late events = %d, %v; want 1 (the adjustment invoice)", n, err)
+	}
+	invs, err := f.st.ListInvoices(ctx, store.InvoiceFilter{SubscriptionID: "s-0"})
+	if err != nil || len(invs) != 2 {
+		t.Fatalf("invoices of s-0: %d, %v; want 2", len(invs), err)
+	}
+	adj := invs[1]
+	if adj.Kind != billing.InvoiceKindAdjustment || !adj.PeriodStart.Equal(cancelAt) || len(adj.Lines) != 2 ||
+		adj.Lines[0].Key != "calls" || !adj.Lines[0].Quantity.Equal(decimal.NewFromInt(1000)) || adj.Lines[0].Amount.String() != "9.99" ||
+		adj.Lines[1].Key != "bytes" || adj.Lines[1].Amount.String() != "1" || adj.Total.String() != "10.99" {
+		t.Fatalf("adjustment invoice: %+v", adj)
+	}
+	// Nothing is billed twice, by this process or the next.
+	for range 2 {
+		if n, err := restarted().FinalizeDue(ctx, t1.Add(48*time.Hour)); err != nil || n != 0 {
+			t.Fatalf("FinalizeDue again = %d, %v; want 0", n, err)
+		}
 	}
 }
