@@ -86,7 +86,7 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatalf("publish plan: %v", err)
 	}
-	svc := &invoicing.Service{Store: st, Usage: &usage.Service{Store: st}, Stable: pipe.MetersStable, Grace: invoicing.DefaultGrace}
+	svc := &invoicing.Service{Store: st, Usage: &usage.Service{Store: st}, Stable: pipe.MetersStable, Grace: invoicing.DefaultGrace, Late: st}
 	return &fixture{t: t, st: st, pipe: pipe, svc: svc, plan: plan}
 }
 
