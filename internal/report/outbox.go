@@ -115,8 +115,9 @@ type LateEvent struct {
 // Outbox keeps report streams, reports and their delivery history.
 // Implementations are safe for concurrent use.
 type Outbox interface {
-	// LoadStreams returns every stored stream.
-	LoadStreams(ctx context.Context) ([]Stream, error)
+	// LoadStreams returns the stored streams of the given subscriptions,
+	// or every stored stream when subscriptionIDs is nil.
+	LoadStreams(ctx context.Context, subscriptionIDs []string) ([]Stream, error)
 	// CommitPlan stores, in one transaction, the streams' new states, the
 	// new reports (a report whose id is stored already is left as it is,
 	// so planning twice is harmless) and the late-event cursor.

@@ -164,16 +164,6 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 		return stats, nil
 	}
 
-	streams, err := r.Outbox.LoadStreams(ctx)
-	if err != nil {
-		return stats, err
-	}
-	byID := make(map[string]Stream, len(streams))
-	bySub := map[string][]string{}
-	for _, s := range streams {
-		byID[s.ID] = s
-		bySub[s.SubscriptionID] = append(bySub[s.SubscriptionID], s.ID)
-	}
 	var subs []billing.Subscription
 	if full {
 		if subs, err = r.Store.ListSubscriptions(ctx, store.SubscriptionFilter{}); err != nil {
@@ -196,6 +186,25 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 			}
 			subs = append(subs, cs...)
 		}
+	}
+	// A full pass needs every stream; one for late events only those of
+	// the subscriptions concerned.
+	var only []string
+	if !full {
+		only = make([]string, 0, len(subs))
+		for _, sub := range subs {
+			only = append(only, sub.ID)
+		}
+	}
+	streams, err := r.Outbox.LoadStreams(ctx, only)
+	if err != nil {
+		return stats, err
+	}
+	byID := make(map[string]Stream, len(streams))
+	bySub := map[string][]string{}
+	for _, s := range streams {
+		byID[s.ID] = s
+		bySub[s.SubscriptionID] = append(bySub[s.SubscriptionID], s.ID)
 	}
 	p := &planner{r: r, now: now, through: through, late: late, streams: byID, bySub: bySub,
 		customers: map[string]billing.Customer{}, plans: map[string]billing.Plan{}, meters: map[string]meter.Meter{}}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,8 +16,28 @@ import (
 var _ report.Outbox = (*DB)(nil)
 
 // LoadStreams implements report.Outbox.
-func (db *DB) LoadStreams(ctx context.Context) ([]report.Stream, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT state FROM report_streams`)
+func (db *DB) LoadStreams(ctx context.Context, subscriptionIDs []string) ([]report.Stream, error) {
+	if subscriptionIDs == nil {
+		return db.loadStreams(ctx, `SELECT state FROM report_streams`)
+	}
+	var out []report.Stream
+	for chunk := range slices.Chunk(subscriptionIDs, 500) {
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		q := `SELECT state FROM report_streams WHERE subscription_id IN (?` + strings.Repeat(",?", len(chunk)-1) + `)`
+		sts, err := db.loadStreams(ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sts...)
+	}
+	return out, nil
+}
+
+func (db *DB) loadStreams(ctx context.Context, q string, args ...any) ([]report.Stream, error) {
+	rows, err := db.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("load report streams: %w", err)
 	}

@@ -68,12 +68,24 @@ func testOutbox(t *testing.T, b Backend) {
 		if diff := gocmp.Diff(want, got, opts); diff != "" {
 			t.Errorf("ListReports (-want +got):\n%s", diff)
 		}
-		streams, err := o.LoadStreams(ctx)
+		streams, err := o.LoadStreams(ctx, nil)
 		if err != nil {
 			t.Fatalf("LoadStreams: %v", err)
 		}
 		if diff := gocmp.Diff([]report.Stream{st1}, streams, opts); diff != "" {
 			t.Errorf("LoadStreams (-want +got):\n%s", diff)
+		}
+		for _, tc := range []struct {
+			subs []string
+			want []report.Stream
+		}{{[]string{"s-1", "s-9"}, []report.Stream{st1}}, {[]string{"s-9"}, nil}, {[]string{}, nil}} {
+			got, err := o.LoadStreams(ctx, tc.subs)
+			if err != nil {
+				t.Fatalf("LoadStreams(%v): %v", tc.subs, err)
+			}
+			if diff := gocmp.Diff(tc.want, got, opts); diff != "" {
+				t.Errorf("LoadStreams(%v) (-want +got):\n%s", tc.subs, diff)
+			}
 		}
 		if seq, err := o.LateCursor(ctx); err != nil || seq != 7 {
 			t.Errorf("LateCursor = %d, %v; want 7 (a lower one never moves it back)", seq, err)
@@ -164,7 +176,7 @@ func testOutbox(t *testing.T, b Backend) {
 		if got.State != report.StatePending || !got.NextAttemptAt.Equal(done.Add(time.Minute)) || got.LastError != "503" {
 			t.Errorf("r3: %+v", got)
 		}
-		streams, _ := o.LoadStreams(ctx)
+		streams, _ := o.LoadStreams(ctx, nil)
 		for _, s := range streams {
 			if s.ID == st2.ID && !s.Reported.IsZero() {
 				t.Errorf("stream of the expired report: reported %s, want 0", s.Reported)
