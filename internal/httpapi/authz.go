@@ -63,8 +63,19 @@ func (s *Server) authorize(a access, next http.Handler) http.Handler {
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
-		if p.Bound() && a.tenant != nil && !a.tenant(s, w, r, p) {
-			return
+		if p.Bound() {
+			// Every route a bound caller may reach shows its customer's
+			// data, so the binding must still hold (the customer not
+			// deleted, the subject still its): a deleted customer's
+			// subscriptions read usage of subjects now another's.
+			mine, ok := s.boundSubjects(w, r, p)
+			if !ok {
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), boundSubjectsKey{}, mine))
+			if a.tenant != nil && !a.tenant(s, w, r, p) {
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -193,10 +204,17 @@ func customerInQuery(s *Server, w http.ResponseWriter, r *http.Request, p auth.P
 	return true
 }
 
+// boundSubjectsKey holds, in a bound caller's request context, the
+// subjects authorize found it may see.
+type boundSubjectsKey struct{}
+
 // boundSubjects returns the subjects a bound caller may see and send: its
 // customer's, or its one subject. ok is false when the binding can't be
 // used any more (the refusal is written).
 func (s *Server) boundSubjects(w http.ResponseWriter, r *http.Request, p auth.Principal) ([]string, bool) {
+	if mine, ok := r.Context().Value(boundSubjectsKey{}).([]string); ok {
+		return mine, true
+	}
 	c, err := s.Store.GetCustomer(r.Context(), p.CustomerID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.writeError(w, r, err)

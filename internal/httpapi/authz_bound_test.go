@@ -1,0 +1,64 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestDeletedCustomerCredentialsSeeNothing: once customer A is deleted its
+// subjects may go to another customer; A's credentials (keys and portal
+// tokens are not revoked with it) must then reach nothing, or A's still
+// active subscription would show the new owner's usage.
+func TestDeletedCustomerCredentialsSeeNothing(t *testing.T) {
+	w := setupWorld(t)
+	h := w.h
+	_, subjRead := h.createKey(`{"scope":"read","subject":"contoso-eu-1"}`)
+	h.must("DELETE", "/api/v1/customers/contoso", "", http.StatusNoContent, nil)
+	h.must("POST", "/api/v1/customers", `{"key":"acme","name":"Acme","currency":"EUR","subjects":["contoso-eu-1","contoso-us-1"]}`, http.StatusCreated, nil)
+	for i := range 7 {
+		body := strings.Replace(eventBody(fmt.Sprintf("acme-%d", i), "contoso-eu-1"), "T11:00:00Z", "T12:01:00Z", 1)
+		h.must("POST", "/api/v1/events", body, http.StatusNoContent, nil)
+	}
+	paths := []string{
+		"/api/v1/customers/" + w.aID,
+		"/api/v1/customers/" + w.aID + "/users",
+		"/api/v1/customers/" + w.aID + "/usage",
+		"/api/v1/customers",
+		"/api/v1/subscriptions",
+		"/api/v1/subscriptions/" + w.aSub,
+		"/api/v1/invoices",
+		"/api/v1/invoices/" + w.aInvoice,
+		"/api/v1/reports",
+		"/api/v1/reports/" + w.aReport,
+		"/api/v1/portal/usage",
+	}
+	for _, cred := range []string{"readA", "portalA", "oidcA", "subjRead"} {
+		tok := w.creds[cred]
+		if cred == "subjRead" {
+			tok = subjRead
+		}
+		for _, p := range paths {
+			r := h.call(tok, "GET", p, "")
+			if r.status != http.StatusForbidden && r.status != http.StatusUnauthorized {
+				t.Errorf("GET %s as %s of deleted customer A: got %s, want 403", p, cred, r)
+			}
+		}
+	}
+}
+
+// TestMovedSubjectKeySeesNothing: a key bound to one subject of A stops
+// working once that subject belongs to B, also on A's customer views.
+func TestMovedSubjectKeySeesNothing(t *testing.T) {
+	w := setupWorld(t)
+	h := w.h
+	_, key := h.createKey(`{"scope":"read","subject":"contoso-eu-1"}`)
+	h.must("PUT", "/api/v1/customers/contoso", `{"key":"contoso","name":"Contoso","currency":"EUR","subjects":["contoso-us-1"]}`, http.StatusOK, nil)
+	h.must("PUT", "/api/v1/customers/fabrikam", `{"key":"fabrikam","name":"Fabrikam","currency":"EUR","subjects":["fab-1","contoso-eu-1"]}`, http.StatusOK, nil)
+	for _, p := range []string{"/api/v1/customers/" + w.aID + "/usage", "/api/v1/subscriptions", "/api/v1/invoices", "/api/v1/reports", "/api/v1/portal/usage"} {
+		if r := h.call(key, "GET", p, ""); r.status != http.StatusForbidden {
+			t.Errorf("GET %s with a key of a subject moved to B: got %s, want 403", p, r)
+		}
+	}
+}
