@@ -163,11 +163,24 @@ func (o *OIDC) Verify(ctx context.Context, token string, now time.Time) (OIDCIde
 	}
 	id := OIDCIdentity{}
 	id.Subject, _ = claims["sub"].(string)
-	if o.cfg.CustomerClaim != "" {
-		id.Customer, _ = claims[o.cfg.CustomerClaim].(string)
+	// A binding claim that is present but not a non-empty string (an
+	// array, a number, null) binds to nothing we can name; reading it as
+	// absent would make the token unbound: every customer's.
+	binding := func(name string) (string, error) {
+		v, ok := claims[name]
+		if name == "" || !ok {
+			return "", nil
+		}
+		if s, ok := v.(string); ok && s != "" {
+			return s, nil
+		}
+		return "", &ForbiddenError{Msg: fmt.Sprintf("the token's %q claim is not a non-empty string, so it binds to no customer or subject tally can find", name)}
 	}
-	if o.cfg.SubjectClaim != "" {
-		id.DeploymentSubject, _ = claims[o.cfg.SubjectClaim].(string)
+	if id.Customer, err = binding(o.cfg.CustomerClaim); err != nil {
+		return OIDCIdentity{}, err
+	}
+	if id.DeploymentSubject, err = binding(o.cfg.SubjectClaim); err != nil {
+		return OIDCIdentity{}, err
 	}
 	var raw []string
 	switch v := claims[o.cfg.ScopesClaim].(type) {

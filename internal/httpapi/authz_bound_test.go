@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // TestDeletedCustomerCredentialsSeeNothing: once customer A is deleted its
@@ -59,6 +62,23 @@ func TestMovedSubjectKeySeesNothing(t *testing.T) {
 	for _, p := range []string{"/api/v1/customers/" + w.aID + "/usage", "/api/v1/subscriptions", "/api/v1/invoices", "/api/v1/reports", "/api/v1/portal/usage"} {
 		if r := h.call(key, "GET", p, ""); r.status != http.StatusForbidden {
 			t.Errorf("GET %s with a key of a subject moved to B: got %s, want 403", p, r)
+		}
+	}
+}
+
+// TestOIDCCustomerClaimNotAString: a token whose customer claim is there
+// but is not a customer reference (an array, a number, an empty string:
+// an issuer mapping an attribute differently) must not pass as unbound,
+// which would read every customer.
+func TestOIDCCustomerClaimNotAString(t *testing.T) {
+	w := setupWorld(t)
+	h := w.h
+	now := h.clock.Now()
+	for name, v := range map[string]any{"array": []string{"contoso"}, "number": 42, "empty": "", "object": map[string]string{"id": "contoso"}, "null": nil} {
+		tok := signJWT(t, rsaKeys()[0], "k1", jwt.MapClaims{"iss": testIssuer, "aud": testAudience, "sub": "user-x",
+			"exp": now.Add(time.Hour).Unix(), "scope": "tally:read", "tally_customer": v})
+		if r := h.call(tok, "GET", "/api/v1/customers", ""); r.status != http.StatusForbidden {
+			t.Errorf("customer claim %s: got %s, want 403", name, r)
 		}
 	}
 }
