@@ -486,6 +486,16 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 				// lateAt is the earliest late event: later ones may lie in
 				// any segment after it.
 				isLate := hasLate && lateAt.Before(minTime(sFrom, sg.Period.End))
+				if known && tracked != nil && !isLate {
+					// A meter changed since the stream was planned was
+					// rebuilt from the raw events: recount what the stream
+					// has seen, as for late events.
+					m, err := p.meter(ctx, pc.Meter)
+					if err != nil {
+						return nil, nil, err
+					}
+					isLate = m.UpdatedAt.After(st.UpdatedAt)
+				}
 				in := SegmentInput{Start: sg.Period.Start, End: sg.Period.End, From: sFrom, Base: decimal.Zero}
 				if in.Band, err = bandOf(pc, rep); err != nil {
 					return nil, nil, err

@@ -33,6 +33,7 @@ import (
 //
 //	clock <RFC 3339>                      set the clock (ingest and reporting)
 //	meter <slug> SUM|COUNT type=<type> [value=<JSONPath>]
+//	meter-update <slug> value=<JSONPath>  change how a meter counts (rebuilt)
 //	customer <key> <currency> subjects=<a,b> [azure=<resourceId>] [deploy=<subject:uri,…>] [aws=<customerId>] [stripe=<customerId>]
 //	plan <key> <currency> <cadence> [base=<fee>]
 //	  charge <key> meter=<slug> [included=<n>] per_unit=<price> | graduated=<upTo:price,…,-:price>
@@ -215,6 +216,20 @@ func (s *scenario) exec(f []string) {
 			s.fatalf("load meters: %v", err)
 		}
 		s.meters = append(s.meters, m)
+	case "meter-update":
+		// Change how a meter counts; it is rebuilt from the raw events.
+		var m meter.Meter
+		for _, old := range s.meters {
+			if old.Slug == pos[0] {
+				m = old
+			}
+		}
+		if v := opts["value"]; v != "" {
+			m.ValueProperty = v
+		}
+		if _, err := s.pipe.UpdateMeter(ctx, pos[0], m); err != nil {
+			s.fatalf("meter-update: %v", err)
+		}
 	case "customer":
 		in := billing.CustomerInput{Key: pos[0], Name: pos[0], Currency: pos[1], Subjects: strings.Split(opts["subjects"], ",")}
 		if v := opts["azure"]; v != "" {
