@@ -116,7 +116,9 @@ func (r *usageReader) meter(ctx context.Context, idOrSlug string) (meter.Meter, 
 func (r *usageReader) periodUsage(ctx context.Context, c billing.Customer, plan billing.Plan, start, end time.Time) (map[string]decimal.Decimal, error) {
 	from, to := floorMinute(start), floorMinute(end)
 	amounts := make(map[string]decimal.Decimal, len(plan.Charges))
-	if len(c.Subjects) == 0 {
+	if len(c.Subjects) == 0 || !from.Before(to) {
+		// No subjects, or a period (segment) within one minute: it holds
+		// no whole minute of usage (the query would refuse from == to).
 		return amounts, nil
 	}
 	for _, pc := range plan.Charges {
