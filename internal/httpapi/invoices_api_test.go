@@ -149,3 +149,29 @@ func TestInvoicesAPI(t *testing.T) {
 	problemOf(t, h.do("GET", "/api/v1/invoices?customer=nobody", "", ""), http.StatusNotFound)
 	h.expect(h.do("GET", "/api/v1/invoices", "", "", "Authorization", ""), http.StatusUnauthorized, "no token")
 }
+
+// TestDraftInvoiceByIDSubSecondStart: a subscription started "now" (no
+// start given) starts at the server clock, fractions of a second included;
+// its draft invoices are still found by id, which counts whole seconds.
+func TestDraftInvoiceByIDSubSecondStart(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{token: "secret"})
+	h.createMeter(`{"slug":"emails","eventType":"email.sent","aggregation":"SUM","valueProperty":"$.count"}`)
+	h.json("POST", "/api/v1/customers", `{"key":"contoso","name":"Contoso","currency":"EUR","subjects":["contoso-mail"]}`, http.StatusCreated, nil)
+	h.json("POST", "/api/v1/plans", `{"key":"mail-pro","name":"Mail Pro","currency":"EUR","cadence":"P1M","baseFee":"10.00",
+	  "charges":[{"key":"emails","meter":"emails","included":"1000","pricing":{"model":"package","packageSize":"1000","unitPrice":"5.00"}}]}`,
+		http.StatusCreated, nil)
+	h.json("POST", "/api/v1/plans/mail-pro/publish", "", http.StatusOK, nil)
+	h.clock.Advance(24*time.Hour + 250*time.Millisecond)
+	var sub apiSubscription
+	h.json("POST", "/api/v1/subscriptions", `{"customer":"contoso","plan":"mail-pro"}`, http.StatusCreated, &sub)
+	var out struct{ Items []apiInvoice }
+	h.json("GET", "/api/v1/invoices?subscription="+sub.ID, "", http.StatusOK, &out)
+	if len(out.Items) != 1 || out.Items[0].PeriodStart.Nanosecond() == 0 {
+		t.Fatalf("invoices: %+v", out.Items)
+	}
+	var byID apiInvoice
+	h.json("GET", "/api/v1/invoices/"+out.Items[0].ID, "", http.StatusOK, &byID)
+	if byID.ID != out.Items[0].ID || byID.Status != "draft" || byID.Total != "10.00" {
+		t.Errorf("draft by id: %+v", byID)
+	}
+}
