@@ -76,6 +76,9 @@ func newAuth(ctx context.Context, f serveFlags, cfg authConfig, st store.Store, 
 			"Set --admin-token or create an admin key (POST /api/v1/keys, or tally keys create --scope admin) before exposing tally beyond this machine.")
 	}
 	chain.SetOpen(open)
+	// Open on loopback, tally is for this machine: a web page rebinding
+	// its domain name to 127.0.0.1 must not reach it through a browser.
+	chain.OpenLoopbackOnly = open && isLoopback(f.addr)
 	return chain, chain.Portal, nil
 }
 

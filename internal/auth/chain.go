@@ -5,7 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -28,9 +30,20 @@ type Chain struct {
 	// live customer's id; an error means the customer can't be used.
 	ResolveCustomer func(ctx context.Context, ref string) (string, error)
 	Now             func() time.Time
+	// OpenLoopbackOnly, in open mode, admits requests without credentials
+	// only when they name a loopback host: a web page whose domain name
+	// was rebound to 127.0.0.1 sends its own name, and must not become an
+	// admin through the visitor's browser. Set it when tally is open
+	// because it listens on loopback.
+	OpenLoopbackOnly bool
 
 	open atomic.Bool
 }
+
+// openCSRF refuses a browser's cross-origin writes in open mode, where a
+// page could otherwise POST to tally as the anonymous admin (it can't
+// read the answer, but the change is made).
+var openCSRF = http.NewCrossOriginProtection()
 
 // SetOpen sets open mode: requests without an Authorization header act as
 // an anonymous admin. Requests with one are still verified, so a scoped key
@@ -47,10 +60,16 @@ func (c *Chain) EndOpenMode() { c.open.Store(false) }
 func (c *Chain) Authenticate(r *http.Request) (Principal, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		if c.Open() {
-			return anonymousPrincipal, nil
+		if !c.Open() {
+			return Principal{}, ErrUnauthenticated
 		}
-		return Principal{}, ErrUnauthenticated
+		if c.OpenLoopbackOnly && !loopbackHost(r.Host) {
+			return Principal{}, &ForbiddenError{Msg: fmt.Sprintf("tally serves without credentials only to requests for a loopback host; this one is for %q (send a credential)", r.Host)}
+		}
+		if err := openCSRF.Check(r); err != nil {
+			return Principal{}, &ForbiddenError{Msg: "tally serves without credentials, so it refuses a browser's cross-origin request: " + err.Error()}
+		}
+		return anonymousPrincipal, nil
 	}
 	tok, ok := BearerToken(h)
 	if !ok {
@@ -109,6 +128,21 @@ func (c *Chain) oidcPrincipal(ctx context.Context, id OIDCIdentity) (Principal, 
 	}
 	p.CustomerID, p.Subject = cid, id.DeploymentSubject
 	return p, nil
+}
+
+// loopbackHost reports whether a request's Host names this machine:
+// localhost or a loopback address, with or without a port.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // unverifiedIssuer reads a JWT's iss claim without verifying anything, only
