@@ -269,21 +269,21 @@ func (l Line) RoundedAmount(currency string) (decimal.Decimal, error) {
 // quantity (upper bounds are inclusive: exactly 1,000 falls in the tier up to
 // 1,000) plus that tier's flat price.
 //
+// A negative usage (a SUM meter's values can be negative) is priced like
+// zero: nothing included, nothing billable; Quantity still shows it.
+//
 // Amount is exact; nothing is rounded here. Rate fails with ch.Validate's
-// error (one field error per line) when ch is invalid, and when usage is
-// negative.
+// error (one field error per line) when ch is invalid.
 func Rate(ch Charge, usage decimal.Decimal) (Line, error) {
 	if err := ch.Validate(); err != nil {
 		return Line{}, err
 	}
-	if usage.IsNegative() {
-		return Line{}, fmt.Errorf("usage: %s is negative", usage)
-	}
-	included := usage
+	used := decimal.Max(usage, decimal.Zero)
+	included := used
 	if !ch.Included.Unlimited {
-		included = decimal.Min(usage, ch.Included.Quantity)
+		included = decimal.Min(used, ch.Included.Quantity)
 	}
-	billable := usage.Sub(included)
+	billable := used.Sub(included)
 	l := Line{
 		Key:      ch.Key,
 		Meter:    ch.Meter,

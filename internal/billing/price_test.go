@@ -103,6 +103,16 @@ func TestRate(t *testing.T) {
 			want: Line{Quantity: dec("1500"), Included: dec("0"), Billable: dec("1500"), UnitPrice: decp("0.002"), Amount: dec("3")},
 		},
 		{
+			// A SUM meter's values can be negative; negative usage is
+			// priced like zero and consumes no included quantity.
+			name: "package negative usage", included: IncludedQuantity(dec("1000")), pricing: pkg, usage: "-5",
+			want: Line{Quantity: dec("-5"), Included: dec("0"), Billable: dec("0"), Packages: dec("0"), UnitPrice: decp("5"), Amount: dec("0")},
+		},
+		{
+			name: "volume negative usage", pricing: vol, usage: "-0.5",
+			want: Line{Quantity: dec("-0.5"), Included: dec("0"), Billable: dec("0"), Amount: dec("0")},
+		},
+		{
 			name: "per unit zero usage", pricing: perUnit, usage: "0",
 			want: Line{Quantity: dec("0"), Included: dec("0"), Billable: dec("0"), UnitPrice: decp("0.002"), Amount: dec("0")},
 		},
@@ -253,7 +263,6 @@ func TestRateErrors(t *testing.T) {
 		usage string
 		want  []string
 	}{
-		{"negative usage", valid, "-1", []string{"usage: -1 is negative"}},
 		{"no key and meter", Charge{Pricing: valid.Pricing}, "1", []string{"key: is required", "meter: is required"}},
 		{"negative included", Charge{Key: "k", Meter: "m", Included: IncludedQuantity(dec("-5")), Pricing: valid.Pricing}, "1",
 			[]string{"included: -5 is negative"}},

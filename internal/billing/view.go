@@ -137,7 +137,7 @@ func View(sub Subscription, plan Plan, period Period, now time.Time, usage map[s
 			Amount: amount, Line: line, ProjectedUsage: projected, ProjectedAmount: pamount,
 		}
 		if !pc.Included.Unlimited {
-			r := decimal.Max(pc.Included.Quantity.Sub(u), decimal.Zero)
+			r := pc.Included.Quantity.Sub(line.Included)
 			cv.Remaining = &r
 		}
 		v.Charges = append(v.Charges, cv)

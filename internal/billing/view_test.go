@@ -153,8 +153,11 @@ func TestViewUnlimitedPerUnitAndPartialPeriod(t *testing.T) {
 func TestViewRejectsBadInput(t *testing.T) {
 	sub, plan := exampleSub(), mailProPlan()
 	p, _ := sub.CurrentPeriod(sub.Start)
-	if _, err := View(sub, plan, p, sub.Start, map[string]decimal.Decimal{"emails": dec("-1")}); err == nil {
-		t.Error("negative usage accepted")
+	// Negative usage (a SUM meter's values can be negative) costs nothing
+	// and leaves the included quantity whole.
+	v, err := View(sub, plan, p, sub.Start, map[string]decimal.Decimal{"emails": dec("-1")})
+	if err != nil || !v.Charges[0].Amount.IsZero() || !v.Charges[0].Remaining.Equal(dec("1000")) || !v.Total.Equal(dec("10")) {
+		t.Errorf("negative usage: %+v, %v", v, err)
 	}
 	plan.Currency = "XXX"
 	if _, err := View(sub, plan, p, sub.Start, nil); err == nil {
