@@ -82,3 +82,37 @@ func TestOIDCCustomerClaimNotAString(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundIngestCannotSuppressAnotherCustomersEvents: events are
+// deduplicated by source and id; were that global, customer A's ingest
+// key could send, first, an event with the source and id B's agent will
+// use (on A's own subject, of a type no meter counts) and B's real event
+// would be skipped as a duplicate: B's usage gone unbilled, and A able to
+// probe which ids B sent.
+func TestBoundIngestCannotSuppressAnotherCustomersEvents(t *testing.T) {
+	w := setupWorld(t)
+	h := w.h
+	ev := func(subject string) string {
+		return strings.NewReplacer(`"authz-test"`, `"fabrikam-agent"`, `"email"`, `"noop"`).Replace(eventBody("fab-next-1", subject))
+	}
+	if r := h.call(w.creds["ingestA"], "POST", "/api/v1/events", ev("contoso-eu-1")); r.status != http.StatusNoContent {
+		t.Fatalf("A's event: %s", r)
+	}
+	_, keyB := h.createKey(`{"scope":"ingest","customer":"fabrikam"}`)
+	if r := h.call(keyB, "POST", "/api/v1/events", strings.Replace(ev("fab-1"), `"noop"`, `"email"`, 1)); r.status != http.StatusNoContent {
+		t.Fatalf("B's event: %s", r)
+	}
+	var evs []struct {
+		Event struct{ ID, Type string } `json:"event"`
+	}
+	h.must("GET", "/api/v1/events?subject=fab-1&id=fab-next-1", "", http.StatusOK, &evs)
+	if len(evs) != 1 || evs[0].Event.Type != "email" {
+		t.Errorf("B's event with the source and id A sent first: stored %+v, want B's email event", evs)
+	}
+	// A retry of the same event is still skipped.
+	h.call(w.creds["ingestA"], "POST", "/api/v1/events", ev("contoso-eu-1"))
+	h.must("GET", "/api/v1/events?id=fab-next-1", "", http.StatusOK, &evs)
+	if len(evs) != 2 {
+		t.Errorf("events with id fab-next-1 after A's retry: %d, want 2 (A's once, B's once)", len(evs))
+	}
+}

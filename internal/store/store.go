@@ -61,8 +61,8 @@ type NewEvent struct {
 
 // AppendResult says what AppendEvents did.
 type AppendResult struct {
-	// Inserted counts events stored now; Duplicates those whose (source, id)
-	// was stored before (or earlier in the same call) and were skipped.
+	// Inserted counts events stored now; Duplicates those whose (source,
+	// id, subject) was stored before (or earlier in the same call) and were skipped.
 	Inserted, Duplicates int
 	// InvalidByMeter counts, per meter id, inserted events the meter could
 	// not use.
@@ -91,7 +91,9 @@ type EventFilter struct {
 // Events keeps raw events.
 type Events interface {
 	// AppendEvents stores, in one durable transaction, every event whose
-	// (source, id) is not stored yet, and applies the contributions of those
+	// (source, id, subject) is not stored yet (per subject, so that no
+	// one can have another subject's event skipped by sending its source
+	// and id first), and applies the contributions of those
 	// events (and only those) to the rollups. It is idempotent: appending the
 	// same events again changes nothing. ingestedAt is recorded on new events.
 	AppendEvents(ctx context.Context, events []NewEvent, ingestedAt time.Time) (AppendResult, error)

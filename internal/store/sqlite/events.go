@@ -34,7 +34,7 @@ func insertEventsSQL(n int) string {
 		}
 		b.WriteString("(?,?,?,?,?,?,?,?)")
 	}
-	b.WriteString(" ON CONFLICT (source, id) DO NOTHING")
+	b.WriteString(" ON CONFLICT (source, id, subject) DO NOTHING")
 	return b.String()
 }
 

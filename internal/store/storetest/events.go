@@ -69,11 +69,27 @@ func testAppendEvents(t *testing.T, b Backend) {
 					ev("a", "alice", 0, sum(mSum, "1")),
 					ev("a", "alice", time.Second, sum(mSum, "100")),
 					ev("b", "alice", 2*time.Second, sum(mSum, "2")),
-					ev("a", "bob", 3*time.Second, sum(mSum, "1000")),
+					ev("b", "alice", 3*time.Second, sum(mSum, "1000")),
 				},
 				want: store.AppendResult{Inserted: 2, Duplicates: 2},
 			}},
 			want: map[string]totals{mSum: {2, "3"}},
+		},
+		{
+			// Deduplication is per subject, so that no one can have
+			// another subject's event skipped by sending its id first.
+			name: "same source and id of another subject is another event",
+			calls: []appendCall{
+				{
+					events: []store.NewEvent{ev("a", "alice", 0, sum(mSum, "1")), ev("a", "bob", 0, sum(mSum, "2"))},
+					want:   store.AppendResult{Inserted: 2},
+				},
+				{
+					events: []store.NewEvent{ev("a", "bob", 0, sum(mSum, "100")), ev("a", "carol", 0, sum(mSum, "4"))},
+					want:   store.AppendResult{Inserted: 1, Duplicates: 1},
+				},
+			},
+			want: map[string]totals{mSum: {3, "7"}},
 		},
 		{
 			name: "duplicate across calls is skipped and not counted",
@@ -391,7 +407,7 @@ func testManyEvents(t *testing.T, b Backend) {
 			if want := "many-" + strconv.Itoa(i); se.ID != want {
 				return fmt.Errorf("event %d is %s, want %s", i, se.ID, want)
 			}
-			seqs[evKey{se.Source, se.ID}] = se.Seq
+			seqs[evKey{se.Source, se.ID, se.Subject}] = se.Seq
 			i++
 			return nil
 		})

@@ -173,9 +173,10 @@ func invalid(meterID string, agg meter.Aggregation, msg string) store.Contributi
 // ---------------------------------------------------------------------------
 // The model of the Events contract.
 
-type evKey struct{ source, id string }
+// evKey identifies an event: its source and id, per subject.
+type evKey struct{ source, id, subject string }
 
-func keyOf(e store.NewEvent) evKey { return evKey{e.Source, e.ID} }
+func keyOf(e store.NewEvent) evKey { return evKey{e.Source, e.ID, e.Subject} }
 
 type modelEvent struct {
 	store.NewEvent
@@ -224,7 +225,7 @@ func (m *model) apply(evs []store.NewEvent, at time.Time) store.AppendResult {
 // contributions is the contribs function for Recover: the contributions
 // an event was appended with.
 func (m *model) contributions(e store.StoredEvent) ([]store.Contribution, error) {
-	k := evKey{e.Source, e.ID}
+	k := evKey{e.Source, e.ID, e.Subject}
 	i, ok := m.byKey[k]
 	if !ok {
 		return nil, fmt.Errorf("storetest: Recover replayed event %s/%s (seq %d), which was never inserted", e.Source, e.ID, e.Seq)
@@ -473,7 +474,7 @@ func (e *env) seqs(t *testing.T) map[evKey]int64 {
 	t.Helper()
 	out := make(map[evKey]int64)
 	err := e.s.ScanEvents(ctxOf(t), "", func(se store.StoredEvent) error {
-		out[evKey{se.Source, se.ID}] = se.Seq
+		out[evKey{se.Source, se.ID, se.Subject}] = se.Seq
 		return nil
 	})
 	if err != nil {
