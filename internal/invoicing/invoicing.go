@@ -501,7 +501,8 @@ func (s *Service) finalizeJobs(ctx context.Context, jobs []*dueJob, customer fun
 
 // finalizeClosing finalizes the adjustment invoices (see closingDraft) that
 // are due, for the ended subscriptions whose subjects received late events
-// (from s.Late; none without it). A subscription stays on the list while
+// (from s.Late; none without it), and, with a grace period under an hour,
+// for those that ended within the last two hours. A subscription stays on the list while
 // its adjustment invoice is not due yet; the list and the position in the
 // late events live in memory, so after a restart every late event is
 // looked at once more, which finalizes nothing twice.
@@ -549,6 +550,20 @@ func (s *Service) finalizeClosing(ctx context.Context, subs []billing.Subscripti
 		}
 		if len(evs) < 10000 {
 			break
+		}
+	}
+	// With a grace period under an hour, an ended subscription's last
+	// period can be finalized before the UTC hour of its last instant has
+	// ended: events of that hour arriving on time after that are in no
+	// late-event index. Look at such a subscription until an hour after
+	// that hour has ended.
+	for _, sub := range subs {
+		if sub.CancelAt == nil || now.Before(*sub.CancelAt) {
+			continue
+		}
+		hourEnd := sub.CancelAt.Add(-1).Truncate(time.Hour).Add(time.Hour)
+		if sub.CancelAt.Add(s.Grace).Before(hourEnd) && now.Before(hourEnd.Add(time.Hour)) {
+			s.lateDirty[sub.ID] = true
 		}
 	}
 	n := 0

@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shopspring/decimal"
 
 	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/event"
+	"github.com/tally-metering/tally/internal/ingest"
 	"github.com/tally-metering/tally/internal/invoicing"
 	"github.com/tally-metering/tally/internal/store"
 )
@@ -319,5 +323,57 @@ func TestFinalizeDueAdjustmentInvoiceAfterCancellation(t *testing.T) {
 		if n, err := restarted().FinalizeDue(ctx, t1.Add(48*time.Hour)); err != nil || n != 0 {
 			t.Fatalf("FinalizeDue again = %d, %v; want 0", n, err)
 		}
+	}
+}
+
+// With a grace period under an hour, an ended subscription's last period
+// is finalized while events of its last hour can still arrive on time
+// (within their UTC hour, so not in the late-event index). Such usage is
+// billed on an adjustment invoice all the same.
+func TestFinalizeDueAdjustmentInvoiceShortGrace(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	cancelAt := periodStart.Add(10*24*time.Hour + 10*time.Hour + 20*time.Minute) // 10:20
+	ingested := cancelAt.Add(20 * time.Minute)                                   // 10:40, the same hour
+	pipe := ingest.New(f.st, func() time.Time { return ingested }, slog.New(slog.DiscardHandler), ingest.NewMetrics(prometheus.NewRegistry()), ingest.Config{})
+	t.Cleanup(pipe.Close)
+	if err := pipe.LoadMeters(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.addCustomers(0, 1, periodStart, 0)
+	sub, err := f.st.GetSubscription(ctx, "s-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub, err = sub.Cancel(billing.CancelNow, cancelAt); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.UpdateSubscription(ctx, sub); err != nil {
+		t.Fatal(err)
+	}
+	svc := &invoicing.Service{Store: f.st, Usage: f.svc.Usage, Stable: f.svc.Stable, Grace: 0, Late: f.st}
+	if n, err := svc.FinalizeDue(ctx, cancelAt.Add(time.Minute)); err != nil || n != 1 {
+		t.Fatalf("FinalizeDue after the cancellation = %d, %v; want 1 (the cut period)", n, err)
+	}
+	// 10:10, before the cancellation, arriving at 10:40: on time.
+	ts := cancelAt.Add(-10 * time.Minute)
+	raw := fmt.Sprintf(`{"specversion":"1.0","id":"e1","source":"t","type":"request","subject":"subj-0","time":%q,"data":{"bytes":5}}`, ts.Format(time.RFC3339))
+	if err := pipe.Submit(ctx, []event.Event{{ID: "e1", Source: "t", Type: "request", Subject: "subj-0", Time: ts, TimeSet: true, Data: []byte(`{"bytes":5}`), Raw: []byte(raw)}}); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, at := range []time.Duration{21 * time.Minute, 45 * time.Minute, 2 * time.Hour, 3 * time.Hour} {
+		n, err := svc.FinalizeDue(ctx, cancelAt.Add(at))
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	invs, err := f.st.ListInvoices(ctx, store.InvoiceFilter{SubscriptionID: "s-0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != 1 || len(invs) != 2 || invs[1].Kind != billing.InvoiceKindAdjustment || len(invs[1].Lines) != 3 {
+		t.Fatalf("finalized %d; invoices %+v; want the adjustment invoice of the on-time event", total, invs)
 	}
 }
