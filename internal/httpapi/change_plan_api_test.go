@@ -208,3 +208,28 @@ func TestChangePlanNow(t *testing.T) {
 		t.Errorf("adjustment: %+v", adj)
 	}
 }
+
+// A customer whose currency was changed while it has a subscription can't
+// move that subscription onto a plan in the new currency: one invoice would
+// add up amounts in two currencies (the period split by the change, and
+// adjustments of earlier periods on later invoices).
+func TestChangePlanKeepsTheSubscriptionsCurrency(t *testing.T) {
+	h := newChangeHarness(t)
+	h.json("POST", "/api/v1/plans", strings.Replace(strings.Replace(mailTeamBody, `"EUR"`, `"USD"`, 1), `"mail-team"`, `"mail-usd"`, 1), http.StatusCreated, nil)
+	h.json("POST", "/api/v1/plans/mail-usd/publish", "", http.StatusOK, nil)
+	h.clock.Advance(utc("2026-06-26T10:00:00Z").Sub(apiStart))
+	var sub apiChangedSubscription
+	h.json("POST", "/api/v1/subscriptions", `{"customer":"contoso","plan":"mail-pro","start":"2026-06-20T10:00:00Z"}`, http.StatusCreated, &sub)
+	h.json("PUT", "/api/v1/customers/contoso", strings.Replace(contosoBody, `"EUR"`, `"USD"`, 1), http.StatusOK, nil)
+	p := problemOf(t, h.do("POST", "/api/v1/subscriptions/"+sub.ID+"/change", "application/json", `{"plan":"mail-usd","at":"now"}`), http.StatusBadRequest)
+	if len(p.Errors) != 1 || !strings.HasPrefix(p.Errors[0], "plan: ") {
+		t.Errorf("errors %q", p.Errors)
+	}
+	for _, inv := range h.invoicesOf(sub.ID) {
+		for _, l := range inv.Lines {
+			if l.PlanKey == "mail-usd" {
+				t.Errorf("an EUR subscription's invoice bills the USD plan: %+v", inv)
+			}
+		}
+	}
+}

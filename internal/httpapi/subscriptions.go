@@ -275,6 +275,18 @@ func (s *Server) changeSubscription(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// The customer's currency may have changed since it subscribed; the
+	// subscription's invoices stay in the currency of its plans.
+	first, err := s.Store.GetPlan(r.Context(), sub.PlanID, sub.PlanVersion)
+	if err != nil {
+		s.writeError(w, r, internalf("subscription %s: plan %s version %d: %v", sub.ID, sub.PlanID, sub.PlanVersion, err))
+		return
+	}
+	if p.Currency != first.Currency {
+		s.writeError(w, r, &billing.ValidationError{What: "plan change", Err: fmt.Errorf("plan: plan %q version %d is priced in %s, but subscription %s is billed in %s; a plan change keeps the currency",
+			p.Key, p.Version, p.Currency, sub.ID, first.Currency)})
+		return
+	}
 	changed, err := sub.ChangePlan(p, c.Currency, in.At, s.Now())
 	if err != nil {
 		s.writeError(w, r, err)
