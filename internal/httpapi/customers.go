@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/store"
 )
 
 // itemsOf is the body of the billing list endpoints: {"items": [...]}, so
@@ -118,9 +119,32 @@ func (s *Server) deleteCustomer(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.Store.DeleteCustomer(r.Context(), c.ID, s.Now()); err != nil {
+	now := s.Now()
+	if err := s.Store.DeleteCustomer(r.Context(), c.ID, now); err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	// Its subscriptions end with it (cancelled now, their history kept):
+	// its subjects are free for another customer, whose usage they would
+	// otherwise bill a second time. A failure here is mended by deleting
+	// again.
+	subs, err := s.Store.ListSubscriptions(r.Context(), store.SubscriptionFilter{CustomerID: c.ID})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	for _, sub := range subs {
+		if sub.StatusAt(now) == billing.SubscriptionCanceled {
+			continue
+		}
+		canceled, err := sub.Cancel(billing.CancelNow, now)
+		if err == nil {
+			err = s.Store.UpdateSubscription(r.Context(), canceled)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
