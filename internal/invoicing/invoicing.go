@@ -382,6 +382,11 @@ func (s *Service) closing(ctx context.Context, r *usageReader, x *subject, now t
 		}
 	}
 	at = at.Truncate(time.Second)
+	if lastStart := last.PeriodStart.Truncate(time.Second); !at.After(lastStart) {
+		// Cancelled within the last period's first second: its id (whole
+		// seconds) would be that period's.
+		at = lastStart.Add(time.Second)
+	}
 	plan, ok := x.plans[planKey(last.PlanID, last.PlanVersion)]
 	if !ok {
 		return billing.Invoice{}, time.Time{}, false, fmt.Errorf("subscription %s: plan %s version %d of invoice %s is not loaded", sub.ID, last.PlanID, last.PlanVersion, last.ID)

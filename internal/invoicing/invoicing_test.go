@@ -377,3 +377,36 @@ func TestFinalizeDueAdjustmentInvoiceShortGrace(t *testing.T) {
 		t.Fatalf("finalized %d; invoices %+v; want the adjustment invoice of the on-time event", total, invs)
 	}
 }
+
+// A subscription cancelled within the first second of a period: the
+// adjustment invoice for late usage of an earlier period is dated at the
+// cancellation, which an invoice id (whole seconds) can't tell from that
+// period's start; it gets an id of its own all the same.
+func TestFinalizeDueAdjustmentInvoiceCancelledAtAPeriodStart(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.addCustomers(0, 1, periodStart, 0)
+	sub, err := f.st.GetSubscription(ctx, "s-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelAt := periodEnd.Add(300 * time.Millisecond)
+	if sub, err = sub.Cancel(billing.CancelNow, cancelAt); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.UpdateSubscription(ctx, sub); err != nil {
+		t.Fatal(err)
+	}
+	t1 := cancelAt.Add(invoicing.DefaultGrace)
+	if n, err := f.svc.FinalizeDue(ctx, t1); err != nil || n != 2 {
+		t.Fatalf("FinalizeDue = %d, %v; want 2 (June and the cut July)", n, err)
+	}
+	f.event("late", "subj-0", periodStart.Add(5*24*time.Hour), 1500)
+	if n, err := f.svc.FinalizeDue(ctx, t1.Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("FinalizeDue after the late event = %d, %v; want 1 (the adjustment invoice)", n, err)
+	}
+	invs, err := f.st.ListInvoices(ctx, store.InvoiceFilter{SubscriptionID: "s-0"})
+	if err != nil || len(invs) != 3 || invs[2].Kind != billing.InvoiceKindAdjustment || invs[2].ID == invs[1].ID {
+		t.Fatalf("invoices %+v, %v; want June, July and an adjustment invoice", invs, err)
+	}
+}
