@@ -84,8 +84,11 @@ type StoredEvent struct {
 type EventFilter struct {
 	From, To      time.Time // event time in [From, To)
 	Subject, Type string
-	ID            string
-	Limit         int
+	// Subjects, when not empty, keeps only events of one of these
+	// subjects (and of Subject, when that is set too).
+	Subjects []string
+	ID       string
+	Limit    int
 }
 
 // Events keeps raw events.

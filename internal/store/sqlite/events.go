@@ -286,6 +286,12 @@ func (db *DB) ListEvents(ctx context.Context, f store.EventFilter) ([]store.Stor
 		where = append(where, "subject = ?")
 		args = append(args, f.Subject)
 	}
+	if len(f.Subjects) > 0 {
+		where = append(where, "subject IN ("+placeholders(len(f.Subjects))+")")
+		for _, s := range f.Subjects {
+			args = append(args, s)
+		}
+	}
 	if f.Type != "" {
 		where = append(where, "type = ?")
 		args = append(args, f.Type)

@@ -268,6 +268,8 @@ func testListEvents(t *testing.T, b Backend) {
 		{"from and to within a microsecond", store.EventFilter{From: t0.Add(2 * time.Minute), To: t0.Add(2*time.Minute + time.Microsecond)}, []string{"e4"}},
 		{"empty range", store.EventFilter{From: t0.Add(2 * time.Minute), To: t0.Add(2 * time.Minute)}, nil},
 		{"subject", store.EventFilter{Subject: "alice"}, []string{"e5", "e3", "e1"}},
+		{"subjects", store.EventFilter{Subjects: []string{"alice", "carol"}, Limit: 3}, []string{"e5", "e4", "e3"}},
+		{"subject and subjects", store.EventFilter{Subject: "bob", Subjects: []string{"alice", "carol"}}, nil},
 		{"type", store.EventFilter{Type: "job.run"}, []string{"e4", "e3"}},
 		{"id of two sources", store.EventFilter{ID: "e1"}, []string{"e1", "e1"}},
 		{"id", store.EventFilter{ID: "e3"}, []string{"e3"}},
