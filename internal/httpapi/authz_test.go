@@ -495,3 +495,31 @@ func TestAccessMatrix(t *testing.T) {
 		}
 	}
 }
+
+// A target's answers as received (a batch answer can name other
+// customers) are the vendor's: a customer's credential sees its reports'
+// attempts without them.
+func TestReportAttemptAnswersAreTheVendors(t *testing.T) {
+	w := setupWorld(t)
+	h := w.h
+	answer := json.RawMessage(`{"result":[{"resourceId":"res-of-another-customer","status":"Accepted"}]}`)
+	if err := h.st.RecordDeliveries(context.Background(), []report.Delivery{{ReportID: w.aReport, State: report.StateAccepted,
+		Attempt: report.Attempt{Attempt: 1, At: apiStart, Outcome: "accepted", Code: "Accepted", Response: answer}}}, apiStart); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		caller string
+		shown  bool
+	}{{"readA", false}, {"oidcA", false}, {"admin", true}} {
+		r := h.call(w.creds[tc.caller], "GET", "/api/v1/reports/"+w.aReport, "")
+		if r.status != http.StatusOK {
+			t.Fatalf("%s: %s", tc.caller, r)
+		}
+		if got := strings.Contains(r.body, "res-of-another-customer"); got != tc.shown {
+			t.Errorf("%s: answer shown %v, want %v: %s", tc.caller, got, tc.shown, r.body)
+		}
+		if !strings.Contains(r.body, `"code":"Accepted"`) {
+			t.Errorf("%s: the attempt's outcome is missing: %s", tc.caller, r.body)
+		}
+	}
+}

@@ -110,6 +110,13 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if principalOf(r).Bound() {
+		// A target's answer to a whole batch names the other customers
+		// in it: only the vendor sees the answers as received.
+		for i := range attempts {
+			attempts[i].Response = nil
+		}
+	}
 	writeJSON(w, http.StatusOK, reportDetail{Report: rep, AttemptLog: attempts})
 }
 
