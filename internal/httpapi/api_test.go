@@ -1234,8 +1234,28 @@ func TestAPIQueryCSV(t *testing.T) {
 			}
 		})
 	}
+	// Subjects and group values from event data that a spreadsheet would
+	// run as a formula are exported as text.
+	h.ingest(batchCT, jsonArray(
+		ce("csv1", "req", "=HYPERLINK(\"http://x\")", "2026-03-12T10:00:00Z", `{"value":1,"region":"@SUM(A1)","user":"-2+3"}`),
+		ce("csv2", "req", "plain", "2026-03-12T10:00:00Z", `{"value":2,"region":"eu","user":"u=1"}`),
+	))
+	r := h.do("GET", "/api/v1/meters/sum/query?from=2026-03-12T00:00:00Z&groupBy=subject&groupBy=region&groupBy=user", "", "", "Accept", "text/csv")
+	h.expect(r, http.StatusOK, "CSV query")
+	recs, err := csv.NewReader(bytes.NewReader(r.Body)).ReadAll()
+	if err != nil {
+		t.Fatalf("parse CSV %q: %v", r.Body, err)
+	}
+	want := [][]string{
+		{"windowStart", "windowEnd", "subject", "region", "user", "value"},
+		{"2026-03-12T00:00:00Z", "2026-03-12T10:01:00Z", "'=HYPERLINK(\"http://x\")", "'@SUM(A1)", "'-2+3", "1"},
+		{"2026-03-12T00:00:00Z", "2026-03-12T10:01:00Z", "plain", "eu", "u=1", "2"},
+	}
+	if fmt.Sprint(recs) != fmt.Sprint(want) {
+		t.Errorf("CSV with formula-like cells:\n got %q\nwant %q", recs, want)
+	}
 	// Without text/csv in Accept the answer is JSON.
-	r := h.do("GET", "/api/v1/meters/sum/query", "", "", "Accept", "application/json")
+	r = h.do("GET", "/api/v1/meters/sum/query", "", "", "Accept", "application/json")
 	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type %q, want application/json", ct)
 	}

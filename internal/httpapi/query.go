@@ -210,15 +210,27 @@ func writeCSV(w http.ResponseWriter, q usage.Query, res usage.Result) {
 	for _, row := range res.Rows {
 		rec := []string{row.WindowStart.Format(time.RFC3339), row.WindowEnd.Format(time.RFC3339)}
 		if subject {
-			rec = append(rec, deref(row.Subject))
+			rec = append(rec, csvText(deref(row.Subject)))
 		}
 		for _, k := range keys {
-			rec = append(rec, deref(row.GroupBy[k]))
+			rec = append(rec, csvText(deref(row.GroupBy[k])))
 		}
 		rec = append(rec, row.Value.String())
 		_ = cw.Write(rec)
 	}
 	cw.Flush()
+}
+
+// csvText guards a cell that comes from event data (a subject or a
+// group value) against formula injection: a spreadsheet opening the
+// export would run a cell starting with = + - @ or a tab or carriage
+// return as a formula, so such a cell gets a leading apostrophe, which
+// spreadsheets show as text. Values (decimals) are written as they are.
+func csvText(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
 }
 
 func dedupSorted(s []string) []string {
