@@ -139,6 +139,9 @@ func TestInvoicesAPI(t *testing.T) {
 	if body := string(r.Body); !strings.Contains(body, "<table>") || !strings.Contains(body, "70.00") || !strings.Contains(body, "finalized") {
 		t.Errorf("HTML invoice: %s", body)
 	}
+	if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("HTML invoice Content-Security-Policy %q, want one that loads nothing from elsewhere", csp)
+	}
 	var byCustomer struct{ Items []apiInvoice }
 	h.json("GET", "/api/v1/invoices?customer=contoso", "", http.StatusOK, &byCustomer)
 	if len(byCustomer.Items) != 3 {
