@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +39,9 @@ type serveFlags struct {
 	tlsCert, tlsKey                string
 	rateLimit                      float64
 	rateBurst, maxConcurrent       int
+	authFailureLimit               int
+	authFailureWindow              time.Duration
+	trustedProxies                 string
 	readTimeout, writeTimeout      time.Duration
 	idleTimeout, readHeaderTimeout time.Duration
 	maxHeaderBytes                 int
@@ -56,6 +61,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&f.rateLimit, "rate-limit", httpapi.DefaultRateLimit, "requests per second each API key, portal token or OIDC subject may make; 0 = no limit (env TALLY_RATE_LIMIT)")
 	fs.IntVar(&f.rateBurst, "rate-burst", httpapi.DefaultRateBurst, "requests a credential may make at once above --rate-limit (env TALLY_RATE_BURST)")
 	fs.IntVar(&f.maxConcurrent, "max-concurrent-requests", httpapi.DefaultMaxConcurrent, "API requests served at once; more get 503; 0 = no cap (env TALLY_MAX_CONCURRENT_REQUESTS)")
+	fs.IntVar(&f.authFailureLimit, "auth-failure-limit", httpapi.DefaultAuthFailureLimit, "failed authentications a client address may make per --auth-failure-window; beyond, its requests get 429; 0 = no limit (env TALLY_AUTH_FAILURE_LIMIT)")
+	fs.DurationVar(&f.authFailureWindow, "auth-failure-window", httpapi.DefaultAuthFailureWindow, "the window of --auth-failure-limit, over which the allowance refills (env TALLY_AUTH_FAILURE_WINDOW)")
+	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client address (env TALLY_TRUSTED_PROXIES)")
 	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send request headers (env TALLY_READ_HEADER_TIMEOUT)")
 	fs.DurationVar(&f.readTimeout, "read-timeout", 2*time.Minute, "how long a client may take to send a whole request (env TALLY_READ_TIMEOUT)")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 2*time.Minute, "how long serving one request may take (env TALLY_WRITE_TIMEOUT)")
@@ -118,6 +126,10 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 	if now == nil {
 		now = time.Now
 	}
+	proxies, err := parseTrustedProxies(f.trustedProxies)
+	if err != nil {
+		return err
+	}
 	st, err := sqlite.Open(ctx, f.data, sqlite.Options{})
 	if err != nil {
 		return err
@@ -164,7 +176,9 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 		Ready:        func(context.Context) error { return st.Health() },
 		Portal:       portal,
 		RateLimit:    noneIsNegative(f.rateLimit), RateBurst: f.rateBurst,
-		MaxConcurrent: int(noneIsNegative(float64(f.maxConcurrent))),
+		MaxConcurrent:    int(noneIsNegative(float64(f.maxConcurrent))),
+		AuthFailureLimit: int(noneIsNegative(float64(f.authFailureLimit))), AuthFailureWindow: f.authFailureWindow,
+		TrustedProxies: proxies,
 	})
 	// Finalize invoices whose period ended more than the grace period ago:
 	// at start (resuming after a restart) and every minute.
@@ -230,6 +244,28 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 	pipe.Close()
 	log.Info("stopped")
 	return nil
+}
+
+// parseTrustedProxies reads --trusted-proxies: addresses or CIDRs,
+// separated by commas.
+func parseTrustedProxies(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("serve: --trusted-proxies: %q is not an address or CIDR (like 10.0.0.0/8)", f)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }
 
 // defaultMaxEvents caps the events of one ingest request unless the config

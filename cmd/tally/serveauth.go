@@ -54,6 +54,9 @@ func newAuth(ctx context.Context, f serveFlags, cfg authConfig, st store.Store, 
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := loadPortalRevocations(ctx, st, chain.Portal, now()); err != nil {
+		return nil, nil, err
+	}
 	if cfg.OIDC != nil {
 		chain.OIDC, err = auth.NewOIDC(ctx, cfg.OIDC.config())
 		if err != nil {
@@ -80,6 +83,24 @@ func newAuth(ctx context.Context, f serveFlags, cfg authConfig, st store.Store, 
 	// its domain name to 127.0.0.1 must not reach it through a browser.
 	chain.OpenLoopbackOnly = open && isLoopback(f.addr)
 	return chain, chain.Portal, nil
+}
+
+// loadPortalRevocations puts the revoked portal tokens that have not
+// expired into pk's in-memory set, which every portal request checks; a
+// revocation made later through the API is added to it at once. The set
+// is this process's: one tally serve owns its data directory.
+func loadPortalRevocations(ctx context.Context, st store.PortalTokens, pk *auth.PortalKeys, now time.Time) error {
+	if _, err := st.DeleteExpiredPortalTokens(ctx, now); err != nil {
+		return err
+	}
+	ts, err := st.ListPortalTokens(ctx, store.PortalTokenFilter{Revoked: true, ExpiresAfter: now})
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
+		pk.Revoke(t.ID, t.ExpiresAt, now)
+	}
+	return nil
 }
 
 func activeAdminKeys(ctx context.Context, st store.APIKeys, now time.Time) (int, error) {

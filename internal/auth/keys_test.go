@@ -225,3 +225,41 @@ func TestChain(t *testing.T) {
 		t.Errorf("after open mode: %v", err)
 	}
 }
+
+func TestPortalTokenRevocation(t *testing.T) {
+	pk, err := NewPortalKeys([]byte(strings.Repeat("r", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := PortalGrant{CustomerID: "c-1"}
+	tok, id, err := pk.Issue(g, t0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, otherID, _ := pk.Issue(g, t0, 2*time.Hour)
+	if _, err := pk.Verify(tok, t0); err != nil {
+		t.Fatalf("before revocation: %v", err)
+	}
+	pk.Revoke(id, t0.Add(time.Hour), t0)
+	_, err = pk.Verify(tok, t0.Add(time.Second))
+	if !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("a revoked token: %v, want ErrUnauthenticated saying it was revoked", err)
+	}
+	if _, err := pk.Verify(other, t0.Add(time.Second)); err != nil {
+		t.Errorf("another token of the same customer stopped working: %v", err)
+	}
+	// Once the revoked token expired, revoking another forgets it: the
+	// set holds only what could still be used.
+	pk.Revoke(otherID, t0.Add(2*time.Hour), t0.Add(time.Hour))
+	if pk.Revoked(id) || !pk.Revoked(otherID) {
+		t.Errorf("after expiry: Revoked(expired) = %v, Revoked(other) = %v; want false, true", pk.Revoked(id), pk.Revoked(otherID))
+	}
+	if _, err := pk.Verify(tok, t0.Add(time.Hour)); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("the expired token: %v, want ErrUnauthenticated", err)
+	}
+	// Revoking an already expired token stores nothing.
+	pk.Revoke("ptk_old", t0, t0.Add(time.Hour))
+	if pk.Revoked("ptk_old") {
+		t.Error("an expired token's revocation was kept")
+	}
+}

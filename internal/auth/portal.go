@@ -72,6 +72,11 @@ type PortalKeys struct {
 	modTime time.Time
 	file    os.FileInfo // the file the keys were read from
 	checked time.Time
+
+	// revoked holds the ids of revoked tokens that have not expired yet,
+	// with their expiry: checked on every portal request, so in memory.
+	revMu   sync.RWMutex
+	revoked map[string]time.Time
 }
 
 // NewPortalKeys returns fixed keys: secrets[0] signs, all verify. Each
@@ -247,8 +252,38 @@ func (pk *PortalKeys) Issue(g PortalGrant, now time.Time, ttl time.Duration) (to
 	return token, id, nil
 }
 
-// Verify checks a portal token's signature (HS256 only), issuer, audience
-// and expiry, and returns its principal: read scope, bound to the token's
+// Revoke makes Verify refuse the token with id (its jti) from now on; it
+// is remembered until expiresAt, after which the token fails as expired
+// anyway. The set is this process's: the caller persists the revocation
+// and loads it again at start (tally serve does, from its store).
+func (pk *PortalKeys) Revoke(id string, expiresAt time.Time, now time.Time) {
+	pk.revMu.Lock()
+	defer pk.revMu.Unlock()
+	if pk.revoked == nil {
+		pk.revoked = make(map[string]time.Time)
+	}
+	// Forget what expired, so the set holds only what can still be used:
+	// at most the tokens revoked within MaxPortalTTL.
+	for rid, exp := range pk.revoked {
+		if !exp.After(now) {
+			delete(pk.revoked, rid)
+		}
+	}
+	if expiresAt.After(now) {
+		pk.revoked[id] = expiresAt
+	}
+}
+
+// Revoked reports whether the token with id was revoked.
+func (pk *PortalKeys) Revoked(id string) bool {
+	pk.revMu.RLock()
+	defer pk.revMu.RUnlock()
+	_, ok := pk.revoked[id]
+	return ok
+}
+
+// Verify checks a portal token's signature (HS256 only), issuer, audience,
+// expiry and that it was not revoked, and returns its principal: read scope, bound to the token's
 // customer, restricted to portal endpoints.
 func (pk *PortalKeys) Verify(token string, now time.Time) (Principal, error) {
 	keys := pk.current()
@@ -271,6 +306,9 @@ func (pk *PortalKeys) Verify(token string, now time.Time) (Principal, error) {
 	}
 	if c.Customer == "" || c.ID == "" {
 		return Principal{}, ErrUnauthenticated
+	}
+	if pk.Revoked(c.ID) {
+		return Principal{}, fmt.Errorf("%w (the portal token was revoked; ask for a new one)", ErrUnauthenticated)
 	}
 	return Principal{
 		ID: "portal:" + c.ID, Kind: KindPortal, Scopes: []Scope{ScopeRead},

@@ -97,6 +97,9 @@ func newAPIHarness(t *testing.T, o harnessOptions) *apiHarness {
 		Store: st, Pipeline: pipe, Usage: &usage.Service{Store: st}, Auth: auth.NewAdminToken(o.token),
 		Now: clock.Now, Log: log, Registry: reg, Gatherer: reg,
 		MaxBodyBytes: o.maxBodyBytes, Limits: o.limits, OpenAPI: api.OpenAPI, Outbox: st,
+		// Tests here fail authentication on purpose, many times from one
+		// address; the limit has its own tests.
+		AuthFailureLimit: -1,
 	}
 	if o.targets != nil {
 		h.reporter = &report.Runner{Store: st, Outbox: st, Usage: &usage.Service{Store: st}, Stable: pipe.MetersStable,

@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -126,6 +127,12 @@ type authOptions struct {
 	open      bool
 	rateLimit float64
 	rateBurst int
+	// authFailureLimit and authFailureWindow limit failed
+	// authentications per address (0: no limit, as the access tests
+	// fail many on purpose).
+	authFailureLimit  int
+	authFailureWindow time.Duration
+	trustedProxies    []netip.Prefix
 }
 
 func newAuthHarness(t *testing.T, o authOptions) *authHarness {
@@ -182,10 +189,15 @@ func newAuthHarness(t *testing.T, o authOptions) *authHarness {
 	if rl == 0 {
 		rl = -1
 	}
+	afl := o.authFailureLimit
+	if afl == 0 {
+		afl = -1
+	}
 	srv := httpapi.New(httpapi.Config{
 		Store: st, Pipeline: pipe, Usage: &usage.Service{Store: st}, Auth: chain, Portal: portal,
 		Now: clock.Now, Log: log, Registry: reg, Gatherer: reg, OpenAPI: api.OpenAPI,
 		RateLimit: rl, RateBurst: o.rateBurst, Outbox: st,
+		AuthFailureLimit: afl, AuthFailureWindow: o.authFailureWindow, TrustedProxies: o.trustedProxies,
 	})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
@@ -420,6 +432,10 @@ func TestAccessMatrix(t *testing.T) {
 		{"GET", "/api/v1/keys/{id}", "/api/v1/keys/key_nothing", "", "uuuufffffa"},
 		{"DELETE", "/api/v1/keys/{id}", "/api/v1/keys/key_nothing", "", "uuuufffffa"},
 		{"POST", "/api/v1/portal/tokens", "/api/v1/portal/tokens", `{"customer":"` + B + `","ttl":"forever"}`, "uuuufffffa"},
+		{"GET", "/api/v1/portal/tokens", "/api/v1/portal/tokens", "", "uuuufffffa"},
+		{"GET", "/api/v1/portal/tokens", "/api/v1/portal/tokens?customer=" + A, "", "uuuufffffa"},
+		{"DELETE", "/api/v1/portal/tokens", "/api/v1/portal/tokens?customer=nobody", "", "uuuufffffa"},
+		{"DELETE", "/api/v1/portal/tokens/{id}", "/api/v1/portal/tokens/ptk_nothing", "", "uuuufffffa"},
 		{"GET", "/api/v1/portal/usage", "/api/v1/portal/usage", "", "uuuufafaaf"},
 		{"GET", "/api/v1/portal/meters/{slug}/query", "/api/v1/portal/meters/emails/query?groupBy=subject", "", "uuuufafaaf"},
 		{"GET", "/api/v1/portal/meters/{slug}/query", "/api/v1/portal/meters/emails/query?subject=fab-1", "", "uuuuffffff"},

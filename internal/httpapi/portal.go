@@ -96,9 +96,114 @@ func (s *Server) createPortalToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// Recorded before it is handed out, so that every token in use can be
+	// listed and revoked.
+	rec := store.PortalToken{ID: id, CustomerID: c.ID, Subject: in.Subject, Meters: meters,
+		CreatedBy: principalOf(r).ID, CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	if err := s.Store.CreatePortalToken(r.Context(), rec); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// Tokens that expired can't be used or revoked any more.
+	if _, err := s.Store.DeleteExpiredPortalTokens(r.Context(), now); err != nil {
+		s.log.Warn("forget expired portal tokens", "err", err)
+	}
 	setAuditTarget(r, id)
+	w.Header().Set("Location", "/api/v1/portal/tokens/"+id)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, portalTokenView{Token: tok, ID: id, Customer: c.ID, Subject: in.Subject, Meters: meters, ExpiresAt: now.Add(ttl)})
+}
+
+// portalTokenRecord is an issued portal token as the API lists it (never
+// the token itself).
+type portalTokenRecord struct {
+	store.PortalToken
+	// Status is active, revoked or expired as of the server clock.
+	Status string `json:"status"`
+}
+
+func portalTokenStatus(t store.PortalToken, now time.Time) string {
+	switch {
+	case t.RevokedAt != nil && !t.RevokedAt.After(now):
+		return "revoked"
+	case !t.ExpiresAt.After(now):
+		return "expired"
+	}
+	return "active"
+}
+
+// listPortalTokens lists the portal tokens that have not expired, oldest
+// first, optionally of one customer (?customer=, key or id).
+func (s *Server) listPortalTokens(w http.ResponseWriter, r *http.Request) {
+	now := s.Now().UTC()
+	f := store.PortalTokenFilter{ExpiresAfter: now}
+	if ref := r.URL.Query().Get("customer"); ref != "" {
+		c, err := s.Store.GetCustomer(r.Context(), ref)
+		if errors.Is(err, store.ErrNotFound) {
+			badRequest(w, r, fmt.Errorf("customer: there is no customer %q", ref))
+			return
+		} else if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		f.CustomerID = c.ID
+	}
+	ts, err := s.Store.ListPortalTokens(r.Context(), f)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := make([]portalTokenRecord, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, portalTokenRecord{PortalToken: t, Status: portalTokenStatus(t, now)})
+	}
+	writeJSON(w, http.StatusOK, itemsOf[portalTokenRecord]{out})
+}
+
+// revokePortalToken revokes one portal token at once; revoking a revoked
+// token changes nothing. The revocation is stored (until the token
+// expires) and takes effect in this process at once.
+func (s *Server) revokePortalToken(w http.ResponseWriter, r *http.Request) {
+	now := s.Now().UTC()
+	t, err := s.Store.RevokePortalToken(r.Context(), r.PathValue("id"), now)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if s.Portal != nil {
+		s.Portal.Revoke(t.ID, t.ExpiresAt, now)
+	}
+	writeJSON(w, http.StatusOK, portalTokenRecord{PortalToken: t, Status: portalTokenStatus(t, now)})
+}
+
+// revokeCustomerPortalTokens revokes every unexpired portal token of one
+// customer (?customer=, key or id; a deleted customer too) and lists them.
+func (s *Server) revokeCustomerPortalTokens(w http.ResponseWriter, r *http.Request) {
+	ref := r.URL.Query().Get("customer")
+	if ref == "" {
+		badRequest(w, r, errors.New("customer: required: the customer (key or id) whose portal tokens to revoke"))
+		return
+	}
+	c, err := s.Store.GetCustomer(r.Context(), ref)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	now := s.Now().UTC()
+	ts, err := s.Store.RevokeCustomerPortalTokens(r.Context(), c.ID, now)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := make([]portalTokenRecord, 0, len(ts))
+	for _, t := range ts {
+		if s.Portal != nil {
+			s.Portal.Revoke(t.ID, t.ExpiresAt, now)
+		}
+		out = append(out, portalTokenRecord{PortalToken: t, Status: portalTokenStatus(t, now)})
+	}
+	setAuditTarget(r, c.ID)
+	writeJSON(w, http.StatusOK, itemsOf[portalTokenRecord]{out})
 }
 
 // portalUsage is the customer usage view of the token's customer, with

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -53,6 +54,15 @@ type Config struct {
 	// MaxConcurrent caps the API requests served at once; more get 503
 	// (0: DefaultMaxConcurrent; negative: no cap).
 	MaxConcurrent int
+	// AuthFailureLimit failed authentications per AuthFailureWindow are
+	// allowed from one client address; beyond, its requests get 429
+	// until the allowance refills (0: DefaultAuthFailureLimit and
+	// DefaultAuthFailureWindow; negative: no limit).
+	AuthFailureLimit  int
+	AuthFailureWindow time.Duration
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client address (none: the peer's address is the client's).
+	TrustedProxies []netip.Prefix
 	// Outbox lists usage reports (nil: none are kept) and Reporter plans
 	// and sends them (nil: reporting is off; retries answer 404).
 	Outbox   report.Outbox
@@ -66,8 +76,9 @@ type Server struct {
 	mux     *http.ServeMux
 	latency *prometheus.HistogramVec
 	// invoices builds drafts and reads usage as the finalizer does.
-	invoices *invoicing.Service
-	limits   *limits
+	invoices  *invoicing.Service
+	limits    *limits
+	authFails *authFailures
 }
 
 // DefaultMaxBodyBytes is the default cap on an ingest request body.
@@ -98,6 +109,7 @@ func New(cfg Config) *Server {
 		cfg.Registry.MustRegister(s.latency)
 	}
 	s.limits = newLimits(cfg)
+	s.authFails = newAuthFailures(cfg.AuthFailureLimit, cfg.AuthFailureWindow)
 	for _, rt := range s.routes() {
 		s.handle(rt)
 	}
@@ -173,6 +185,9 @@ func (s *Server) routes() []routeDef {
 		r("GET", "/api/v1/keys/{id}", admin, s.getKey),
 		r("DELETE", "/api/v1/keys/{id}", admin, s.revokeKey),
 		r("POST", "/api/v1/portal/tokens", admin, s.createPortalToken),
+		r("GET", "/api/v1/portal/tokens", admin, s.listPortalTokens),
+		r("DELETE", "/api/v1/portal/tokens", admin, s.revokeCustomerPortalTokens),
+		r("DELETE", "/api/v1/portal/tokens/{id}", admin, s.revokePortalToken),
 		r("GET", "/api/v1/portal/usage", portal, s.portalUsage),
 		r("GET", "/api/v1/portal/meters/{slug}/query", portal, s.portalQuery),
 		r("GET", "/api/v1/audit", admin, s.listAudit),
@@ -221,7 +236,14 @@ func principalOf(r *http.Request) auth.Principal {
 }
 
 // authenticate is the single place where API credentials are checked.
+// An address with too many failed authentications is refused before its
+// credential is checked.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {
+	addr := s.clientAddr(r)
+	if d, blocked := s.authFails.blocked(addr, s.Now()); blocked {
+		s.authFails.refuse(w, r, d)
+		return auth.Principal{}, false
+	}
 	p, err := s.Auth.Authenticate(r)
 	if err != nil {
 		status := http.StatusUnauthorized
@@ -230,6 +252,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Prin
 		case errors.As(err, &fe):
 			status = http.StatusForbidden
 		case errors.Is(err, auth.ErrUnauthenticated):
+			s.authFails.fail(addr, s.Now())
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
 		default:
 			// The store could not be asked: not the caller's fault.

@@ -89,8 +89,56 @@ type Audit interface {
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
 }
 
-// Auth is what access control keeps: API keys and the audit trail.
+// PortalToken is an issued portal token as kept: its id (the token's jti)
+// and what it grants, never the token itself.
+type PortalToken struct {
+	ID         string `json:"id"`
+	CustomerID string `json:"customer"`
+	Subject    string `json:"subject,omitempty"`
+	// Meters are the meter slugs the token may query (nil: every meter).
+	Meters    []string   `json:"meters,omitempty"`
+	CreatedBy string     `json:"createdBy,omitempty"`
+	CreatedAt time.Time  `json:"createdAt"`
+	ExpiresAt time.Time  `json:"expiresAt"`
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+}
+
+// PortalTokenFilter selects portal tokens; zero fields don't filter.
+type PortalTokenFilter struct {
+	CustomerID string
+	// ExpiresAfter keeps tokens that expire after it.
+	ExpiresAfter time.Time
+	// Revoked keeps revoked tokens only.
+	Revoked bool
+}
+
+// PortalTokens keeps the portal tokens issued, so that they can be listed
+// and revoked before they expire. A token is kept until it expires (it
+// can't be used after) and may be forgotten then.
+type PortalTokens interface {
+	// CreatePortalToken records an issued token; ErrConflict if its id is
+	// taken.
+	CreatePortalToken(ctx context.Context, t PortalToken) error
+	// GetPortalToken finds a token by id; ErrNotFound if there is none.
+	GetPortalToken(ctx context.Context, id string) (PortalToken, error)
+	// ListPortalTokens returns the tokens f selects, oldest first.
+	ListPortalTokens(ctx context.Context, f PortalTokenFilter) ([]PortalToken, error)
+	// RevokePortalToken revokes the token at at and returns it. Revoking a
+	// revoked token keeps its first revocation time. ErrNotFound if there
+	// is no such token.
+	RevokePortalToken(ctx context.Context, id string, at time.Time) (PortalToken, error)
+	// RevokeCustomerPortalTokens revokes at at every token of the customer
+	// that is neither revoked nor expired at at, and returns those.
+	RevokeCustomerPortalTokens(ctx context.Context, customerID string, at time.Time) ([]PortalToken, error)
+	// DeleteExpiredPortalTokens forgets the tokens (revoked or not) that
+	// expired at or before t, and returns how many.
+	DeleteExpiredPortalTokens(ctx context.Context, t time.Time) (int, error)
+}
+
+// Auth is what access control keeps: API keys, portal tokens and the
+// audit trail.
 type Auth interface {
 	APIKeys
+	PortalTokens
 	Audit
 }

@@ -137,3 +137,97 @@ func testAudit(t *testing.T, b Backend) {
 		}
 	})
 }
+
+func testPortalTokens(t *testing.T, b Backend) {
+	e := newEnv(t, b)
+	ctx := ctxOf(t)
+	toks := []store.PortalToken{
+		{ID: "ptk_1", CustomerID: "c-1", Meters: []string{"emails", "sms"}, CreatedBy: "admin-token", CreatedAt: bt0, ExpiresAt: bt0.Add(time.Hour)},
+		{ID: "ptk_2", CustomerID: "c-1", Subject: "contoso-eu-1", CreatedAt: bt0.Add(time.Second), ExpiresAt: bt0.Add(2 * time.Hour)},
+		{ID: "ptk_3", CustomerID: "c-2", CreatedAt: bt0.Add(2 * time.Second), ExpiresAt: bt0.Add(3 * time.Hour)},
+		{ID: "ptk_4", CustomerID: "c-1", CreatedAt: bt0.Add(3 * time.Second), ExpiresAt: bt0.Add(time.Minute)},
+	}
+	for _, tok := range toks {
+		if err := e.s.CreatePortalToken(ctx, tok); err != nil {
+			t.Fatalf("CreatePortalToken(%s): %v", tok.ID, err)
+		}
+	}
+	if err := e.s.CreatePortalToken(ctx, toks[0]); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("CreatePortalToken with a taken id: %v, want ErrConflict", err)
+	}
+	if _, err := e.s.GetPortalToken(ctx, "ptk_9"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetPortalToken(unknown): %v, want ErrNotFound", err)
+	}
+	if _, err := e.s.RevokePortalToken(ctx, "ptk_9", bt0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RevokePortalToken(unknown): %v, want ErrNotFound", err)
+	}
+	revoked := bt0.Add(10 * time.Minute)
+	got, err := e.s.RevokePortalToken(ctx, "ptk_1", revoked)
+	if err != nil || got.RevokedAt == nil || !got.RevokedAt.Equal(revoked) {
+		t.Fatalf("RevokePortalToken = %+v, %v", got, err)
+	}
+	if got, err := e.s.RevokePortalToken(ctx, "ptk_1", revoked.Add(time.Minute)); err != nil || !got.RevokedAt.Equal(revoked) {
+		t.Errorf("revoking again = %+v, %v; want the first revocation time kept", got, err)
+	}
+	// Customer c-1 at revoked: ptk_1 is revoked already and ptk_4
+	// expired, so only ptk_2 is revoked now.
+	all := revoked.Add(time.Minute)
+	rs, err := e.s.RevokeCustomerPortalTokens(ctx, "c-1", all)
+	if err != nil {
+		t.Fatalf("RevokeCustomerPortalTokens: %v", err)
+	}
+	if len(rs) != 1 || rs[0].ID != "ptk_2" || rs[0].RevokedAt == nil || !rs[0].RevokedAt.Equal(all) {
+		t.Errorf("RevokeCustomerPortalTokens = %+v; want ptk_2 revoked at %v", rs, all)
+	}
+	ids := func(ts []store.PortalToken) []string {
+		out := []string{}
+		for _, tok := range ts {
+			out = append(out, tok.ID)
+		}
+		return out
+	}
+	e.stages(t, func(t *testing.T) {
+		tok, err := e.s.GetPortalToken(ctx, "ptk_1")
+		if err != nil {
+			t.Fatalf("GetPortalToken: %v", err)
+		}
+		want := toks[0]
+		want.RevokedAt = &revoked
+		if diff := cmp.Diff(want, tok); diff != "" {
+			t.Errorf("GetPortalToken (-want +got):\n%s", diff)
+		}
+		if tok, err := e.s.GetPortalToken(ctx, "ptk_2"); err != nil || tok.Meters != nil || tok.Subject != "contoso-eu-1" {
+			t.Errorf("GetPortalToken(ptk_2) = %+v, %v; want no meter list (every meter) and its subject", tok, err)
+		}
+		for _, tc := range []struct {
+			name string
+			f    store.PortalTokenFilter
+			want []string
+		}{
+			{"all", store.PortalTokenFilter{}, []string{"ptk_1", "ptk_2", "ptk_3", "ptk_4"}},
+			{"customer", store.PortalTokenFilter{CustomerID: "c-2"}, []string{"ptk_3"}},
+			{"unexpired", store.PortalTokenFilter{ExpiresAfter: bt0.Add(time.Hour)}, []string{"ptk_2", "ptk_3"}},
+			{"revoked", store.PortalTokenFilter{Revoked: true}, []string{"ptk_1", "ptk_2"}},
+			{"revoked unexpired", store.PortalTokenFilter{Revoked: true, ExpiresAfter: bt0.Add(time.Hour)}, []string{"ptk_2"}},
+		} {
+			got, err := e.s.ListPortalTokens(ctx, tc.f)
+			if err != nil {
+				t.Fatalf("ListPortalTokens(%s): %v", tc.name, err)
+			}
+			if diff := cmp.Diff(tc.want, ids(got)); diff != "" {
+				t.Errorf("ListPortalTokens(%s) (-want +got):\n%s", tc.name, diff)
+			}
+		}
+	})
+	n, err := e.s.DeleteExpiredPortalTokens(ctx, bt0.Add(time.Hour))
+	if err != nil || n != 2 {
+		t.Errorf("DeleteExpiredPortalTokens = %d, %v; want 2 (ptk_4 and ptk_1, which expire by then)", n, err)
+	}
+	left, err := e.s.ListPortalTokens(ctx, store.PortalTokenFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"ptk_2", "ptk_3"}, ids(left)); diff != "" {
+		t.Errorf("after DeleteExpiredPortalTokens (-want +got):\n%s", diff)
+	}
+}

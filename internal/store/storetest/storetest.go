@@ -95,6 +95,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("Invoices", func(t *testing.T) { testInvoices(t, b) })
 	t.Run("SaveInvoices", func(t *testing.T) { testSaveInvoices(t, b) })
 	t.Run("APIKeys", func(t *testing.T) { testAPIKeys(t, b) })
+	t.Run("PortalTokens", func(t *testing.T) { testPortalTokens(t, b) })
 	t.Run("Audit", func(t *testing.T) { testAudit(t, b) })
 	t.Run("Outbox", func(t *testing.T) { testOutbox(t, b) })
 	t.Run("LateEvents", func(t *testing.T) { testLateEvents(t, b) })
