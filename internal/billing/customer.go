@@ -65,12 +65,18 @@ type Customer struct {
 	Email    string            `json:"email,omitempty"`
 	Currency string            `json:"currency"`
 	Metadata map[string]string `json:"metadata,omitempty"`
-	// Subjects are the event subjects whose usage is the customer's. A
-	// subject belongs to at most one live customer.
-	Subjects  []string     `json:"subjects"`
-	External  ExternalRefs `json:"external"`
-	CreatedAt time.Time    `json:"createdAt"`
-	UpdatedAt time.Time    `json:"updatedAt"`
+	// Subjects are the event subjects the customer owns now. A subject
+	// belongs to at most one live customer. Which subjects' usage is the
+	// customer's over a range of time says SubjectHistory.
+	Subjects []string `json:"subjects"`
+	// SubjectHistory is when the customer owned each subject it has ever
+	// owned, current ones included (see Ownership): whose usage is the
+	// customer's over any range of time. The store keeps it; it is not
+	// part of a customer's input.
+	SubjectHistory []Ownership  `json:"subjectHistory"`
+	External       ExternalRefs `json:"external"`
+	CreatedAt      time.Time    `json:"createdAt"`
+	UpdatedAt      time.Time    `json:"updatedAt"`
 	// DeletedAt is set once the customer is deleted; its history is kept,
 	// its subjects and key are free for others.
 	DeletedAt *time.Time `json:"deletedAt,omitempty"`

@@ -47,6 +47,10 @@ func (s *Server) createCustomer(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if c, err = s.Store.GetCustomer(r.Context(), c.ID); err != nil { // with its subject history
+		s.writeError(w, r, err)
+		return
+	}
 	w.Header().Set("Location", "/api/v1/customers/"+c.ID)
 	writeJSON(w, http.StatusCreated, c)
 }
@@ -105,6 +109,10 @@ func (s *Server) updateCustomer(w http.ResponseWriter, r *http.Request) {
 	}
 	c := in.Customer(old.ID, old.CreatedAt, s.Now().UTC())
 	if err := s.Store.UpdateCustomer(r.Context(), c); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if c, err = s.Store.GetCustomer(r.Context(), c.ID); err != nil { // with its subject history
 		s.writeError(w, r, err)
 		return
 	}

@@ -20,6 +20,9 @@ package httpapi_test
 //	    POST /api/v1/meters (also MAX, MIN, …: any aggregation).
 //	customer KEY CURRENCY [subjects=A,B,…]
 //	    POST /api/v1/customers.
+//	subjects CUSTOMER [A,B,…]
+//	    PUT /api/v1/customers/CUSTOMER with its fields as they are and
+//	    these subjects (none when omitted): moves subjects in or out.
 //	plan KEY CURRENCY CADENCE [base=FEE]
 //	  charge KEY meter=SLUG [included=N|unlimited] PRICING
 //	    POST /api/v1/plans with the charges on the following (indented)
@@ -260,6 +263,17 @@ func (s *scenario) exec(l scenarioLine) {
 			c["subjects"] = strings.Split(v, ",")
 		}
 		s.call("POST", "/api/v1/customers", c, http.StatusCreated)
+	case "subjects":
+		s.need(l, 2, "subjects CUSTOMER [A,B,…]")
+		c, _ := s.call("GET", "/api/v1/customers/"+l.pos[1], nil, http.StatusOK).(map[string]any)
+		in := map[string]any{"subjects": []string{}}
+		for _, k := range []string{"key", "name", "email", "currency", "metadata", "external"} {
+			in[k] = c[k]
+		}
+		if len(l.pos) > 2 {
+			in["subjects"] = strings.Split(l.pos[2], ",")
+		}
+		s.call("PUT", "/api/v1/customers/"+l.pos[1], in, http.StatusOK)
 	case "plan":
 		s.need(l, 4, "plan KEY CURRENCY CADENCE [base=FEE]")
 		s.plan = map[string]any{"key": l.pos[1], "name": l.pos[1], "currency": l.pos[2], "cadence": l.pos[3], "charges": []any{}}

@@ -64,7 +64,8 @@ func floorMinute(t time.Time) time.Time { return t.UTC().Truncate(time.Minute) }
 // PeriodUsage is the usage of each of plan's charges for customer c in
 // [start, end), keyed by charge key: the sum over c's subjects of the
 // charge's meter (filtered by its FilterGroupBy), over the minutes from
-// start's minute up to end's. A customer without subjects has no usage.
+// start's minute up to end's, each subject's only in the minutes c owned
+// it (see billing.Ownership). A customer without subjects has no usage.
 //
 // Errors are not the caller's fault (a meter a plan needs is gone) and are
 // not wrapped, so that they never read as a client's ErrNotFound.
@@ -116,9 +117,15 @@ func (r *usageReader) meter(ctx context.Context, idOrSlug string) (meter.Meter, 
 func (r *usageReader) periodUsage(ctx context.Context, c billing.Customer, plan billing.Plan, start, end time.Time) (map[string]decimal.Decimal, error) {
 	from, to := floorMinute(start), floorMinute(end)
 	amounts := make(map[string]decimal.Decimal, len(plan.Charges))
-	if len(c.Subjects) == 0 || !from.Before(to) {
-		// No subjects, or a period (segment) within one minute: it holds
-		// no whole minute of usage (the query would refuse from == to).
+	if !from.Before(to) {
+		// A period (segment) within one minute: it holds no whole minute
+		// of usage (the query would refuse from == to).
+		return amounts, nil
+	}
+	// Each subject's usage counts only while c owned it: a subject moved
+	// to or from c during the period counts for part of it.
+	subjects, within := c.UsageSubjects(from, to)
+	if len(subjects) == 0 {
 		return amounts, nil
 	}
 	for _, pc := range plan.Charges {
@@ -126,7 +133,7 @@ func (r *usageReader) periodUsage(ctx context.Context, c billing.Customer, plan 
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: charge %s: meter %s: %v", plan.Key, pc.Key, pc.Meter, err)
 		}
-		res, err := r.s.Usage.Query(ctx, usage.Query{Meter: m, From: &from, To: &to, Subjects: c.Subjects, FilterGroupBy: pc.FilterGroupBy})
+		res, err := r.s.Usage.Query(ctx, usage.Query{Meter: m, From: &from, To: &to, Subjects: subjects, Within: within, FilterGroupBy: pc.FilterGroupBy})
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: charge %s: usage: %v", plan.Key, pc.Key, err)
 		}
@@ -538,7 +545,9 @@ func (s *Service) finalizeClosing(ctx context.Context, subs []billing.Subscripti
 						*errs = append(*errs, fmt.Errorf("subscription %s: customer %s: %v", sub.ID, sub.CustomerID, err))
 						continue
 					}
-					for _, subj := range c.Subjects {
+					// Every subject the customer ever owned: late usage of
+					// one it has given up since may be from its time.
+					for _, subj := range c.EverOwned() {
 						bySubject[subj] = append(bySubject[subj], sub)
 					}
 				}

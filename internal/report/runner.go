@@ -170,21 +170,25 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 			return stats, fmt.Errorf("plan reports: %w", err)
 		}
 	} else {
+		// Every customer that ever owned the subject: a late event may be
+		// from before it moved to its current owner.
 		seen := map[string]bool{}
-		for subject := range late {
-			c, err := r.Store.CustomerBySubject(ctx, subject)
-			if errors.Is(err, store.ErrNotFound) || seen[c.ID] {
-				continue
-			}
+		for _, subject := range sortedKeys(late) {
+			ids, err := r.Store.CustomersOfSubject(ctx, subject)
 			if err != nil {
 				return stats, fmt.Errorf("plan reports: %w", err)
 			}
-			seen[c.ID] = true
-			cs, err := r.Store.ListSubscriptions(ctx, store.SubscriptionFilter{CustomerID: c.ID})
-			if err != nil {
-				return stats, fmt.Errorf("plan reports: %w", err)
+			for _, id := range ids {
+				if seen[id] {
+					continue
+				}
+				seen[id] = true
+				cs, err := r.Store.ListSubscriptions(ctx, store.SubscriptionFilter{CustomerID: id})
+				if err != nil {
+					return stats, fmt.Errorf("plan reports: %w", err)
+				}
+				subs = append(subs, cs...)
 			}
-			subs = append(subs, cs...)
 		}
 	}
 	// A full pass needs every stream; one for late events only those of
@@ -251,7 +255,7 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 			r.log().Error("plan reports", "subscription", sub.ID, "err", err)
 			r.Metrics.planError()
 			if c, ok := p.customers[sub.CustomerID]; ok {
-				for _, s := range c.Subjects {
+				for _, s := range c.EverOwned() {
 					if seq, ok := lateSeq[s]; ok {
 						hold = min(hold, seq-1)
 					}
@@ -424,7 +428,7 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 		return nil, nil, err
 	}
 	lateAt, hasLate := time.Time{}, false
-	for _, s := range c.Subjects {
+	for _, s := range c.EverOwned() {
 		if t, ok := p.late[s]; ok && (!hasLate || t.Before(lateAt)) {
 			lateAt, hasLate = t, true
 		}
@@ -452,7 +456,7 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 			if len(pc.Reporting) == 0 || pc.Included.Unlimited {
 				continue
 			}
-			q := chargeQuery{p: p, pc: pc, subjects: c.Subjects, bySubject: len(deployments(c)) > 0}
+			q := chargeQuery{p: p, pc: pc, customer: c, bySubject: len(deployments(c)) > 0}
 			for _, rep := range pc.Reporting {
 				t, ok := p.r.target(rep.Target)
 				if !ok {
@@ -793,7 +797,7 @@ func lateFrom(pl Planned, hasLate bool, lateAt time.Time) []string {
 type chargeQuery struct {
 	p         *planner
 	pc        billing.PlanCharge
-	subjects  []string
+	customer  billing.Customer
 	bySubject bool
 	m         *meter.Meter
 	cache     map[[2]int64]usageByHour
@@ -814,7 +818,7 @@ func (q *chargeQuery) hourly(ctx context.Context, from, to time.Time) (usageByHo
 		}
 		q.m = &m
 	}
-	h, err := q.p.hourly(ctx, *q.m, q.subjects, q.pc.FilterGroupBy, from, to, q.bySubject)
+	h, err := q.p.hourly(ctx, *q.m, q.customer, q.pc.FilterGroupBy, from, to, q.bySubject)
 	if err != nil {
 		return usageByHour{}, err
 	}
@@ -859,16 +863,21 @@ func (p *planner) stable(fn func() error) error {
 	return fn()
 }
 
-// hourly is the usage of subjects in [from, to) per UTC hour.
-// hourly is the usage of subjects in [from, to) per UTC hour, in all and
-// per subject when bySubject.
-func (p *planner) hourly(ctx context.Context, m meter.Meter, subjects []string, filter map[string]string, from, to time.Time, bySubject bool) (usageByHour, error) {
+// hourly is customer c's usage in [from, to) per UTC hour, in all and per
+// subject when bySubject: each subject's usage only in the minutes c owned
+// it (see billing.Ownership), so that an hour of a subject that moved
+// between customers is counted once.
+func (p *planner) hourly(ctx context.Context, m meter.Meter, c billing.Customer, filter map[string]string, from, to time.Time, bySubject bool) (usageByHour, error) {
 	out := usageByHour{total: map[int64]decimal.Decimal{}}
 	f, t := floorMinute(from), floorMinute(to)
-	if len(subjects) == 0 || !f.Before(t) {
+	if !f.Before(t) {
 		return out, nil
 	}
-	q := usage.Query{Meter: m, From: &f, To: &t, WindowSize: usage.WindowSizeHour, Subjects: subjects, FilterGroupBy: filter}
+	subjects, within := c.UsageSubjects(f, t)
+	if len(subjects) == 0 {
+		return out, nil
+	}
+	q := usage.Query{Meter: m, From: &f, To: &t, WindowSize: usage.WindowSizeHour, Subjects: subjects, Within: within, FilterGroupBy: filter}
 	if bySubject {
 		q.GroupBy = []string{usage.SubjectGroup}
 		out.subjects = map[string]map[int64]decimal.Decimal{}

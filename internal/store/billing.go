@@ -27,14 +27,25 @@ func (e *SubjectTakenError) Unwrap() error { return ErrConflict }
 //
 // A customer is live until DeleteCustomer, which keeps it (its history is
 // still readable by id) but frees its key and subjects for other customers.
+//
+// The store keeps each customer's subject history (billing.Ownership):
+// a subject given to a customer is owned from the write's instant (since
+// the beginning of time when no customer ever owned it before), a subject
+// removed or freed by a deletion until the write's instant. The history
+// is read with the customer (Customer.SubjectHistory, ordered by From,
+// nil first, then subject); Customer.SubjectHistory given to a write is
+// ignored.
 type Customers interface {
-	// CreateCustomer stores a new customer and its subjects in one
-	// transaction; ErrConflict if the id or key is taken by a live customer,
-	// a *SubjectTakenError if a subject belongs to another live customer.
+	// CreateCustomer stores a new customer and its subjects, owned from
+	// c.CreatedAt, in one transaction; ErrConflict if the id or key is
+	// taken by a live customer, a *SubjectTakenError if a subject belongs
+	// to another live customer.
 	CreateCustomer(ctx context.Context, c billing.Customer) error
 	// UpdateCustomer replaces the live customer with c's ID, its subject
-	// list included, keeping CreatedAt. ErrNotFound if there is none (or it
-	// is deleted); ErrConflict and *SubjectTakenError as CreateCustomer.
+	// list included, keeping CreatedAt: subjects it adds are owned from
+	// c.UpdatedAt, those it drops until then. ErrNotFound if there is none
+	// (or it is deleted); ErrConflict and *SubjectTakenError as
+	// CreateCustomer.
 	UpdateCustomer(ctx context.Context, c billing.Customer) error
 	// GetCustomer finds a customer by id, or by key (the live one with that
 	// key, else the most recently deleted); ErrNotFound if there is none.
@@ -43,12 +54,17 @@ type Customers interface {
 	// when includeDeleted), ordered by key then id.
 	ListCustomers(ctx context.Context, includeDeleted bool) ([]billing.Customer, error)
 	// DeleteCustomer marks the customer with the given id deleted at at and
-	// frees its key and subjects. It is idempotent: deleting a deleted
-	// customer changes nothing. ErrNotFound if there is no such customer.
+	// frees its key and subjects (their ownership ends at at). It is
+	// idempotent: deleting a deleted customer changes nothing. ErrNotFound
+	// if there is no such customer.
 	DeleteCustomer(ctx context.Context, id string, at time.Time) error
 	// CustomerBySubject returns the live customer owning subject;
 	// ErrNotFound if none does.
 	CustomerBySubject(ctx context.Context, subject string) (billing.Customer, error)
+	// CustomersOfSubject returns the ids of every customer, live or
+	// deleted, that has ever owned subject, ordered; none if no customer
+	// has.
+	CustomersOfSubject(ctx context.Context, subject string) ([]string, error)
 
 	// CreateUser adds a user to its customer; ErrNotFound if the customer
 	// is not live, ErrConflict if another user has the same key or e-mail

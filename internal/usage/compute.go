@@ -21,7 +21,7 @@ import (
 // For UNIQUE_COUNT meters it reads uniques (the distinct values per minute)
 // and ignores rollups; for every other aggregation it reads rollups and
 // ignores uniques. It applies every filter of q itself (From, To, Subjects,
-// FilterGroupBy), so the inputs may hold more than q asks for, but they must
+// Within, FilterGroupBy), so the inputs may hold more than q asks for, but they must
 // all belong to q.Meter.
 func Compute(q Query, rollups []store.Rollup, uniques []store.UniqueValue) ([]Row, error) {
 	if err := q.Validate(); err != nil {
@@ -66,6 +66,8 @@ type computer struct {
 	loc      *time.Location
 	from, to int64 // Unix seconds, valid when q.From / q.To are set
 	subjects map[string]bool
+	// within is q.Within as Unix seconds [from, to) per subject.
+	within map[string][][2]int64
 	// groupKeys are the requested meter group-by keys, deduplicated, in
 	// request order; bySubject says whether "subject" was requested.
 	groupKeys []string
@@ -117,6 +119,16 @@ func newComputer(q Query) *computer {
 			c.subjects[s] = true
 		}
 	}
+	if len(q.Within) > 0 {
+		c.within = make(map[string][][2]int64, len(q.Within))
+		for s, spans := range q.Within {
+			w := make([][2]int64, len(spans))
+			for i, sp := range spans {
+				w[i] = [2]int64{ceilUnix(sp.From), ceilUnix(sp.To)}
+			}
+			c.within[s] = w
+		}
+	}
 	seen := make(map[string]bool)
 	for _, k := range q.GroupBy {
 		if seen[k] {
@@ -143,6 +155,11 @@ func (c *computer) bucket(meterID, subject, groupKey string, minute int64) (*buc
 	}
 	if c.subjects != nil && !c.subjects[subject] {
 		return nil, nil
+	}
+	if c.within != nil {
+		if w, ok := c.within[subject]; ok && !inSpans(w, minute) {
+			return nil, nil
+		}
 	}
 	g, err := c.group(groupKey)
 	if err != nil {
@@ -188,6 +205,16 @@ func (c *computer) bucket(meterID, subject, groupKey string, minute int64) (*buc
 	}
 	c.buckets[string(b)] = a
 	return a, nil
+}
+
+// inSpans says whether minute is in one of spans.
+func inSpans(spans [][2]int64, minute int64) bool {
+	for _, sp := range spans {
+		if minute >= sp[0] && minute < sp[1] {
+			return true
+		}
+	}
+	return false
 }
 
 // ceilUnix is the least whole second at or after t. Rollup minutes are whole

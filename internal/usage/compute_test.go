@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/shopspring/decimal"
 
+	"github.com/tally-metering/tally/internal/billing"
 	"github.com/tally-metering/tally/internal/meter"
 	"github.com/tally-metering/tally/internal/store"
 )
@@ -103,6 +104,36 @@ func TestCompute(t *testing.T) {
 				{v: "2", start: "2026-01-15T10:00:00Z", end: "2026-01-15T11:00:00Z"},
 				{v: "1", start: "2026-01-15T11:00:00Z", end: "2026-01-15T12:00:00Z"},
 			},
+		},
+		{
+			name: "within narrows a subject to its spans",
+			agg:  meter.Sum,
+			events: []ev{
+				{subject: "s1", at: "2026-01-15T09:59:59Z", value: "1"},
+				{subject: "s1", at: "2026-01-15T10:00:00Z", value: "2"},
+				{subject: "s1", at: "2026-01-15T10:09:59Z", value: "4"},
+				{subject: "s1", at: "2026-01-15T10:10:00Z", value: "8"},
+				{subject: "s1", at: "2026-01-15T10:30:00Z", value: "16"},
+				{subject: "s2", at: "2026-01-15T10:10:00Z", value: "32"},
+			},
+			q: Query{Subjects: []string{"s1", "s2"}, GroupBy: []string{SubjectGroup}, Within: map[string][]billing.Span{
+				"s1": {{From: ts(t, "2026-01-15T10:00:00Z"), To: ts(t, "2026-01-15T10:10:00Z")}, {From: ts(t, "2026-01-15T10:30:00Z"), To: ts(t, "2026-01-15T10:31:00Z")}},
+			}},
+			want: []want{
+				{v: "22", start: "2026-01-15T10:00:00Z", end: "2026-01-15T10:31:00Z", subject: ptr("s1")},
+				{v: "32", start: "2026-01-15T10:10:00Z", end: "2026-01-15T10:11:00Z", subject: ptr("s2")},
+			},
+		},
+		{
+			name: "within: unique count of the owned minutes only",
+			agg:  meter.UniqueCount,
+			events: []ev{
+				{subject: "s1", at: "2026-01-15T10:00:00Z", value: "a"},
+				{subject: "s1", at: "2026-01-15T10:05:00Z", value: "b"},
+				{subject: "s1", at: "2026-01-15T10:06:00Z", value: "a"},
+			},
+			q:    Query{Within: map[string][]billing.Span{"s1": {{From: ts(t, "2026-01-15T10:05:00Z"), To: ts(t, "2026-01-15T11:00:00Z")}}}},
+			want: []want{{v: "2", start: "2026-01-15T10:05:00Z", end: "2026-01-15T10:07:00Z"}},
 		},
 		{
 			name: "unique count across days",

@@ -12,6 +12,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/tally-metering/tally/internal/billing"
 	"github.com/tally-metering/tally/internal/meter"
 )
 
@@ -32,6 +33,11 @@ type Query struct {
 	TimeZone *time.Location
 	// Subjects keeps only these subjects (all when empty).
 	Subjects []string
+	// Within narrows the subjects it has an entry for to the minutes of
+	// their spans (a customer's subjects to the minutes the customer owned
+	// them: billing.Customer.UsageSubjects); a subject without an entry is
+	// not narrowed.
+	Within map[string][]billing.Span
 	// GroupBy lists the meter's group-by keys, or SubjectGroup, to split
 	// rows by. Other groups are merged together. Duplicates are ignored.
 	GroupBy []string

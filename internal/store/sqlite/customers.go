@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tally-metering/tally/internal/billing"
@@ -17,6 +19,7 @@ var _ store.Customers = (*DB)(nil)
 
 // CreateCustomer implements store.Customers.
 func (db *DB) CreateCustomer(ctx context.Context, c billing.Customer) error {
+	c.SubjectHistory = nil // kept in subject_owners
 	def, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("create customer: %w", err)
@@ -34,7 +37,7 @@ func (db *DB) CreateCustomer(ctx context.Context, c billing.Customer) error {
 	if err != nil {
 		return fmt.Errorf("create customer: %w", err)
 	}
-	if err := claimSubjects(ctx, tx, c.ID, c.Subjects); err != nil {
+	if err := claimSubjects(ctx, tx, c.ID, c.Subjects, c.CreatedAt); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -43,12 +46,47 @@ func (db *DB) CreateCustomer(ctx context.Context, c billing.Customer) error {
 	return nil
 }
 
-// claimSubjects makes subjects (and only those) the customer's.
-func claimSubjects(ctx context.Context, tx *sql.Tx, customerID string, subjects []string) error {
-	if _, err := tx.ExecContext(ctx, `DELETE FROM customer_subjects WHERE customer_id = ?`, customerID); err != nil {
+// claimSubjects makes subjects (and only those) the customer's at at: the
+// ones it had and keeps stay as they are, the ones it drops are owned
+// until at's minute ends, the new ones from at's minute (see
+// store.Customers).
+func claimSubjects(ctx context.Context, tx *sql.Tx, customerID string, subjects []string, at time.Time) error {
+	had := map[string]bool{}
+	rows, err := tx.QueryContext(ctx, `SELECT subject FROM customer_subjects WHERE customer_id = ?`, customerID)
+	if err != nil {
 		return fmt.Errorf("customer subjects: %w", err)
 	}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			rows.Close()
+			return fmt.Errorf("customer subjects: %w", err)
+		}
+		had[s] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("customer subjects: %w", err)
+	}
+	keep := make(map[string]bool, len(subjects))
 	for _, s := range subjects {
+		keep[s] = true
+	}
+	for s := range had {
+		if keep[s] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM customer_subjects WHERE subject = ? AND customer_id = ?`, s, customerID); err != nil {
+			return fmt.Errorf("customer subjects: %w", err)
+		}
+		if err := releaseSubjects(ctx, tx, customerID, s, at); err != nil {
+			return err
+		}
+	}
+	for _, s := range subjects {
+		if had[s] {
+			continue
+		}
 		var owner string
 		err := tx.QueryRowContext(ctx, `SELECT c.key FROM customer_subjects s JOIN customers c ON c.id = s.customer_id WHERE s.subject = ?`, s).Scan(&owner)
 		switch {
@@ -60,6 +98,35 @@ func claimSubjects(ctx context.Context, tx *sql.Tx, customerID string, subjects 
 		if _, err := tx.ExecContext(ctx, `INSERT INTO customer_subjects (subject, customer_id) VALUES (?, ?)`, s, customerID); err != nil {
 			return fmt.Errorf("customer subjects: %w", err)
 		}
+		// A subject nobody owned before is owned since the beginning of
+		// time; else from at's minute, or, when that minute is still its
+		// last owner's, the minute after (see billing.Ownership).
+		from := at.Truncate(time.Minute).UnixMicro()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO subject_owners (subject, customer_id, from_us, to_us)
+SELECT ?, ?, CASE WHEN COUNT(*) = 0 THEN NULL ELSE MAX(?, COALESCE(MAX(to_us), ?)) END, NULL
+FROM subject_owners WHERE subject = ?`, s, customerID, from, from, s); err != nil {
+			return fmt.Errorf("customer subjects: %w", err)
+		}
+	}
+	return nil
+}
+
+// releaseSubjects ends the customer's current ownership of subject (of
+// every subject it owns when subject is "") at the end of at's minute
+// (see billing.Ownership), never before it began.
+func releaseSubjects(ctx context.Context, tx *sql.Tx, customerID, subject string, at time.Time) error {
+	to := at.Truncate(time.Minute)
+	if to.Before(at) {
+		to = to.Add(time.Minute)
+	}
+	q := `UPDATE subject_owners SET to_us = MAX(?, COALESCE(from_us, ?)) WHERE customer_id = ? AND to_us IS NULL`
+	args := []any{to.UnixMicro(), to.UnixMicro(), customerID}
+	if subject != "" {
+		q += ` AND subject = ?`
+		args = append(args, subject)
+	}
+	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("customer subjects: %w", err)
 	}
 	return nil
 }
@@ -80,6 +147,7 @@ func (db *DB) UpdateCustomer(ctx context.Context, c billing.Customer) error {
 	}
 	c.CreatedAt = old.CreatedAt
 	c.DeletedAt = nil
+	c.SubjectHistory = nil // kept in subject_owners
 	def, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("update customer: %w", err)
@@ -91,7 +159,7 @@ func (db *DB) UpdateCustomer(ctx context.Context, c billing.Customer) error {
 	if err != nil {
 		return fmt.Errorf("update customer: %w", err)
 	}
-	if err := claimSubjects(ctx, tx, c.ID, c.Subjects); err != nil {
+	if err := claimSubjects(ctx, tx, c.ID, c.Subjects, c.UpdatedAt); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -100,6 +168,8 @@ func (db *DB) UpdateCustomer(ctx context.Context, c billing.Customer) error {
 	return nil
 }
 
+// scanCustomer reads a customer from its def alone, without its subject
+// history.
 func scanCustomer(r rowScanner) (billing.Customer, error) {
 	var def string
 	var c billing.Customer
@@ -112,13 +182,66 @@ func scanCustomer(r rowScanner) (billing.Customer, error) {
 	if c.Subjects == nil {
 		c.Subjects = []string{}
 	}
+	c.SubjectHistory = []billing.Ownership{}
+	return c, nil
+}
+
+// customerCols are the columns scanCustomerFull reads, from customers c: its
+// def and its subject history as a JSON array of [subject, from_us, to_us].
+const customerCols = `c.def, (SELECT json_group_array(json_array(o.subject, o.from_us, o.to_us)) FROM subject_owners o WHERE o.customer_id = c.id)`
+
+// scanCustomerFull reads a customer and its subject history (customerCols).
+func scanCustomerFull(r rowScanner) (billing.Customer, error) {
+	var def, hist string
+	var c billing.Customer
+	if err := r.Scan(&def, &hist); err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal([]byte(def), &c); err != nil {
+		return c, fmt.Errorf("decode customer: %w", err)
+	}
+	if c.Subjects == nil {
+		c.Subjects = []string{}
+	}
+	var rows [][3]json.RawMessage
+	if err := json.Unmarshal([]byte(hist), &rows); err != nil {
+		return c, fmt.Errorf("decode customer %s subject history: %w", c.ID, err)
+	}
+	c.SubjectHistory = make([]billing.Ownership, 0, len(rows))
+	for _, row := range rows {
+		var o billing.Ownership
+		var from, to *int64
+		if err := errors.Join(json.Unmarshal(row[0], &o.Subject), json.Unmarshal(row[1], &from), json.Unmarshal(row[2], &to)); err != nil {
+			return c, fmt.Errorf("decode customer %s subject history: %w", c.ID, err)
+		}
+		if from != nil {
+			t := time.UnixMicro(*from).UTC()
+			o.From = &t
+		}
+		if to != nil {
+			t := time.UnixMicro(*to).UTC()
+			o.To = &t
+		}
+		c.SubjectHistory = append(c.SubjectHistory, o)
+	}
+	slices.SortFunc(c.SubjectHistory, func(a, b billing.Ownership) int {
+		switch {
+		case a.From == nil && b.From != nil:
+			return -1
+		case a.From != nil && b.From == nil:
+			return 1
+		case a.From != nil && !a.From.Equal(*b.From):
+			return a.From.Compare(*b.From)
+		}
+		return strings.Compare(a.Subject, b.Subject)
+	})
 	return c, nil
 }
 
 // GetCustomer implements store.Customers.
 func (db *DB) GetCustomer(ctx context.Context, idOrKey string) (billing.Customer, error) {
-	c, err := scanCustomer(db.r.QueryRowContext(ctx, `SELECT def FROM customers WHERE id = ? OR key = ?
-ORDER BY id = ? DESC, deleted_us IS NULL DESC, deleted_us DESC LIMIT 1`, idOrKey, idOrKey, idOrKey))
+	c, err := scanCustomerFull(db.r.QueryRowContext(ctx, `SELECT `+customerCols+` FROM customers c WHERE c.id = ? OR c.key = ?
+ORDER BY c.id = ? DESC, c.deleted_us IS NULL DESC, c.deleted_us DESC LIMIT 1`, idOrKey, idOrKey, idOrKey))
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, fmt.Errorf("customer %q: %w", idOrKey, store.ErrNotFound)
 	}
@@ -130,9 +253,9 @@ ORDER BY id = ? DESC, deleted_us IS NULL DESC, deleted_us DESC LIMIT 1`, idOrKey
 
 // ListCustomers implements store.Customers.
 func (db *DB) ListCustomers(ctx context.Context, includeDeleted bool) ([]billing.Customer, error) {
-	q := `SELECT def FROM customers WHERE deleted_us IS NULL ORDER BY key, id`
+	q := `SELECT ` + customerCols + ` FROM customers c WHERE c.deleted_us IS NULL ORDER BY c.key, c.id`
 	if includeDeleted {
-		q = `SELECT def FROM customers ORDER BY key, id`
+		q = `SELECT ` + customerCols + ` FROM customers c ORDER BY c.key, c.id`
 	}
 	rows, err := db.r.QueryContext(ctx, q)
 	if err != nil {
@@ -141,7 +264,7 @@ func (db *DB) ListCustomers(ctx context.Context, includeDeleted bool) ([]billing
 	defer rows.Close()
 	out := []billing.Customer{}
 	for rows.Next() {
-		c, err := scanCustomer(rows)
+		c, err := scanCustomerFull(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list customers: %w", err)
 		}
@@ -173,6 +296,7 @@ func (db *DB) DeleteCustomer(ctx context.Context, id string, at time.Time) error
 	at = at.UTC()
 	c.DeletedAt = &at
 	c.UpdatedAt = at
+	c.SubjectHistory = nil
 	def, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("delete customer: %w", err)
@@ -183,6 +307,9 @@ func (db *DB) DeleteCustomer(ctx context.Context, id string, at time.Time) error
 	if _, err := tx.ExecContext(ctx, `DELETE FROM customer_subjects WHERE customer_id = ?`, id); err != nil {
 		return fmt.Errorf("delete customer: %w", err)
 	}
+	if err := releaseSubjects(ctx, tx, id, "", at); err != nil {
+		return fmt.Errorf("delete customer: %w", err)
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("delete customer: %w", err)
 	}
@@ -191,7 +318,7 @@ func (db *DB) DeleteCustomer(ctx context.Context, id string, at time.Time) error
 
 // CustomerBySubject implements store.Customers.
 func (db *DB) CustomerBySubject(ctx context.Context, subject string) (billing.Customer, error) {
-	c, err := scanCustomer(db.r.QueryRowContext(ctx, `SELECT c.def FROM customer_subjects s JOIN customers c ON c.id = s.customer_id WHERE s.subject = ?`, subject))
+	c, err := scanCustomerFull(db.r.QueryRowContext(ctx, `SELECT `+customerCols+` FROM customer_subjects s JOIN customers c ON c.id = s.customer_id WHERE s.subject = ?`, subject))
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, fmt.Errorf("customer of subject %q: %w", subject, store.ErrNotFound)
 	}
@@ -199,6 +326,27 @@ func (db *DB) CustomerBySubject(ctx context.Context, subject string) (billing.Cu
 		return c, fmt.Errorf("customer by subject: %w", err)
 	}
 	return c, nil
+}
+
+// CustomersOfSubject implements store.Customers.
+func (db *DB) CustomersOfSubject(ctx context.Context, subject string) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT DISTINCT customer_id FROM subject_owners WHERE subject = ? ORDER BY customer_id`, subject)
+	if err != nil {
+		return nil, fmt.Errorf("customers of subject: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("customers of subject: %w", err)
+		}
+		out = append(out, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("customers of subject: %w", err)
+	}
+	return out, nil
 }
 
 // CreateUser implements store.Customers.

@@ -40,6 +40,9 @@ func testCustomers(t *testing.T, b Backend) {
 			t.Fatalf("CreateCustomer(%s): %v", c.Key, err)
 		}
 	}
+	// Subjects nobody owned before are owned since the beginning of time.
+	contoso.SubjectHistory = []billing.Ownership{{Subject: "contoso-mail"}, {Subject: "contoso-web"}}
+	fabrikam.SubjectHistory = []billing.Ownership{{Subject: "fab"}}
 	get := func(idOrKey string, want billing.Customer) {
 		t.Helper()
 		got, err := s.GetCustomer(ctx, idOrKey)
@@ -85,6 +88,9 @@ func testCustomers(t *testing.T, b Backend) {
 		t.Fatalf("UpdateCustomer: %v", err)
 	}
 	upd.CreatedAt = bt0
+	// Ownership is kept in whole minutes: a subject given up is owned to
+	// the end of that minute.
+	upd.SubjectHistory = []billing.Ownership{{Subject: "contoso-api"}, {Subject: "contoso-mail", To: timePtr(ceilMinute(bt0.Add(time.Hour)))}, {Subject: "contoso-web"}}
 	get("contoso", upd)
 	if _, err := s.CustomerBySubject(ctx, "contoso-mail"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a subject removed by UpdateCustomer is still owned: %v", err)
@@ -144,6 +150,7 @@ func testCustomers(t *testing.T, b Backend) {
 	}
 	deleted := fabrikam
 	deleted.DeletedAt, deleted.UpdatedAt = &at, at
+	deleted.SubjectHistory = []billing.Ownership{{Subject: "fab", To: timePtr(ceilMinute(at))}}
 	get("c-2", deleted)
 	get("fabrikam", deleted)
 	if err := s.UpdateCustomer(ctx, fabrikam); !errors.Is(err, store.ErrNotFound) {
@@ -156,6 +163,8 @@ func testCustomers(t *testing.T, b Backend) {
 	if err := s.CreateCustomer(ctx, reborn); err != nil {
 		t.Fatalf("CreateCustomer with a deleted customer's key and subjects: %v", err)
 	}
+	// fab had an owner before, whose it is to the end of at's minute.
+	reborn.SubjectHistory = []billing.Ownership{{Subject: "fab", From: timePtr(ceilMinute(at))}}
 	get("fabrikam", reborn)
 	get("c-2", deleted)
 
@@ -172,6 +181,163 @@ func testCustomers(t *testing.T, b Backend) {
 	}
 	if diff := cmp.Diff([]billing.Customer{upd, deleted, reborn}, all, billingOpts); diff != "" {
 		t.Errorf("ListCustomers(all) (-want +got):\n%s", diff)
+	}
+	t.Run("SubjectHistory", func(t *testing.T) { testSubjectHistory(t, b) })
+}
+
+func timePtr(t time.Time) *time.Time { return &t }
+
+// ceilMinute is the first whole minute at or after t.
+func ceilMinute(t time.Time) time.Time {
+	m := t.Truncate(time.Minute)
+	if m.Before(t) {
+		m = m.Add(time.Minute)
+	}
+	return m
+}
+
+// testSubjectHistory: moving a subject between customers keeps when each
+// owned it.
+func testSubjectHistory(t *testing.T, b Backend) {
+	e := newEnv(t, b)
+	s, ctx := e.s, ctxOf(t)
+	t0 := bt0
+	history := func(id string, want []billing.Ownership) {
+		t.Helper()
+		c, err := s.GetCustomer(ctx, id)
+		if err != nil {
+			t.Fatalf("GetCustomer(%s): %v", id, err)
+		}
+		if diff := cmp.Diff(want, c.SubjectHistory, billingOpts); diff != "" {
+			t.Errorf("SubjectHistory of %s (-want +got):\n%s", id, diff)
+		}
+	}
+	owners := func(subject string, want ...string) {
+		t.Helper()
+		got, err := s.CustomersOfSubject(ctx, subject)
+		if err != nil {
+			t.Fatalf("CustomersOfSubject(%s): %v", subject, err)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("CustomersOfSubject(%s) (-want +got):\n%s", subject, diff)
+		}
+	}
+	a := billing.Customer{ID: "a", Key: "a", Name: "A", Currency: "EUR", Subjects: []string{"s1", "s2"}, CreatedAt: t0, UpdatedAt: t0}
+	bc := billing.Customer{ID: "b", Key: "b", Name: "B", Currency: "EUR", Subjects: []string{"s3"}, CreatedAt: t0, UpdatedAt: t0}
+	for _, c := range []billing.Customer{a, bc} {
+		if err := s.CreateCustomer(ctx, c); err != nil {
+			t.Fatalf("CreateCustomer(%s): %v", c.ID, err)
+		}
+	}
+	owners("s1", "a")
+	owners("nobody")
+
+	// A gives s1 up at t1, within a minute; B takes it at t2, at the start
+	// of a later one. An update that keeps a subject leaves its ownership
+	// as it was.
+	t1, t2 := t0.Add(90*time.Minute+30*time.Second), t0.Add(2*time.Hour).Truncate(time.Minute)
+	a.Subjects, a.UpdatedAt = []string{"s2"}, t1
+	if err := s.UpdateCustomer(ctx, a); err != nil {
+		t.Fatalf("UpdateCustomer(a): %v", err)
+	}
+	bc.Subjects, bc.UpdatedAt = []string{"s1", "s3"}, t2
+	if err := s.UpdateCustomer(ctx, bc); err != nil {
+		t.Fatalf("UpdateCustomer(b): %v", err)
+	}
+	ct1 := ceilMinute(t1)
+	history("a", []billing.Ownership{{Subject: "s1", To: &ct1}, {Subject: "s2"}})
+	history("b", []billing.Ownership{{Subject: "s3"}, {Subject: "s1", From: &t2}})
+	owners("s1", "a", "b")
+	if c, err := s.CustomerBySubject(ctx, "s1"); err != nil || c.ID != "b" {
+		t.Errorf("CustomerBySubject(s1) = %q, %v; want b", c.ID, err)
+	}
+	// The customers read by ListCustomers carry the same history.
+	all, err := s.ListCustomers(ctx, false)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("ListCustomers = %d customers, %v; want 2", len(all), err)
+	}
+	if diff := cmp.Diff([]billing.Ownership{{Subject: "s3"}, {Subject: "s1", From: &t2}}, all[1].SubjectHistory, billingOpts); diff != "" {
+		t.Errorf("ListCustomers: SubjectHistory of b (-want +got):\n%s", diff)
+	}
+
+	// A refused write records nothing: s2 is A's, so C gets nothing.
+	c := billing.Customer{ID: "c", Key: "c", Name: "C", Currency: "EUR", Subjects: []string{"s4", "s2"}, CreatedAt: t2, UpdatedAt: t2}
+	var taken *store.SubjectTakenError
+	if err := s.CreateCustomer(ctx, c); !errors.As(err, &taken) {
+		t.Fatalf("CreateCustomer(c) with A's subject: got %v, want a SubjectTakenError", err)
+	}
+	owners("s4")
+	owners("s2", "a")
+
+	// B gives s1 back at t3 and A takes it in the same minute: that minute
+	// is still B's, so A owns it from the next. (A clock behind B's,
+	// t3 > t4, changes nothing.)
+	t3 := t0.Add(3 * time.Hour).Truncate(time.Minute).Add(20 * time.Second)
+	t4 := t3.Add(-10 * time.Second)
+	bc.Subjects, bc.UpdatedAt = []string{"s3"}, t3
+	if err := s.UpdateCustomer(ctx, bc); err != nil {
+		t.Fatalf("UpdateCustomer(b): %v", err)
+	}
+	a.Subjects, a.UpdatedAt = []string{"s1", "s2"}, t4
+	if err := s.UpdateCustomer(ctx, a); err != nil {
+		t.Fatalf("UpdateCustomer(a): %v", err)
+	}
+	ct3 := ceilMinute(t3)
+	history("a", []billing.Ownership{{Subject: "s1", To: &ct1}, {Subject: "s2"}, {Subject: "s1", From: &ct3}})
+	history("b", []billing.Ownership{{Subject: "s3"}, {Subject: "s1", From: &t2, To: &ct3}})
+
+	// Deleting A ends every ownership it has, and only those.
+	t5 := t0.Add(4 * time.Hour)
+	if err := s.DeleteCustomer(ctx, "a", t5); err != nil {
+		t.Fatalf("DeleteCustomer(a): %v", err)
+	}
+	if err := s.DeleteCustomer(ctx, "a", t5.Add(time.Hour)); err != nil {
+		t.Fatalf("DeleteCustomer(a) again: %v", err)
+	}
+	ct5 := ceilMinute(t5)
+	history("a", []billing.Ownership{{Subject: "s1", To: &ct1}, {Subject: "s2", To: &ct5}, {Subject: "s1", From: &ct3, To: &ct5}})
+	history("b", []billing.Ownership{{Subject: "s3"}, {Subject: "s1", From: &t2, To: &ct3}})
+	if _, err := s.CustomerBySubject(ctx, "s1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CustomerBySubject(s1) after deleting its owner: got %v, want ErrNotFound", err)
+	}
+	owners("s2", "a")
+
+	// So each minute of s1's usage that day is A's, B's, or, between A's
+	// giving it up and B's taking it, and after A's deletion, nobody's;
+	// never both.
+	day := t0.Truncate(24 * time.Hour)
+	ga, _ := s.GetCustomer(ctx, "a")
+	gb, _ := s.GetCustomer(ctx, "b")
+	_, pa := ga.UsageSubjects(day, day.Add(24*time.Hour))
+	_, pb := gb.UsageSubjects(day, day.Add(24*time.Hour))
+	in := func(ss []billing.Span, m time.Time) bool {
+		for _, sp := range ss {
+			if !m.Before(sp.From) && m.Before(sp.To) {
+				return true
+			}
+		}
+		return false
+	}
+	for m := day; m.Before(day.Add(24 * time.Hour)); m = m.Add(time.Minute) {
+		want := "nobody"
+		switch {
+		case m.Before(ct1) || (!m.Before(ct3) && m.Before(ct5)):
+			want = "a"
+		case !m.Before(t2) && m.Before(ct3):
+			want = "b"
+		}
+		got := "nobody"
+		switch ia, ib := in(pa["s1"], m), in(pb["s1"], m); {
+		case ia && ib:
+			got = "both"
+		case ia:
+			got = "a"
+		case ib:
+			got = "b"
+		}
+		if got != want {
+			t.Fatalf("minute %s of s1 is %s's, want %s's", m.Format(time.RFC3339), got, want)
+		}
 	}
 }
 
