@@ -133,7 +133,7 @@ func cliActor() string {
 
 func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, kt := keysFlags("create", stderr)
-	scope := fs.String("scope", "", "admin, ingest or read (required)")
+	scope := fs.String("scope", "", "admin, ingest, read or metrics (required; metrics reads /metrics only, for a Prometheus scraper)")
 	customer := fs.String("customer", "", "bind the key to this customer (key or id)")
 	subject := fs.String("subject", "", "bind the key to this subject (deployment) of its customer")
 	name := fs.String("name", "", "a note for people")
@@ -145,8 +145,8 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("keys create: --scope: %w", err)
 	}
-	if sc == auth.ScopeAdmin && (*customer != "" || *subject != "") {
-		return errors.New("keys create: an admin key can't be bound to a customer or subject")
+	if (sc == auth.ScopeAdmin || sc == auth.ScopeMetrics) && (*customer != "" || *subject != "") {
+		return errors.New("keys create: an admin or metrics key can't be bound to a customer or subject")
 	}
 	if *ttl < 0 {
 		return errors.New("keys create: --ttl must not be negative")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -118,5 +119,36 @@ func TestParseTrustedProxies(t *testing.T) {
 	}
 	if _, err := parseTrustedProxies("10.0.0.0/8,proxy.internal"); err == nil || !strings.Contains(err.Error(), "proxy.internal") {
 		t.Errorf("a host name: %v, want an error naming it", err)
+	}
+}
+
+// TestMetricsAddr: with --metrics-addr, /metrics is served there without
+// credentials, while the API's /metrics still needs one.
+func TestMetricsAddr(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maddr := ln.Addr().String()
+	ln.Close()
+	const admin = "an-admin-token-long-enough-to-pass-muster"
+	f := serveFlags{addr: "127.0.0.1:0", data: filepath.Join(t.TempDir(), "data"), adminToken: admin, metricsAddr: maddr,
+		shutdownTimeout: 5 * time.Second, readHeaderTimeout: 5 * time.Second, maxHeaderBytes: 1 << 16}
+	addr, stop := inProcess(t, f)
+	if code, body := req(t, "", "GET", "http://"+maddr+"/metrics", ""); code != http.StatusOK || !strings.Contains(body, "tally_store_size_bytes") {
+		t.Errorf("--metrics-addr /metrics: %d %.200s", code, body)
+	}
+	if code, _ := req(t, "", "GET", "http://"+maddr+"/api/v1/meters", ""); code != http.StatusNotFound {
+		t.Errorf("--metrics-addr serves the API: %d", code)
+	}
+	if code, _ := req(t, "", "GET", "http://"+addr+"/metrics", ""); code != http.StatusUnauthorized {
+		t.Errorf("the API's /metrics without a credential: %d, want 401", code)
+	}
+	if code, _ := req(t, admin, "GET", "http://"+addr+"/metrics", ""); code != http.StatusOK {
+		t.Errorf("the API's /metrics with the admin token: %d, want 200", code)
+	}
+	stop()
+	if _, err := net.Dial("tcp", maddr); err == nil {
+		t.Error("the metrics listener is still open after shutdown")
 	}
 }

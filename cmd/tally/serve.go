@@ -34,7 +34,7 @@ type serveFlags struct {
 	addr, data, config, adminToken string
 	logLevel, logFormat            string
 	shutdownTimeout                time.Duration
-	debugAddr                      string
+	debugAddr, metricsAddr         string
 	insecureNoAuth                 bool
 	tlsCert, tlsKey                string
 	rateLimit                      float64
@@ -72,6 +72,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (env TALLY_LOG_LEVEL)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json (env TALLY_LOG_FORMAT)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for in-flight requests (env TALLY_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "when set, also serve /metrics on this address without credentials, e.g. 10.0.0.5:9464 for a scraper on a private network (env TALLY_METRICS_ADDR)")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "when set, serve Go profiling (pprof) on this address, e.g. 127.0.0.1:6060 (env TALLY_DEBUG_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -207,6 +208,13 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 	}
 	if f.debugAddr != "" {
 		startDebugServer(f.debugAddr, log)
+	}
+	if f.metricsAddr != "" {
+		ms, err := startMetricsServer(f.metricsAddr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
 	}
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {

@@ -37,17 +37,20 @@ const (
 	ScopeIngest Scope = "ingest"
 	// ScopeRead lists and queries.
 	ScopeRead Scope = "read"
+	// ScopeMetrics reads /metrics and nothing else: the credential of a
+	// Prometheus scraper.
+	ScopeMetrics Scope = "metrics"
 )
 
 // Scopes lists every scope.
-var Scopes = []Scope{ScopeAdmin, ScopeIngest, ScopeRead}
+var Scopes = []Scope{ScopeAdmin, ScopeIngest, ScopeRead, ScopeMetrics}
 
 // ParseScope checks a scope name.
 func ParseScope(s string) (Scope, error) {
 	if slices.Contains(Scopes, Scope(s)) {
 		return Scope(s), nil
 	}
-	return "", fmt.Errorf("scope %q is not one of admin, ingest, read", s)
+	return "", fmt.Errorf("scope %q is not one of admin, ingest, read, metrics", s)
 }
 
 // Kind says which sort of credential a Principal comes from.

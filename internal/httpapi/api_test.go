@@ -1347,13 +1347,15 @@ func TestAPIAdminToken(t *testing.T) {
 	if got := h.total("m"); got != "1" {
 		t.Errorf("COUNT = %s, want 1", got)
 	}
-	// Public endpoints need no token.
-	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+	// Public endpoints need no token; /metrics needs one.
+	for _, path := range []string{"/healthz", "/readyz"} {
 		r := h.do("GET", path, "", "", "Authorization", "")
 		if r.Status != http.StatusOK {
 			t.Errorf("GET %s without a token: %s", path, r)
 		}
 	}
+	h.expect(h.do("GET", "/metrics", "", "", "Authorization", ""), http.StatusUnauthorized, "metrics without a token")
+	h.expect(h.do("GET", "/metrics", "", ""), http.StatusOK, "metrics with the admin token")
 	r = h.do("GET", "/healthz", "", "", "Authorization", "")
 	if string(r.Body) != "ok\n" {
 		t.Errorf("healthz body %q", r.Body)

@@ -375,6 +375,7 @@ func TestAccessMatrix(t *testing.T) {
 	A, B := "contoso", "fabrikam"
 	// ingest rows get a fresh event id per caller, filled in below.
 	rows := []row{
+		{"GET", "/metrics", "/metrics", "", "uuuufffffa"},
 		{"GET", "/api/v1/openapi.yaml", "/api/v1/openapi.yaml", "", "uuuufaffaa"},
 		{"POST", "/api/v1/events", "/api/v1/events", "contoso-eu-1", "uuuuafaffa"},
 		{"POST", "/api/v1/events", "/api/v1/events", "contoso-us-1", "uuuuaffffa"},

@@ -91,8 +91,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("scope: %w", err))
 	}
-	if scope == auth.ScopeAdmin && (in.Customer != "" || in.Subject != "") {
-		errs = append(errs, errors.New("scope: an admin key can't be bound to a customer or subject; use ingest or read"))
+	if (scope == auth.ScopeAdmin || scope == auth.ScopeMetrics) && (in.Customer != "" || in.Subject != "") {
+		errs = append(errs, fmt.Errorf("scope: an admin or metrics key can't be bound to a customer or subject (this one is %s); use ingest or read", scope))
 	}
 	if in.ExpiresAt != nil && !in.ExpiresAt.After(now) {
 		errs = append(errs, fmt.Errorf("expiresAt: %s is not in the future", in.ExpiresAt.Format(time.RFC3339)))

@@ -142,10 +142,13 @@ func (s *Server) routes() []routeDef {
 	}
 	read := func(check tenantCheck) access { return tenant(auth.ScopeRead, check) }
 	portal := access{scope: auth.ScopeRead, portal: true}
+	// metrics: a Prometheus scraper's key (metrics scope) or an admin;
+	// --metrics-addr serves them without credentials on another address.
+	metrics := access{scope: auth.ScopeMetrics}
 	return []routeDef{
 		r("GET", "/healthz", pub, s.healthz),
 		r("GET", "/readyz", pub, s.readyz),
-		r("GET", "/metrics", pub, s.metrics),
+		r("GET", "/metrics", metrics, s.metrics),
 		r("GET", "/api/v1/openapi.yaml", read(anyTenant), s.openapi),
 		r("POST", "/api/v1/events", tenant(auth.ScopeIngest, inHandler), s.ingestEvents),
 		r("GET", "/api/v1/events", read(inHandler), s.listEvents),
