@@ -3,6 +3,7 @@ package billing
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -61,6 +62,12 @@ type Subscription struct {
 	CanceledAt *time.Time `json:"canceledAt,omitempty"`
 	CreatedAt  time.Time  `json:"createdAt"`
 	UpdatedAt  time.Time  `json:"updatedAt"`
+	// Version counts the stored states of the subscription: 1 when it is
+	// created, one more on every write (a cancellation, a plan change).
+	// The store sets it; a write based on an older version than the stored
+	// one is refused, so that no concurrent change is lost (see
+	// store.Subscriptions).
+	Version int `json:"version"`
 }
 
 // Location returns the subscription's time zone (UTC when unset).
@@ -192,7 +199,7 @@ func (in SubscriptionInput) Subscription(id string, c Customer, p Plan, start, n
 	return Subscription{
 		ID: id, CustomerID: c.ID, PlanID: p.ID, PlanKey: p.Key, PlanVersion: p.Version, Cadence: p.Cadence,
 		Start: start.UTC(), BillingAnchor: a, TimeZone: tz, Status: SubscriptionActive,
-		CreatedAt: now.UTC(), UpdatedAt: now.UTC(),
+		CreatedAt: now.UTC(), UpdatedAt: now.UTC(), Version: 1,
 	}
 }
 
@@ -256,20 +263,62 @@ func (s Subscription) OnPlanFrom(planID string, t time.Time) (time.Time, bool) {
 }
 
 // CheckNoOverlap reports, as a *NotSubscribableError naming the field
-// "plan", that customer c would be on plan p twice at once if subscribed
-// to it from start, given its subscriptions subs (except the one with id
-// except, for a plan change). Nil otherwise.
-func CheckNoOverlap(c Customer, p Plan, start time.Time, subs []Subscription, except string) error {
-	for _, other := range subs {
-		if other.ID == except {
-			continue
+// "plan", that storing after would put customer c on one plan twice at
+// once (the same usage billed twice), given its other subscriptions
+// others; after itself is skipped among them. after is a new subscription
+// when before is nil, else a new state of the stored subscription before.
+//
+// Only what the write adds is checked, each from when it takes effect
+// until after's next plan change or cancellation (open-ended when there is
+// none): the plan a new subscription starts on and its plan changes, or
+// the plan changes after has and before has not. A cancellation adds
+// nothing, so it is never refused, even of subscriptions that overlap
+// already. Nil when nothing overlaps.
+//
+// A store calls it in the transaction that writes after, so that two
+// concurrent writes can't both pass it (see store.Subscriptions).
+func CheckNoOverlap(c Customer, before *Subscription, after Subscription, others []Subscription) error {
+	phases := append([]PlanPhase{{PlanID: after.PlanID, PlanKey: after.PlanKey, PlanVersion: after.PlanVersion, From: after.Start}}, after.Phases...)
+	for i, ph := range phases {
+		if before != nil {
+			same := func(o PlanPhase) bool {
+				return o.PlanID == ph.PlanID && o.PlanVersion == ph.PlanVersion && o.From.Equal(ph.From)
+			}
+			if i == 0 || slices.ContainsFunc(before.Phases, same) {
+				continue
+			}
 		}
-		if at, ok := other.OnPlanFrom(p.ID, start); ok {
-			return &NotSubscribableError{fmt.Sprintf("plan: customer %q is already on plan %q from %s (subscription %s); its usage would be billed twice. Cancel or change that subscription first, or start this one after it ends",
-				c.Key, p.Key, at.UTC().Format(time.RFC3339), other.ID)}
+		end := after.CancelAt
+		if i+1 < len(phases) && (end == nil || phases[i+1].From.Before(*end)) {
+			end = &phases[i+1].From
+		}
+		if end != nil && !ph.From.Before(*end) {
+			continue // never in force
+		}
+		for _, other := range others {
+			if other.ID == after.ID {
+				continue
+			}
+			if at, ok := other.OnPlanFrom(ph.PlanID, ph.From); ok && (end == nil || at.Before(*end)) {
+				return &NotSubscribableError{fmt.Sprintf("plan: customer %q is already on plan %q from %s (subscription %s); its usage would be billed twice. Cancel or change that subscription first, or start this one after it ends",
+					c.Key, ph.PlanKey, at.UTC().Format(time.RFC3339), other.ID)}
+			}
 		}
 	}
 	return nil
+}
+
+// CheckNewSubscription reports why s, a new subscription of customer c to
+// plan version p, can't be stored next to the customer's subscriptions
+// others: CheckSubscribable's errors, then CheckNoOverlap's. Nil
+// otherwise. A store calls it in the transaction that writes s, with c, p
+// and others as stored then, so that a concurrent subscription, deletion
+// of the customer or change of its currency is not missed.
+func CheckNewSubscription(c Customer, p Plan, s Subscription, others []Subscription) error {
+	if err := CheckSubscribable(c, p); err != nil {
+		return err
+	}
+	return CheckNoOverlap(c, nil, s, others)
 }
 
 // NotSubscribableError is a subscription change refused because of the

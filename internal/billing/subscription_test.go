@@ -127,16 +127,79 @@ func TestOnPlanFromAndCheckNoOverlap(t *testing.T) {
 		}
 	}
 	c := Customer{ID: "c1", Key: "contoso"}
-	pro := Plan{ID: "p-pro", Key: "mail-pro"}
 	var ns *NotSubscribableError
-	if err := CheckNoOverlap(c, pro, at("2026-08-01T00:00:00Z"), []Subscription{canceled, base}, ""); !errors.As(err, &ns) ||
-		!strings.HasPrefix(err.Error(), "plan: ") || !strings.Contains(err.Error(), "s1") {
+	fresh := Subscription{ID: "s2", PlanID: "p-pro", PlanKey: "mail-pro", Start: at("2026-08-01T00:00:00Z")}
+	if err := CheckNoOverlap(c, nil, fresh, []Subscription{canceled, base}); !errors.As(err, &ns) ||
+		!strings.HasPrefix(err.Error(), "plan: ") || !strings.Contains(err.Error(), "s1") || !strings.Contains(err.Error(), `"mail-pro"`) {
 		t.Errorf("CheckNoOverlap with an open subscription: %v", err)
 	}
-	if err := CheckNoOverlap(c, pro, at("2026-08-01T00:00:00Z"), []Subscription{base}, "s1"); err != nil {
-		t.Errorf("CheckNoOverlap excepting the only subscription: %v", err)
+	if err := CheckNoOverlap(c, nil, base, []Subscription{base}); err != nil {
+		t.Errorf("CheckNoOverlap of a subscription with itself: %v", err)
 	}
-	if err := CheckNoOverlap(c, pro, at("2026-06-16T00:00:00Z"), []Subscription{canceled}, ""); err != nil {
+	fresh.Start = at("2026-06-16T00:00:00Z")
+	if err := CheckNoOverlap(c, nil, fresh, []Subscription{canceled}); err != nil {
 		t.Errorf("CheckNoOverlap after a cancellation: %v", err)
+	}
+	// A new subscription's plan changes count as well as its first plan.
+	fresh.PlanID, fresh.Phases = "p-team", []PlanPhase{{PlanID: "p-pro", PlanKey: "mail-pro", From: at("2026-07-01T00:00:00Z")}}
+	if err := CheckNoOverlap(c, nil, fresh, []Subscription{base}); !errors.As(err, &ns) {
+		t.Errorf("CheckNoOverlap of a new subscription changing onto a taken plan: %v", err)
+	}
+
+	// What the write adds ends with its next change or cancellation.
+	early := Subscription{ID: "s5", PlanID: "p-pro", PlanKey: "mail-pro", Start: at("2026-05-01T00:00:00Z"),
+		Phases: []PlanPhase{{PlanID: "p-team", PlanKey: "team", From: at("2026-06-01T00:00:00Z")}}}
+	if err := CheckNoOverlap(c, nil, early, []Subscription{base}); err != nil {
+		t.Errorf("CheckNoOverlap of a new subscription leaving the plan when the other starts: %v", err)
+	}
+	early.Phases[0].From = at("2026-06-01T00:00:01Z")
+	if err := CheckNoOverlap(c, nil, early, []Subscription{base}); !errors.As(err, &ns) || !strings.Contains(err.Error(), "2026-06-01T00:00:00Z") {
+		t.Errorf("CheckNoOverlap of a new subscription leaving the plan a second after the other starts: %v", err)
+	}
+	early.Phases, early.CancelAt = nil, ptrTime("2026-06-01T00:00:00Z")
+	if err := CheckNoOverlap(c, nil, early, []Subscription{base}); err != nil {
+		t.Errorf("CheckNoOverlap of a new subscription ending when the other starts: %v", err)
+	}
+
+	// A change is checked for the plan changes it adds only.
+	team := Subscription{ID: "s3", PlanID: "p-team", PlanKey: "team", Start: at("2026-06-01T00:00:00Z")}
+	toPro := team
+	toPro.Phases = []PlanPhase{{PlanID: "p-pro", PlanKey: "mail-pro", From: at("2026-08-01T00:00:00Z")}}
+	if err := CheckNoOverlap(c, &team, toPro, []Subscription{base, team}); !errors.As(err, &ns) || !strings.Contains(err.Error(), "s1") {
+		t.Errorf("CheckNoOverlap of a change onto a taken plan: %v", err)
+	}
+	if err := CheckNoOverlap(c, &team, toPro, []Subscription{canceled, team}); err != nil {
+		t.Errorf("CheckNoOverlap of a change onto a plan left before: %v", err)
+	}
+	// Both already overlap (stored before this check existed): cancelling
+	// one adds nothing and is allowed.
+	dup := Subscription{ID: "s4", PlanID: "p-pro", PlanKey: "mail-pro", Start: at("2026-06-01T00:00:00Z")}
+	dupCanceled, err := dup.Cancel(CancelNow, at("2026-06-10T00:00:00Z"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckNoOverlap(c, &dup, dupCanceled, []Subscription{base, dup}); err != nil {
+		t.Errorf("CheckNoOverlap of a cancellation: %v", err)
+	}
+	// So is a change that keeps the phases it had.
+	if err := CheckNoOverlap(c, &changed, changed, []Subscription{base, changed}); err != nil {
+		t.Errorf("CheckNoOverlap of a write keeping the phases: %v", err)
+	}
+
+	// CheckNewSubscription refuses a deleted customer before looking at
+	// overlaps, and an overlap of a subscribable one.
+	pro := Plan{ID: "p-pro", Key: "mail-pro", Version: 1, Currency: "EUR", Status: PlanPublished}
+	c.Currency = "EUR"
+	fresh = Subscription{ID: "s2", PlanID: "p-pro", PlanKey: "mail-pro", Start: at("2026-08-01T00:00:00Z")}
+	if err := CheckNewSubscription(c, pro, fresh, []Subscription{base}); !errors.As(err, &ns) || !strings.Contains(err.Error(), "s1") {
+		t.Errorf("CheckNewSubscription overlapping: %v", err)
+	}
+	if err := CheckNewSubscription(c, pro, fresh, nil); err != nil {
+		t.Errorf("CheckNewSubscription alone: %v", err)
+	}
+	deleted := c
+	deleted.DeletedAt = ptrTime("2026-07-01T00:00:00Z")
+	if err := CheckNewSubscription(deleted, pro, fresh, nil); !errors.As(err, &ns) || !strings.Contains(err.Error(), "deleted") {
+		t.Errorf("CheckNewSubscription of a deleted customer: %v", err)
 	}
 }

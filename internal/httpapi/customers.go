@@ -145,10 +145,15 @@ func (s *Server) deleteCustomer(w http.ResponseWriter, r *http.Request) {
 		if sub.StatusAt(now) == billing.SubscriptionCanceled {
 			continue
 		}
-		canceled, err := sub.Cancel(billing.CancelNow, now)
-		if err == nil {
-			err = s.Store.UpdateSubscription(r.Context(), canceled)
-		}
+		// Read again if it changed concurrently (a plan change): the
+		// cancellation must not undo that change, nor be undone by it.
+		_, err := s.updateSubscription(r.Context(), sub.ID, nil, func(sub billing.Subscription) (billing.Subscription, bool, error) {
+			if sub.StatusAt(now) == billing.SubscriptionCanceled {
+				return sub, false, nil
+			}
+			canceled, err := sub.Cancel(billing.CancelNow, now)
+			return canceled, err == nil, err
+		})
 		if err != nil {
 			s.writeError(w, r, err)
 			return

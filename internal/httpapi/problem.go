@@ -64,6 +64,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var taken *store.SubjectTakenError
 	var cerr *conflictError
 	var nsub *billing.NotSubscribableError
+	var pre *preconditionError
+	var stale *store.StaleError
 	switch {
 	case errors.As(err, &inv):
 		status := http.StatusBadRequest
@@ -85,6 +87,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: cerr.Error()})
 	case errors.As(err, &nsub):
 		writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: nsub.Error()})
+	case errors.As(err, &pre):
+		w.Header().Set("ETag", pre.etag)
+		writeProblem(w, r, Problem{Status: http.StatusPreconditionFailed, Detail: pre.Error()})
+	case errors.As(err, &stale):
+		writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: stale.Error()})
 	case errors.Is(err, store.ErrNotFound):
 		writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: err.Error()})
 	case errors.Is(err, store.ErrConflict):

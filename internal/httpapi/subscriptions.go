@@ -92,38 +92,29 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.checkNoOverlap(r, c, p, start, ""); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	id, err := newID()
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	// The store checks again, in the transaction that writes it, that the
+	// customer is still subscribable and not on the plan already (the
+	// same usage would be billed twice): a concurrent request can't slip
+	// in between (see store.Subscriptions).
 	sub := in.Subscription(id, c, p, start, now)
 	if err := s.Store.CreateSubscription(r.Context(), sub); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	sub.Version = 1
 	v, err := s.viewSubscription(sub)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	w.Header().Set("Location", "/api/v1/subscriptions/"+sub.ID)
+	w.Header().Set("ETag", subscriptionETag(sub))
 	writeJSON(w, http.StatusCreated, v)
-}
-
-// checkNoOverlap refuses (409) to put customer c on plan p from start
-// while another of its subscriptions (other than except) is on that plan
-// then: the same usage would be billed twice (see billing.CheckNoOverlap).
-func (s *Server) checkNoOverlap(r *http.Request, c billing.Customer, p billing.Plan, start time.Time, except string) error {
-	subs, err := s.Store.ListSubscriptions(r.Context(), store.SubscriptionFilter{CustomerID: c.ID})
-	if err != nil {
-		return err
-	}
-	return billing.CheckNoOverlap(c, p, start, subs, except)
 }
 
 func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
@@ -172,6 +163,7 @@ func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	w.Header().Set("ETag", subscriptionETag(sub))
 	writeJSON(w, http.StatusOK, v)
 }
 
@@ -197,27 +189,26 @@ func (s *Server) cancelSubscription(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &billing.ValidationError{What: "cancellation", Err: fmt.Errorf(`at: %q is not one of "now", "period_end"`, string(in.At))})
 		return
 	}
-	sub, err := s.Store.GetSubscription(r.Context(), r.PathValue("id"))
+	im, err := parseIfMatch(r.Header)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	canceled, err := sub.Cancel(in.At, s.Now())
+	canceled, err := s.updateSubscription(r.Context(), r.PathValue("id"), im, func(sub billing.Subscription) (billing.Subscription, bool, error) {
+		canceled, err := sub.Cancel(in.At, s.Now())
+		// A repeated cancellation at period end changes nothing.
+		return canceled, err == nil && canceled.Status != sub.Status, err
+	})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
-	}
-	if canceled.Status != sub.Status { // else a repeated cancellation at period end: nothing changes
-		if err := s.Store.UpdateSubscription(r.Context(), canceled); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
 	}
 	v, err := s.viewSubscription(canceled)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	w.Header().Set("ETag", subscriptionETag(canceled))
 	writeJSON(w, http.StatusOK, v)
 }
 
@@ -256,47 +247,16 @@ func (s *Server) changeSubscription(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &billing.ValidationError{What: "plan change", Err: errors.Join(errs...)})
 		return
 	}
-	sub, err := s.Store.GetSubscription(r.Context(), r.PathValue("id"))
+	im, err := parseIfMatch(r.Header)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	c, err := s.Store.GetCustomer(r.Context(), sub.CustomerID)
+	changed, err := s.updateSubscription(r.Context(), r.PathValue("id"), im, func(sub billing.Subscription) (billing.Subscription, bool, error) {
+		changed, err := s.changedPlan(r, sub, in)
+		return changed, err == nil, err
+	})
 	if err != nil {
-		s.writeError(w, r, internalf("subscription %s: customer %s: %v", sub.ID, sub.CustomerID, err))
-		return
-	}
-	p, err := s.subscribablePlan(r, billing.SubscriptionInput{Plan: in.Plan, PlanVersion: in.PlanVersion})
-	var nsub *billing.NotSubscribableError
-	if errors.As(err, &nsub) { // no published version: a field error here
-		err = &billing.ValidationError{What: "plan change", Err: fmt.Errorf("plan: %s", nsub.Msg)}
-	}
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	// The customer's currency may have changed since it subscribed; the
-	// subscription's invoices stay in the currency of its plans.
-	first, err := s.Store.GetPlan(r.Context(), sub.PlanID, sub.PlanVersion)
-	if err != nil {
-		s.writeError(w, r, internalf("subscription %s: plan %s version %d: %v", sub.ID, sub.PlanID, sub.PlanVersion, err))
-		return
-	}
-	if p.Currency != first.Currency {
-		s.writeError(w, r, &billing.ValidationError{What: "plan change", Err: fmt.Errorf("plan: plan %q version %d is priced in %s, but subscription %s is billed in %s; a plan change keeps the currency",
-			p.Key, p.Version, p.Currency, sub.ID, first.Currency)})
-		return
-	}
-	changed, err := sub.ChangePlan(p, c.Currency, in.At, s.Now())
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := s.checkNoOverlap(r, c, p, changed.Phases[len(changed.Phases)-1].From, sub.ID); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := s.Store.UpdateSubscription(r.Context(), changed); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -305,5 +265,35 @@ func (s *Server) changeSubscription(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	w.Header().Set("ETag", subscriptionETag(changed))
 	writeJSON(w, http.StatusOK, v)
+}
+
+// changedPlan returns sub switched to the plan version in names. Whether
+// that puts the customer on a plan twice at once is checked by the store,
+// in the transaction that writes it.
+func (s *Server) changedPlan(r *http.Request, sub billing.Subscription, in changeRequest) (billing.Subscription, error) {
+	c, err := s.Store.GetCustomer(r.Context(), sub.CustomerID)
+	if err != nil {
+		return sub, internalf("subscription %s: customer %s: %v", sub.ID, sub.CustomerID, err)
+	}
+	p, err := s.subscribablePlan(r, billing.SubscriptionInput{Plan: in.Plan, PlanVersion: in.PlanVersion})
+	var nsub *billing.NotSubscribableError
+	if errors.As(err, &nsub) { // no published version: a field error here
+		err = &billing.ValidationError{What: "plan change", Err: fmt.Errorf("plan: %s", nsub.Msg)}
+	}
+	if err != nil {
+		return sub, err
+	}
+	// The customer's currency may have changed since it subscribed; the
+	// subscription's invoices stay in the currency of its plans.
+	first, err := s.Store.GetPlan(r.Context(), sub.PlanID, sub.PlanVersion)
+	if err != nil {
+		return sub, internalf("subscription %s: plan %s version %d: %v", sub.ID, sub.PlanID, sub.PlanVersion, err)
+	}
+	if p.Currency != first.Currency {
+		return sub, &billing.ValidationError{What: "plan change", Err: fmt.Errorf("plan: plan %q version %d is priced in %s, but subscription %s is billed in %s; a plan change keeps the currency",
+			p.Key, p.Version, p.Currency, sub.ID, first.Currency)}
+	}
+	return sub.ChangePlan(p, c.Currency, in.At, s.Now())
 }

@@ -110,9 +110,22 @@ type SubscriptionFilter struct {
 
 // Subscriptions keeps subscriptions. A subscription is never deleted:
 // cancelling it keeps it, with its history.
+//
+// Subscription writes are safe under concurrency. Each one runs its checks
+// against the state it writes over, in the transaction that writes it,
+// serialized with every other subscription and customer write: two
+// concurrent writes can't both pass a check that only one of them should
+// (two overlapping subscriptions), and no write silently overwrites
+// another (optimistic concurrency on Subscription.Version).
 type Subscriptions interface {
-	// CreateSubscription stores a new subscription; ErrConflict if the id
-	// is taken, ErrNotFound if its customer or plan version does not exist.
+	// CreateSubscription stores a new subscription as version 1 (whatever
+	// s.Version says). ErrConflict if the id is taken, ErrNotFound if its
+	// customer or plan version does not exist. It refuses, with the
+	// errors of billing.CheckNewSubscription (*billing.NotSubscribableError,
+	// *billing.ValidationError), a subscription of a deleted customer, to a
+	// draft plan version or one in another currency than the customer's,
+	// and one that would put the customer on a plan twice at once given
+	// its other subscriptions as stored at that moment.
 	CreateSubscription(ctx context.Context, s billing.Subscription) error
 	// GetSubscription finds a subscription by id; ErrNotFound if there is
 	// none.
@@ -121,12 +134,37 @@ type Subscriptions interface {
 	// start then id.
 	ListSubscriptions(ctx context.Context, f SubscriptionFilter) ([]billing.Subscription, error)
 	// UpdateSubscription replaces the subscription with s's ID (used to
-	// cancel it or change its plan). Only Status, CancelAt, CanceledAt,
-	// Phases and UpdatedAt may change; ErrConflict if anything else differs (a subscription's
+	// cancel it or change its plan) with s as version s.Version+1. It is a
+	// compare-and-swap: s.Version is the version s was derived from, and
+	// unless that is the stored version it stores nothing and returns a
+	// *StaleError (another write came in between: read it again and redo
+	// the change). Only Status, CancelAt, CanceledAt, Phases and UpdatedAt
+	// may change; ErrConflict if anything else differs (a subscription's
 	// customer, plan version and schedule are fixed), ErrNotFound if there
-	// is no such subscription.
+	// is no such subscription. A plan change that would put the customer
+	// on a plan twice at once, given its other subscriptions as stored at
+	// that moment, is refused with billing.CheckNoOverlap's
+	// *billing.NotSubscribableError; a cancellation never is.
 	UpdateSubscription(ctx context.Context, s billing.Subscription) error
 }
+
+// StaleError is the ErrConflict of a compare-and-swap write based on
+// another version of an item than the stored one: another write came in
+// between.
+type StaleError struct {
+	// What is the kind of item ("subscription") and ID its id.
+	What, ID string
+	// Read is the version the write was based on, Stored the version it
+	// found.
+	Read, Stored int
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("%s %s changed while this change was made (it is at version %d, the change was based on version %d); read it again and retry", e.What, e.ID, e.Stored, e.Read)
+}
+
+// Unwrap makes errors.Is(err, ErrConflict) hold.
+func (e *StaleError) Unwrap() error { return ErrConflict }
 
 // InvoiceFilter selects invoices; an empty field matches all.
 type InvoiceFilter struct {

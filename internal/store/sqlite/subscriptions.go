@@ -13,8 +13,15 @@ import (
 
 var _ store.Subscriptions = (*DB)(nil)
 
+// Subscription writes check what they write against the state they write
+// over inside their transaction, reading through it: a write transaction
+// holds the only writer connection and begins IMMEDIATE (the write lock is
+// taken before the first read), so no other write can come in between the
+// check and the write.
+
 // CreateSubscription implements store.Subscriptions.
 func (db *DB) CreateSubscription(ctx context.Context, s billing.Subscription) error {
+	s.Version = 1
 	def, err := json.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("create subscription: %w", err)
@@ -24,27 +31,30 @@ func (db *DB) CreateSubscription(ctx context.Context, s billing.Subscription) er
 		return fmt.Errorf("create subscription: %w", err)
 	}
 	defer tx.Rollback()
-	exists := func(q string, args ...any) (bool, error) {
-		var n int
-		if err := tx.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
-			return false, fmt.Errorf("create subscription: %w", err)
-		}
-		return n > 0, nil
-	}
-	if ok, err := exists(`SELECT COUNT(*) FROM subscriptions WHERE id = ?`, s.ID); err != nil {
-		return err
-	} else if ok {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM subscriptions WHERE id = ?`, s.ID).Scan(&n); err != nil {
+		return fmt.Errorf("create subscription: %w", err)
+	} else if n > 0 {
 		return fmt.Errorf("subscription %q: %w", s.ID, store.ErrConflict)
 	}
-	if ok, err := exists(`SELECT COUNT(*) FROM customers WHERE id = ?`, s.CustomerID); err != nil {
-		return err
-	} else if !ok {
+	c, err := scanCustomer(tx.QueryRowContext(ctx, `SELECT def FROM customers WHERE id = ?`, s.CustomerID))
+	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("customer %q: %w", s.CustomerID, store.ErrNotFound)
+	} else if err != nil {
+		return fmt.Errorf("create subscription: %w", err)
 	}
-	if ok, err := exists(`SELECT COUNT(*) FROM plans WHERE id = ? AND version = ?`, s.PlanID, s.PlanVersion); err != nil {
-		return err
-	} else if !ok {
+	p, err := scanPlan(tx.QueryRowContext(ctx, `SELECT def FROM plans WHERE id = ? AND version = ?`, s.PlanID, s.PlanVersion))
+	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("plan %q version %d: %w", s.PlanID, s.PlanVersion, store.ErrNotFound)
+	} else if err != nil {
+		return fmt.Errorf("create subscription: %w", err)
+	}
+	others, err := customerSubscriptions(ctx, tx, s.CustomerID)
+	if err != nil {
+		return fmt.Errorf("create subscription: %w", err)
+	}
+	if err := billing.CheckNewSubscription(c, p, s, others); err != nil {
+		return err
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO subscriptions (id, customer_id, plan_id, plan_version, start_us, status, def) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		s.ID, s.CustomerID, s.PlanID, s.PlanVersion, s.Start.UnixMicro(), string(s.Status), string(def))
@@ -57,8 +67,14 @@ func (db *DB) CreateSubscription(ctx context.Context, s billing.Subscription) er
 	return nil
 }
 
+// scanSubscription reads a subscription's def. One stored before versions
+// were counted has none, and reads as version 1.
 func scanSubscription(r rowScanner) (billing.Subscription, error) {
-	return scanDef[billing.Subscription](r, "subscription")
+	s, err := scanDef[billing.Subscription](r, "subscription")
+	if s.Version == 0 {
+		s.Version = 1
+	}
+	return s, err
 }
 
 func getSubscription(ctx context.Context, q queryer, id string) (billing.Subscription, error) {
@@ -67,6 +83,27 @@ func getSubscription(ctx context.Context, q queryer, id string) (billing.Subscri
 		return s, fmt.Errorf("subscription %q: %w", id, store.ErrNotFound)
 	}
 	return s, err
+}
+
+// customerSubscriptions reads every subscription of a customer.
+func customerSubscriptions(ctx context.Context, tx *sql.Tx, customerID string) ([]billing.Subscription, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT def FROM subscriptions WHERE customer_id = ? ORDER BY start_us, id`, customerID)
+	if err != nil {
+		return nil, fmt.Errorf("list subscriptions of customer %s: %w", customerID, err)
+	}
+	defer rows.Close()
+	var out []billing.Subscription
+	for rows.Next() {
+		s, err := scanSubscription(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list subscriptions of customer %s: %w", customerID, err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list subscriptions of customer %s: %w", customerID, err)
+	}
+	return out, nil
 }
 
 // GetSubscription implements store.Subscriptions.
@@ -80,8 +117,14 @@ func (db *DB) GetSubscription(ctx context.Context, id string) (billing.Subscript
 
 // ListSubscriptions implements store.Subscriptions.
 func (db *DB) ListSubscriptions(ctx context.Context, f store.SubscriptionFilter) ([]billing.Subscription, error) {
-	return listDefs[billing.Subscription](ctx, db, "subscription", "subscriptions", "start_us, id",
+	subs, err := listDefs[billing.Subscription](ctx, db, "subscription", "subscriptions", "start_us, id",
 		eq{"customer_id", f.CustomerID}, eq{"plan_id", f.PlanID})
+	for i := range subs {
+		if subs[i].Version == 0 { // as scanSubscription
+			subs[i].Version = 1
+		}
+	}
+	return subs, err
 }
 
 // UpdateSubscription implements store.Subscriptions.
@@ -98,11 +141,26 @@ func (db *DB) UpdateSubscription(ctx context.Context, s billing.Subscription) er
 		}
 		return fmt.Errorf("update subscription: %w", err)
 	}
+	if old.Version != s.Version {
+		return &store.StaleError{What: "subscription", ID: s.ID, Read: s.Version, Stored: old.Version}
+	}
 	if old.CustomerID != s.CustomerID || old.PlanID != s.PlanID || old.PlanKey != s.PlanKey || old.PlanVersion != s.PlanVersion ||
 		old.Cadence != s.Cadence || !old.Start.Equal(s.Start) || old.BillingAnchor != s.BillingAnchor || old.TimeZone != s.TimeZone {
 		return fmt.Errorf("subscription %q: only its status, cancellation and plan changes (phases) can change: %w", s.ID, store.ErrConflict)
 	}
+	c, err := scanCustomer(tx.QueryRowContext(ctx, `SELECT def FROM customers WHERE id = ?`, s.CustomerID))
+	if err != nil {
+		return fmt.Errorf("update subscription: customer %s: %w", s.CustomerID, err)
+	}
+	others, err := customerSubscriptions(ctx, tx, s.CustomerID)
+	if err != nil {
+		return fmt.Errorf("update subscription: %w", err)
+	}
+	if err := billing.CheckNoOverlap(c, &old, s, others); err != nil {
+		return err
+	}
 	s.CreatedAt = old.CreatedAt
+	s.Version = old.Version + 1
 	def, err := json.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("update subscription: %w", err)
