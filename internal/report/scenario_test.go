@@ -38,6 +38,8 @@ import (
 //	plan <key> <currency> <cadence> [base=<fee>]
 //	  charge <key> meter=<slug> [included=<n>] per_unit=<price> | graduated=<upTo:price,…,-:price>
 //	  report <target> <dimension> [unit=<n>] [tier=<k>]
+//	subjects <customer> [a,b]             give the customer these subjects (none
+//	                                      when omitted) at the clock
 //	subscribe <name> <customer> <plan> start=<RFC 3339>
 //	cancel <name> now|period_end
 //	event <subject> <RFC 3339> [value]     ingest one event (of the only meter's type)
@@ -255,6 +257,21 @@ func (s *scenario) exec(f []string) {
 		}
 		if err := s.st.CreateCustomer(ctx, in.Customer("c-"+pos[0], s.clock(), s.clock())); err != nil {
 			s.fatalf("customer: %v", err)
+		}
+	case "subjects":
+		c, err := s.st.GetCustomer(ctx, "c-"+pos[0])
+		if err != nil {
+			s.fatalf("subjects: %v", err)
+		}
+		in := billing.CustomerInput{Key: c.Key, Name: c.Name, Email: c.Email, Currency: c.Currency, Metadata: c.Metadata, External: c.External}
+		if len(pos) > 1 {
+			in.Subjects = strings.Split(pos[1], ",")
+		}
+		if err := in.Validate(); err != nil {
+			s.fatalf("subjects: %v", err)
+		}
+		if err := s.st.UpdateCustomer(ctx, in.Customer(c.ID, c.CreatedAt, s.clock())); err != nil {
+			s.fatalf("subjects: %v", err)
 		}
 	case "plan":
 		in := billing.PlanInput{Key: pos[0], Name: pos[0], Currency: pos[1], Cadence: billing.Cadence(pos[2]), BaseFee: decimal.Zero}
