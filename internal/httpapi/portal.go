@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/shopspring/decimal"
 
 	"github.com/tally-metering/tally/internal/auth"
 	"github.com/tally-metering/tally/internal/store"
@@ -207,7 +210,8 @@ func (s *Server) revokeCustomerPortalTokens(w http.ResponseWriter, r *http.Reque
 }
 
 // portalUsage is the customer usage view of the token's customer, with
-// only the charges of the meters the token may see.
+// only the charges of the meters the token may see as lines; the others
+// are summed in otherCharges, and the totals stay the whole bill.
 func (s *Server) portalUsage(w http.ResponseWriter, r *http.Request) {
 	p := principalOf(r)
 	r.SetPathValue("idOrKey", p.CustomerID)
@@ -226,12 +230,74 @@ func (s *Server) portalUsage(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("portal usage: %w", err))
 		return
 	}
-	for i := range v.Subscriptions {
-		v.Subscriptions[i].Charges = slices.DeleteFunc(v.Subscriptions[i].Charges, func(c chargeUsage) bool {
-			return !slices.Contains(p.Meters, c.Meter)
-		})
+	out := portalUsageView{Customer: v.Customer, CustomerKey: v.CustomerKey, AsOf: v.AsOf, Subscriptions: make([]portalSubscriptionUsage, 0, len(v.Subscriptions))}
+	for _, su := range v.Subscriptions {
+		ps, err := hideCharges(su, p.Meters)
+		if err != nil {
+			s.writeError(w, r, fmt.Errorf("portal usage: %w", err))
+			return
+		}
+		out.Subscriptions = append(out.Subscriptions, ps)
 	}
-	writeJSON(w, http.StatusOK, v)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// portalUsageView is the customer usage view as a portal token limited to
+// some meters sees it.
+type portalUsageView struct {
+	Customer      string                    `json:"customer"`
+	CustomerKey   string                    `json:"customerKey"`
+	AsOf          time.Time                 `json:"asOf"`
+	Subscriptions []portalSubscriptionUsage `json:"subscriptions"`
+}
+
+// portalSubscriptionUsage is a subscription's usage with the charges of
+// meters the token may not see taken out of the lines but not out of the
+// money: OtherCharges adds them up, so that the base fee, the lines shown
+// and OtherCharges still make the total the customer will be billed.
+type portalSubscriptionUsage struct {
+	subscriptionUsage
+	OtherCharges *otherCharges `json:"otherCharges,omitempty"`
+}
+
+// otherCharges sums the charges a portal token does not show.
+type otherCharges struct {
+	Charges         int    `json:"charges"`
+	Amount          string `json:"amount"`
+	ProjectedAmount string `json:"projectedAmount"`
+}
+
+// hideCharges keeps the charges of meters, summing the others.
+func hideCharges(su subscriptionUsage, meters []string) (portalSubscriptionUsage, error) {
+	// Amounts have the currency's decimals; so has the total.
+	digits := int32(0)
+	if _, frac, ok := strings.Cut(su.Total, "."); ok {
+		digits = int32(len(frac))
+	}
+	var n int
+	var amount, projected decimal.Decimal
+	kept := make([]chargeUsage, 0, len(su.Charges))
+	for _, c := range su.Charges {
+		if slices.Contains(meters, c.Meter) {
+			kept = append(kept, c)
+			continue
+		}
+		a, err := decimal.NewFromString(c.Amount)
+		if err != nil {
+			return portalSubscriptionUsage{}, fmt.Errorf("charge %s amount: %w", c.Key, err)
+		}
+		pa, err := decimal.NewFromString(c.ProjectedAmount)
+		if err != nil {
+			return portalSubscriptionUsage{}, fmt.Errorf("charge %s projected amount: %w", c.Key, err)
+		}
+		n, amount, projected = n+1, amount.Add(a), projected.Add(pa)
+	}
+	su.Charges = kept
+	out := portalSubscriptionUsage{subscriptionUsage: su}
+	if n > 0 {
+		out.OtherCharges = &otherCharges{Charges: n, Amount: amount.StringFixed(digits), ProjectedAmount: projected.StringFixed(digits)}
+	}
+	return out, nil
 }
 
 // bufferedResponse holds a handler's response so that it can be filtered
