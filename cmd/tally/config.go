@@ -57,6 +57,9 @@ type ingestConfig struct {
 	MaxEvents int `yaml:"maxEvents"`
 	// MaxFutureSkew rejects events timed further ahead than this (off when 0).
 	MaxFutureSkew time.Duration `yaml:"maxFutureSkew"`
+	// BoundMaxFutureSkew rejects events of credentials bound to a
+	// customer timed further ahead than this (0: 5m).
+	BoundMaxFutureSkew time.Duration `yaml:"boundMaxFutureSkew"`
 	// MaxBatchEvents caps the events of one group commit.
 	MaxBatchEvents int `yaml:"maxBatchEvents"`
 }
@@ -84,6 +87,9 @@ func loadFileConfig(path string) (fileConfig, error) {
 	}
 	if c.Ingest.MaxFutureSkew < 0 {
 		errs = append(errs, errors.New("ingest.maxFutureSkew: must not be negative"))
+	}
+	if c.Ingest.BoundMaxFutureSkew < 0 {
+		errs = append(errs, errors.New("ingest.boundMaxFutureSkew: must not be negative"))
 	}
 	errs = append(errs, c.Auth.validate()...)
 	errs = append(errs, c.Reporting.validate()...)

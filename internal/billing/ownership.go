@@ -128,3 +128,83 @@ func (c Customer) EverOwned() []string {
 	sort.Strings(out)
 	return slices.Compact(out)
 }
+
+// Owned is a customer's ownership of its subjects over a range of
+// minutes, read once with UsageSubjects so that the many instants one
+// request names (the events of a batch) are checked against the same rule
+// billing attributes usage by.
+type Owned struct {
+	subjects map[string]bool
+	partial  map[string][]Span
+	from, to time.Time
+}
+
+// OwnedBetween is c's ownership of its subjects during the minutes from
+// the one containing from up to and including the one containing to.
+func (c Customer) OwnedBetween(from, to time.Time) Owned {
+	f := from.UTC().Truncate(time.Minute)
+	t := to.UTC().Truncate(time.Minute).Add(time.Minute)
+	subjects, partial := c.UsageSubjects(f, t)
+	o := Owned{subjects: make(map[string]bool, len(subjects)), partial: partial, from: f, to: t}
+	for _, s := range subjects {
+		o.subjects[s] = true
+	}
+	return o
+}
+
+// Owns reports whether the customer owned subject during the minute that
+// contains t. An instant outside the range Owned was read for is owned by
+// no one.
+func (o Owned) Owns(subject string, t time.Time) bool {
+	m := t.UTC().Truncate(time.Minute)
+	if m.Before(o.from) || !m.Before(o.to) || !o.subjects[subject] {
+		return false
+	}
+	spans, ok := o.partial[subject]
+	if !ok {
+		return true
+	}
+	for _, s := range spans {
+		if !m.Before(s.From) && m.Before(s.To) {
+			return true
+		}
+	}
+	return false
+}
+
+// Narrow is c as seen by a credential bound to one of its subjects: only
+// that subject, owned when c owned it. Every rule that reads c's
+// ownership (UsageSubjects, OwnedBetween) then reaches that subject only.
+func (c Customer) Narrow(subject string) Customer {
+	n := c
+	n.Subjects = nil
+	if slices.Contains(c.Subjects, subject) {
+		n.Subjects = []string{subject}
+	}
+	n.SubjectHistory = []Ownership{}
+	for _, o := range c.SubjectHistory {
+		if o.Subject == subject {
+			n.SubjectHistory = append(n.SubjectHistory, o)
+		}
+	}
+	if len(c.SubjectHistory) == 0 && len(n.Subjects) > 0 {
+		// A customer not read from a store owns its Subjects for ever.
+		n.SubjectHistory = []Ownership{{Subject: subject}}
+	}
+	return n
+}
+
+// OwnershipOf lists the stretches of time during which c owned subject,
+// in order.
+func (c Customer) OwnershipOf(subject string) []Ownership {
+	var out []Ownership
+	for _, o := range c.SubjectHistory {
+		if o.Subject == subject {
+			out = append(out, o)
+		}
+	}
+	if len(c.SubjectHistory) == 0 && slices.Contains(c.Subjects, subject) {
+		out = append(out, Ownership{Subject: subject})
+	}
+	return out
+}

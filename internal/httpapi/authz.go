@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tally-metering/tally/internal/auth"
 	"github.com/tally-metering/tally/internal/billing"
@@ -67,11 +68,11 @@ func (s *Server) authorize(a access, next http.Handler) http.Handler {
 			// data, so the binding must still hold (the customer not
 			// deleted, the subject still its): a deleted customer's
 			// subscriptions read usage of subjects now another's.
-			mine, ok := s.boundSubjects(w, r, p)
+			t, ok := s.tenantOf(w, r, p)
 			if !ok {
 				return
 			}
-			r = r.WithContext(context.WithValue(r.Context(), boundSubjectsKey{}, mine))
+			r = r.WithContext(context.WithValue(r.Context(), tenantKey{}, t))
 			if a.tenant != nil && !a.tenant(s, w, r, p) {
 				return
 			}
@@ -171,11 +172,31 @@ func (s *Server) allowSubscription(w http.ResponseWriter, r *http.Request, p aut
 	return true
 }
 
-// subjectInPath admits a bound caller only to its own subjects.
+// subjectInPath admits a bound caller only to the subjects its customer
+// owns now (narrowed to its one subject for a subject-bound credential).
 func subjectInPath(name string) tenantCheck {
 	return func(s *Server, w http.ResponseWriter, r *http.Request, p auth.Principal) bool {
-		_, ok := s.allowSubjects(w, r, []string{r.PathValue(name)})
-		return ok
+		sub := r.PathValue(name)
+		if !slices.Contains(tenantFrom(r).customer.Subjects, sub) {
+			forbid(w, r, fmt.Sprintf("subject %q is not one of the subjects this credential may read", sub))
+			return false
+		}
+		return true
+	}
+}
+
+// customerWide admits to a view of the whole customer (its record,
+// users, subscriptions, invoices, reports) only callers bound to the
+// whole customer: a credential bound to one subject sees that subject's
+// usage and events, not what the customer's other subjects did or what
+// the customer is billed.
+func customerWide(check tenantCheck) tenantCheck {
+	return func(s *Server, w http.ResponseWriter, r *http.Request, p auth.Principal) bool {
+		if p.Subject != "" {
+			forbid(w, r, fmt.Sprintf("%s %s shows the whole customer; this credential is bound to subject %q and sees that subject's usage and events only", r.Method, r.URL.Path, p.Subject))
+			return false
+		}
+		return check(s, w, r, p)
 	}
 }
 
@@ -203,110 +224,207 @@ func customerInQuery(s *Server, w http.ResponseWriter, r *http.Request, p auth.P
 	return true
 }
 
-// boundSubjectsKey holds, in a bound caller's request context, the
-// subjects authorize found it may see.
-type boundSubjectsKey struct{}
+// tenantKey holds, in a bound caller's request context, the tenant
+// authorize found it reaches.
+type tenantKey struct{}
 
-// boundSubjects returns the subjects a bound caller may see and send: its
-// customer's, or its one subject. ok is false when the binding can't be
-// used any more (the refusal is written).
-func (s *Server) boundSubjects(w http.ResponseWriter, r *http.Request, p auth.Principal) ([]string, bool) {
-	if mine, ok := r.Context().Value(boundSubjectsKey{}).([]string); ok {
-		return mine, true
+// tenant is what a bound credential reaches: its customer with the
+// customer's dated ownership of its subjects (billing.Ownership), narrowed
+// to one subject for a credential bound to one. Every read and write of a
+// bound caller asks this ownership, through the same functions billing
+// attributes usage by, so a bound credential never reaches a minute its
+// customer did not own.
+type tenant struct {
+	customer billing.Customer
+	// subject is the one subject the credential is bound to ("" when it is
+	// bound to the whole customer).
+	subject string
+}
+
+// allTime is the range of every time an event may carry (bounds on input
+// keep event times within years 0001 to 9999).
+var allTime = billing.Span{
+	From: time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC),
+	To:   time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+}
+
+// tenantOf returns what bound caller p reaches. ok is false when the
+// binding can't be used any more (the refusal is written): its customer
+// was deleted, or never owned the subject it is bound to.
+func (s *Server) tenantOf(w http.ResponseWriter, r *http.Request, p auth.Principal) (tenant, bool) {
+	if t, ok := r.Context().Value(tenantKey{}).(tenant); ok {
+		return t, true
 	}
 	c, err := s.Store.GetCustomer(r.Context(), p.CustomerID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.writeError(w, r, err)
-		return nil, false
+		return tenant{}, false
 	}
 	if err != nil || c.DeletedAt != nil {
 		forbid(w, r, "the customer this credential is bound to was deleted; it can no longer be used")
-		return nil, false
+		return tenant{}, false
 	}
 	if p.Subject == "" {
-		return c.Subjects, true
+		return tenant{customer: c}, true
 	}
-	if !slices.Contains(c.Subjects, p.Subject) {
-		forbid(w, r, fmt.Sprintf("subject %q, which this credential is bound to, no longer belongs to customer %q", p.Subject, c.Key))
-		return nil, false
+	if len(c.OwnershipOf(p.Subject)) == 0 {
+		forbid(w, r, fmt.Sprintf("subject %q, which this credential is bound to, was never customer %q's", p.Subject, c.Key))
+		return tenant{}, false
 	}
-	return []string{p.Subject}, true
+	return tenant{customer: c.Narrow(p.Subject), subject: p.Subject}, true
 }
 
-// allowSubjects checks that the caller may see the requested subjects and
-// returns what it may query: the requested ones, or, when none are
-// requested, every subject it may see (nil for an unbound caller: all). A
-// bound caller whose customer has no subject gets noSubject, which matches
-// nothing.
-func (s *Server) allowSubjects(w http.ResponseWriter, r *http.Request, requested []string) ([]string, bool) {
+// tenantFrom is the tenant authorize stored for a bound request.
+func tenantFrom(r *http.Request) tenant {
+	t, _ := r.Context().Value(tenantKey{}).(tenant)
+	return t
+}
+
+// readScope is what a caller may read of events and usage: everything (an
+// unbound caller), or the minutes during which its customer owned each of
+// its subjects.
+type readScope struct {
+	all      bool
+	subjects []string
+	within   map[string][]billing.Span
+}
+
+// none reports whether the scope reaches no subject at all: a query in it
+// answers nothing without asking the store (an empty subject list would
+// mean every subject there).
+func (rs readScope) none() bool { return !rs.all && len(rs.subjects) == 0 }
+
+// scopeOf checks that the caller may read the requested subjects and
+// returns what it may read: the requested ones (every one when none is
+// requested) and, for a bound caller, only the minutes its customer owned
+// them. A subject its customer never owned is refused.
+func (s *Server) scopeOf(w http.ResponseWriter, r *http.Request, requested []string) (readScope, bool) {
 	p := principalOf(r)
 	if !p.Bound() {
-		return requested, true
+		return readScope{all: true, subjects: requested}, true
 	}
-	mine, ok := s.boundSubjects(w, r, p)
+	t, ok := s.tenantOf(w, r, p)
 	if !ok {
-		return nil, false
+		return readScope{}, false
 	}
+	subjects, within := t.customer.UsageSubjects(allTime.From, allTime.To)
 	for _, sub := range requested {
-		if !slices.Contains(mine, sub) {
+		if !slices.Contains(subjects, sub) {
 			forbid(w, r, fmt.Sprintf("subject %q is not one of the subjects this credential may read", sub))
-			return nil, false
+			return readScope{}, false
 		}
 	}
 	if len(requested) > 0 {
-		return requested, true
+		subjects = requested
 	}
-	if len(mine) == 0 {
-		return []string{noSubject}, true
-	}
-	return mine, true
+	return readScope{subjects: subjects, within: within}, true
 }
 
-// noSubject is a subject no event can have (event subjects are non-empty
-// and have no control characters): querying it finds nothing.
-const noSubject = "\x00"
-
 // allowIngest checks that a bound ingest caller sends only events of its
-// subjects; otherwise the whole request is refused, naming every event at
-// fault, and nothing is stored.
+// subjects, each timed in a minute its customer owned that subject and no
+// further ahead of the server clock than BoundMaxFutureSkew; otherwise
+// the whole request is refused, naming every event at fault, and nothing
+// is stored.
 func (s *Server) allowIngest(w http.ResponseWriter, r *http.Request, events []event.Event) bool {
 	p := principalOf(r)
-	if !p.Bound() {
+	if !p.Bound() || len(events) == 0 {
 		return true
 	}
-	mine, ok := s.boundSubjects(w, r, p)
+	t, ok := s.tenantOf(w, r, p)
 	if !ok {
 		return false
 	}
-	var problems []event.Problem
-	for i, e := range events {
-		if !slices.Contains(mine, e.Subject) {
-			problems = append(problems, event.Problem{Index: i, Field: "subject",
-				Message: fmt.Sprintf("subject %q is not one this credential may send events for", e.Subject)})
+	lo, hi := events[0].Time, events[0].Time
+	for _, e := range events[1:] {
+		if e.Time.Before(lo) {
+			lo = e.Time
 		}
+		if e.Time.After(hi) {
+			hi = e.Time
+		}
+	}
+	owned := t.customer.OwnedBetween(lo, hi)
+	latest := s.Now().UTC().Add(s.boundFutureSkew())
+	var problems []event.Problem
+	var detail string
+	for i, e := range events {
+		var msg string
+		switch {
+		case len(t.customer.OwnershipOf(e.Subject)) == 0:
+			msg = fmt.Sprintf("subject %q is not one this credential may send events for", e.Subject)
+		case !owned.Owns(e.Subject, e.Time):
+			msg = fmt.Sprintf("subject %q was customer %q's %s; the event's minute %s is outside that, so its usage would be another customer's",
+				e.Subject, t.customer.Key, describeOwnership(t.customer.OwnershipOf(e.Subject)), e.Time.Truncate(time.Minute).Format(time.RFC3339))
+		case e.Time.After(latest):
+			msg = fmt.Sprintf("time %s is more than %s after the server clock (%s); a credential bound to a customer may send events at most that far ahead",
+				e.Time.Format(time.RFC3339Nano), s.boundFutureSkew(), s.Now().UTC().Format(time.RFC3339))
+		default:
+			continue
+		}
+		field := "subject"
+		if strings.HasPrefix(msg, "time ") {
+			field = "time"
+		}
+		if detail == "" {
+			detail = fmt.Sprintf("event %d: %s; the request was rejected whole and nothing of it was stored", i, msg)
+		}
+		problems = append(problems, event.Problem{Index: i, Field: field, Message: msg})
 	}
 	if len(problems) == 0 {
 		return true
 	}
-	detail := fmt.Sprintf("event %d has subject %q, which this credential may not send events for; the request was rejected whole and nothing of it was stored", problems[0].Index, events[problems[0].Index].Subject)
-	writeProblem(w, r, Problem{Status: http.StatusForbidden, Title: "Subject not allowed", Detail: detail, Problems: problems})
+	writeProblem(w, r, Problem{Status: http.StatusForbidden, Title: "Event not allowed", Detail: detail, Problems: problems})
 	return false
 }
 
+// DefaultBoundMaxFutureSkew is how far ahead of the server clock a bound
+// credential may time an event by default.
+const DefaultBoundMaxFutureSkew = 5 * time.Minute
+
+func (s *Server) boundFutureSkew() time.Duration {
+	if s.BoundMaxFutureSkew > 0 {
+		return s.BoundMaxFutureSkew
+	}
+	return DefaultBoundMaxFutureSkew
+}
+
+// describeOwnership says when a customer owned a subject, for refusals.
+func describeOwnership(os []billing.Ownership) string {
+	if len(os) == 0 {
+		return "never"
+	}
+	parts := make([]string, 0, len(os))
+	for _, o := range os {
+		from, to := "the beginning", "now"
+		if o.From != nil {
+			from = o.From.UTC().Format(time.RFC3339)
+		}
+		if o.To != nil {
+			to = o.To.UTC().Format(time.RFC3339)
+		}
+		parts = append(parts, fmt.Sprintf("from %s until %s", from, to))
+	}
+	return strings.Join(parts, " and ")
+}
+
 // listEventsFor lists events as f selects them, narrowed for a bound
-// caller to its subjects (one listing of them all, so that a customer
-// with many subjects costs no more than one with one).
+// caller to the minutes its customer owned its subjects (one listing of
+// them all, so that a customer with many subjects costs no more than one
+// with one).
 func (s *Server) listEventsFor(w http.ResponseWriter, r *http.Request, f store.EventFilter) ([]store.StoredEvent, bool) {
 	var req []string
 	if f.Subject != "" {
 		req = []string{f.Subject}
 	}
-	subs, ok := s.allowSubjects(w, r, req)
+	scope, ok := s.scopeOf(w, r, req)
 	if !ok {
 		return nil, false
 	}
-	if principalOf(r).Bound() {
-		f.Subjects = subs
+	if scope.none() {
+		return nil, true
+	}
+	if !scope.all {
+		f.Subjects, f.Within = scope.subjects, scope.within
 	}
 	evs, err := s.Store.ListEvents(r.Context(), f)
 	if err != nil {
@@ -325,15 +443,17 @@ func visibleCustomers(r *http.Request, cs []billing.Customer) []billing.Customer
 	return slices.DeleteFunc(cs, func(c billing.Customer) bool { return c.ID != p.CustomerID })
 }
 
-// visibleSubjects keeps the subjects the caller may see.
+// visibleSubjects keeps the subjects the caller may see: a bound
+// caller's customer's current subjects (the subject resource is the
+// subject as it is now, so a subject given up is another's to see).
 func (s *Server) visibleSubjects(w http.ResponseWriter, r *http.Request, subs []store.Subject) ([]store.Subject, bool) {
 	p := principalOf(r)
 	if !p.Bound() {
 		return subs, true
 	}
-	mine, ok := s.boundSubjects(w, r, p)
+	t, ok := s.tenantOf(w, r, p)
 	if !ok {
 		return nil, false
 	}
-	return slices.DeleteFunc(subs, func(sub store.Subject) bool { return !slices.Contains(mine, sub.Key) }), true
+	return slices.DeleteFunc(subs, func(sub store.Subject) bool { return !slices.Contains(t.customer.Subjects, sub.Key) }), true
 }

@@ -51,18 +51,34 @@ func TestDeletedCustomerCredentialsSeeNothing(t *testing.T) {
 	}
 }
 
-// TestMovedSubjectKeySeesNothing: a key bound to one subject of A stops
-// working once that subject belongs to B, also on A's customer views.
-func TestMovedSubjectKeySeesNothing(t *testing.T) {
+// TestMovedSubjectKeySeesItsMinutesOnly: a key bound to one subject of A
+// keeps seeing, once that subject belongs to B, the subject's usage of the
+// minutes A owned it and nothing of B's; the customer-wide views it never
+// saw.
+func TestMovedSubjectKeySeesItsMinutesOnly(t *testing.T) {
 	w := setupWorld(t)
 	h := w.h
 	_, key := h.createKey(`{"scope":"read","subject":"contoso-eu-1"}`)
+	h.must("POST", "/api/v1/events", evAt("a-era", "contoso-eu-1", apiStart.Add(time.Minute)), http.StatusNoContent, nil)
 	h.must("PUT", "/api/v1/customers/contoso", `{"key":"contoso","name":"Contoso","currency":"EUR","subjects":["contoso-us-1"]}`, http.StatusOK, nil)
 	h.must("PUT", "/api/v1/customers/fabrikam", `{"key":"fabrikam","name":"Fabrikam","currency":"EUR","subjects":["fab-1","contoso-eu-1"]}`, http.StatusOK, nil)
-	for _, p := range []string{"/api/v1/customers/" + w.aID + "/usage", "/api/v1/subscriptions", "/api/v1/invoices", "/api/v1/reports", "/api/v1/portal/usage"} {
+	h.clock.Advance(5 * time.Minute)
+	for i := range 3 {
+		h.must("POST", "/api/v1/events", evAt(fmt.Sprintf("b-era-%d", i), "contoso-eu-1", apiStart.Add(4*time.Minute)), http.StatusNoContent, nil)
+	}
+	for _, p := range []string{"/api/v1/subscriptions", "/api/v1/invoices", "/api/v1/reports", "/api/v1/customers/" + w.aID} {
 		if r := h.call(key, "GET", p, ""); r.status != http.StatusForbidden {
 			t.Errorf("GET %s with a key of a subject moved to B: got %s, want 403", p, r)
 		}
+	}
+	for _, p := range []string{"/api/v1/customers/" + w.aID + "/usage", "/api/v1/portal/usage"} {
+		r := h.call(key, "GET", p, "")
+		if r.status != http.StatusOK || !strings.Contains(r.body, `"usage":"1"`) {
+			t.Errorf("GET %s with a key of a subject moved to B: got %s, want A's one email of the subject", p, r)
+		}
+	}
+	if r := h.call(key, "GET", "/api/v1/events?subject=contoso-eu-1", ""); r.status != http.StatusOK || strings.Contains(r.body, "b-era") || !strings.Contains(r.body, "a-era") {
+		t.Errorf("events of the moved subject: %s, want A's only", r)
 	}
 }
 

@@ -14,8 +14,11 @@ import (
 
 // customerUsage is the body of GET /api/v1/customers/{idOrKey}/usage.
 type customerUsage struct {
-	Customer      string              `json:"customer"`
-	CustomerKey   string              `json:"customerKey"`
+	Customer    string `json:"customer"`
+	CustomerKey string `json:"customerKey"`
+	// Subject is set when the view is one subject's share: what a
+	// credential bound to that subject sees (see shareOf).
+	Subject       string              `json:"subject,omitempty"`
 	AsOf          time.Time           `json:"asOf"`
 	Subscriptions []subscriptionUsage `json:"subscriptions"`
 }
@@ -32,10 +35,10 @@ type subscriptionUsage struct {
 	PeriodEnd      time.Time     `json:"periodEnd"`
 	Partial        bool          `json:"partial,omitempty"`
 	Elapsed        string        `json:"elapsed"`
-	BaseFee        string        `json:"baseFee"`
+	BaseFee        string        `json:"baseFee,omitempty"`
 	Charges        []chargeUsage `json:"charges"`
-	Total          string        `json:"total"`
-	ProjectedTotal string        `json:"projectedTotal"`
+	Total          string        `json:"total,omitempty"`
+	ProjectedTotal string        `json:"projectedTotal,omitempty"`
 }
 
 type chargeUsage struct {
@@ -43,12 +46,12 @@ type chargeUsage struct {
 	Meter           string            `json:"meter"`
 	FilterGroupBy   map[string]string `json:"filterGroupBy,omitempty"`
 	Usage           string            `json:"usage"`
-	Included        string            `json:"included"`
-	Remaining       string            `json:"remaining"`
-	Overage         string            `json:"overage"`
-	Amount          string            `json:"amount"`
+	Included        string            `json:"included,omitempty"`
+	Remaining       string            `json:"remaining,omitempty"`
+	Overage         string            `json:"overage,omitempty"`
+	Amount          string            `json:"amount,omitempty"`
 	Projected       string            `json:"projected"`
-	ProjectedAmount string            `json:"projectedAmount"`
+	ProjectedAmount string            `json:"projectedAmount,omitempty"`
 }
 
 func toSubscriptionUsage(sub billing.Subscription, status billing.SubscriptionStatus, v billing.UsageView) subscriptionUsage {
@@ -84,13 +87,20 @@ func (s *Server) getCustomerUsage(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	share := ""
+	if principalOf(r).Bound() {
+		// A bound caller's usage is what its tenant owned: for a
+		// credential bound to one subject, that subject's minutes only.
+		t := tenantFrom(r)
+		c, share = t.customer, t.subject
+	}
 	subs, err := s.Store.ListSubscriptions(ctx, store.SubscriptionFilter{CustomerID: c.ID})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	now := s.Now()
-	out := customerUsage{Customer: c.ID, CustomerKey: c.Key, AsOf: now.UTC(), Subscriptions: []subscriptionUsage{}}
+	out := customerUsage{Customer: c.ID, CustomerKey: c.Key, Subject: share, AsOf: now.UTC(), Subscriptions: []subscriptionUsage{}}
 	for _, sub := range subs {
 		st := sub.StatusAt(now)
 		if st != billing.SubscriptionActive && st != billing.SubscriptionScheduledCancel {
@@ -101,7 +111,11 @@ func (s *Server) getCustomerUsage(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
-		out.Subscriptions = append(out.Subscriptions, toSubscriptionUsage(sub, st, v))
+		su := toSubscriptionUsage(sub, st, v)
+		if share != "" {
+			su = shareOf(su)
+		}
+		out.Subscriptions = append(out.Subscriptions, su)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -139,4 +153,18 @@ func (s *Server) subscriptionUsage(ctx context.Context, c billing.Customer, sub 
 // 404 or 400, so the store or validation error is not wrapped.
 func internalf(format string, args ...any) error {
 	return fmt.Errorf(format, args...)
+}
+
+// shareOf is a subscription's usage as a credential bound to one of the
+// customer's subjects sees it: that subject's usage and projected usage
+// per charge, without money or included quantities, which are the whole
+// customer's (a share of an included quantity or of a tiered price would
+// read as a bill it is not).
+func shareOf(su subscriptionUsage) subscriptionUsage {
+	su.BaseFee, su.Total, su.ProjectedTotal = "", "", ""
+	for i := range su.Charges {
+		c := &su.Charges[i]
+		c.Included, c.Remaining, c.Overage, c.Amount, c.ProjectedAmount = "", "", "", "", ""
+	}
+	return su
 }

@@ -230,7 +230,7 @@ func (s *Server) portalUsage(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("portal usage: %w", err))
 		return
 	}
-	out := portalUsageView{Customer: v.Customer, CustomerKey: v.CustomerKey, AsOf: v.AsOf, Subscriptions: make([]portalSubscriptionUsage, 0, len(v.Subscriptions))}
+	out := portalUsageView{Customer: v.Customer, CustomerKey: v.CustomerKey, Subject: v.Subject, AsOf: v.AsOf, Subscriptions: make([]portalSubscriptionUsage, 0, len(v.Subscriptions))}
 	for _, su := range v.Subscriptions {
 		ps, err := hideCharges(su, p.Meters)
 		if err != nil {
@@ -247,6 +247,7 @@ func (s *Server) portalUsage(w http.ResponseWriter, r *http.Request) {
 type portalUsageView struct {
 	Customer      string                    `json:"customer"`
 	CustomerKey   string                    `json:"customerKey"`
+	Subject       string                    `json:"subject,omitempty"`
 	AsOf          time.Time                 `json:"asOf"`
 	Subscriptions []portalSubscriptionUsage `json:"subscriptions"`
 }
@@ -263,8 +264,8 @@ type portalSubscriptionUsage struct {
 // otherCharges sums the charges a portal token does not show.
 type otherCharges struct {
 	Charges         int    `json:"charges"`
-	Amount          string `json:"amount"`
-	ProjectedAmount string `json:"projectedAmount"`
+	Amount          string `json:"amount,omitempty"`
+	ProjectedAmount string `json:"projectedAmount,omitempty"`
 }
 
 // hideCharges keeps the charges of meters, summing the others.
@@ -282,6 +283,11 @@ func hideCharges(su subscriptionUsage, meters []string) (portalSubscriptionUsage
 			kept = append(kept, c)
 			continue
 		}
+		if su.Total == "" {
+			// One subject's share shows no money (shareOf).
+			n++
+			continue
+		}
 		a, err := decimal.NewFromString(c.Amount)
 		if err != nil {
 			return portalSubscriptionUsage{}, fmt.Errorf("charge %s amount: %w", c.Key, err)
@@ -294,7 +300,10 @@ func hideCharges(su subscriptionUsage, meters []string) (portalSubscriptionUsage
 	}
 	su.Charges = kept
 	out := portalSubscriptionUsage{subscriptionUsage: su}
-	if n > 0 {
+	switch {
+	case n > 0 && su.Total == "":
+		out.OtherCharges = &otherCharges{Charges: n}
+	case n > 0:
 		out.OtherCharges = &otherCharges{Charges: n, Amount: amount.StringFixed(digits), ProjectedAmount: projected.StringFixed(digits)}
 	}
 	return out, nil

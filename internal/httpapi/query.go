@@ -124,13 +124,18 @@ func (s *Server) queryMeter(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, r, errors.Join(errs...))
 		return
 	}
-	subjects, ok := s.allowSubjects(w, r, q.Subjects)
+	scope, ok := s.scopeOf(w, r, q.Subjects)
 	if !ok {
 		return
 	}
-	q.Subjects = subjects
+	q.Subjects, q.Within = scope.subjects, scope.within
 	var res usage.Result
 	run := func() error {
+		if scope.none() {
+			// A bound caller whose customer owns no subject reads nothing.
+			res = usage.Result{From: q.From, To: q.To, WindowSize: q.WindowSize}
+			return nil
+		}
 		// Read the definition again where no meter can change, so that the
 		// rollups read are the ones built for it.
 		cur, err := s.Store.GetMeter(r.Context(), m.ID)

@@ -38,6 +38,10 @@ type Config struct {
 	MaxBodyBytes int64
 	// Limits bound the events of one request.
 	Limits event.Limits
+	// BoundMaxFutureSkew is how far ahead of the server clock a credential
+	// bound to a customer may time an event (0: DefaultBoundMaxFutureSkew).
+	// Unbound credentials are bound by Limits.MaxFutureSkew only.
+	BoundMaxFutureSkew time.Duration
 	// OpenAPI is the document served at /api/v1/openapi.yaml.
 	OpenAPI []byte
 	// Ready reports whether tally can take traffic (nil: always).
@@ -163,12 +167,12 @@ func (s *Server) routes() []routeDef {
 		r("POST", "/api/v1/subjects", admin, s.upsertSubjects),
 		r("GET", "/api/v1/subjects/{key}", read(subjectInPath("key")), s.getSubject),
 		r("DELETE", "/api/v1/subjects/{key}", admin, s.deleteSubject),
-		r("GET", "/api/v1/customers", read(inHandler), s.listCustomers),
+		r("GET", "/api/v1/customers", read(customerWide(inHandler)), s.listCustomers),
 		r("POST", "/api/v1/customers", admin, s.createCustomer),
-		r("GET", "/api/v1/customers/{idOrKey}", read(customerInPath("idOrKey")), s.getCustomer),
+		r("GET", "/api/v1/customers/{idOrKey}", read(customerWide(customerInPath("idOrKey"))), s.getCustomer),
 		r("PUT", "/api/v1/customers/{idOrKey}", admin, s.updateCustomer),
 		r("DELETE", "/api/v1/customers/{idOrKey}", admin, s.deleteCustomer),
-		r("GET", "/api/v1/customers/{idOrKey}/users", read(customerInPath("idOrKey")), s.listCustomerUsers),
+		r("GET", "/api/v1/customers/{idOrKey}/users", read(customerWide(customerInPath("idOrKey"))), s.listCustomerUsers),
 		r("POST", "/api/v1/customers/{idOrKey}/users", admin, s.createCustomerUser),
 		r("GET", "/api/v1/customers/{idOrKey}/usage", read(customerInPath("idOrKey")), s.getCustomerUsage),
 		r("GET", "/api/v1/plans", global, s.listPlans),
@@ -176,13 +180,13 @@ func (s *Server) routes() []routeDef {
 		r("GET", "/api/v1/plans/{idOrKey}", global, s.getPlan),
 		r("PUT", "/api/v1/plans/{idOrKey}", admin, s.updatePlan),
 		r("POST", "/api/v1/plans/{idOrKey}/publish", admin, s.publishPlan),
-		r("GET", "/api/v1/subscriptions", read(customerInQuery), s.listSubscriptions),
+		r("GET", "/api/v1/subscriptions", read(customerWide(customerInQuery)), s.listSubscriptions),
 		r("POST", "/api/v1/subscriptions", admin, s.createSubscription),
-		r("GET", "/api/v1/subscriptions/{id}", read(subscriptionInPath("id")), s.getSubscription),
+		r("GET", "/api/v1/subscriptions/{id}", read(customerWide(subscriptionInPath("id"))), s.getSubscription),
 		r("POST", "/api/v1/subscriptions/{id}/cancel", admin, s.cancelSubscription),
 		r("POST", "/api/v1/subscriptions/{id}/change", admin, s.changeSubscription),
-		r("GET", "/api/v1/invoices", read(customerInQuery), s.listInvoices),
-		r("GET", "/api/v1/invoices/{id}", read(invoiceInPath("id")), s.getInvoice),
+		r("GET", "/api/v1/invoices", read(customerWide(customerInQuery)), s.listInvoices),
+		r("GET", "/api/v1/invoices/{id}", read(customerWide(invoiceInPath("id"))), s.getInvoice),
 		r("GET", "/api/v1/keys", admin, s.listKeys),
 		r("POST", "/api/v1/keys", admin, s.createKey),
 		r("GET", "/api/v1/keys/{id}", admin, s.getKey),
@@ -194,8 +198,8 @@ func (s *Server) routes() []routeDef {
 		r("GET", "/api/v1/portal/usage", portal, s.portalUsage),
 		r("GET", "/api/v1/portal/meters/{slug}/query", portal, s.portalQuery),
 		r("GET", "/api/v1/audit", admin, s.listAudit),
-		r("GET", "/api/v1/reports", read(customerInQuery), s.listReports),
-		r("GET", "/api/v1/reports/{id}", read(reportInPath("id")), s.getReport),
+		r("GET", "/api/v1/reports", read(customerWide(customerInQuery)), s.listReports),
+		r("GET", "/api/v1/reports/{id}", read(customerWide(reportInPath("id"))), s.getReport),
 		r("POST", "/api/v1/reports/{id}/retry", admin, s.retryReport),
 	}
 }

@@ -129,6 +129,12 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 	}
 	if k := r.URL.Query().Get("plan"); k != "" {
 		p, err := s.Store.GetPlan(r.Context(), k, 0)
+		if errors.Is(err, store.ErrNotFound) && principalOf(r).Bound() {
+			// Plans are the vendor's: a bound caller learns only which
+			// plans its customer is subscribed to, not which plans exist.
+			writeJSON(w, http.StatusOK, itemsOf[subscriptionView]{[]subscriptionView{}})
+			return
+		}
 		if err != nil {
 			s.writeError(w, r, err)
 			return

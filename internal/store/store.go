@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/tally-metering/tally/internal/billing"
 	"time"
 
 	"github.com/tally-metering/tally/internal/meter"
@@ -87,8 +88,13 @@ type EventFilter struct {
 	// Subjects, when not empty, keeps only events of one of these
 	// subjects (and of Subject, when that is set too).
 	Subjects []string
-	ID       string
-	Limit    int
+	// Within narrows the subjects it has an entry for to events timed in
+	// the minutes of their spans (a customer's subjects to the minutes it
+	// owned them: billing.Customer.UsageSubjects); a subject without an
+	// entry is not narrowed.
+	Within map[string][]billing.Span
+	ID     string
+	Limit  int
 }
 
 // Events keeps raw events.

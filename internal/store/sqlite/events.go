@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -292,6 +293,21 @@ func (db *DB) ListEvents(ctx context.Context, f store.EventFilter) ([]store.Stor
 			args = append(args, s)
 		}
 	}
+	for _, sub := range sortedKeys(f.Within) {
+		// Events of sub count only in its spans (whole minutes, so an
+		// event's minute is in a span exactly when its time is).
+		spans := f.Within[sub]
+		cond := make([]string, 0, len(spans))
+		args = append(args, sub)
+		for _, sp := range spans {
+			cond = append(cond, "(time_us >= ? AND time_us < ?)")
+			args = append(args, sp.From.UnixMicro(), sp.To.UnixMicro())
+		}
+		if len(cond) == 0 {
+			cond = append(cond, "0")
+		}
+		where = append(where, "(subject <> ? OR "+strings.Join(cond, " OR ")+")")
+	}
 	if f.Type != "" {
 		where = append(where, "type = ?")
 		args = append(args, f.Type)
@@ -452,4 +468,15 @@ func (db *DB) Health() error {
 		return fmt.Errorf("writing rollups to the database fails (%d attempts): %w", db.ov.flushErrors, db.ov.lastFlushErr)
 	}
 	return nil
+}
+
+// sortedKeys lists m's keys in order, so that a query's text and
+// arguments do not depend on map order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

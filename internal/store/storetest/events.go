@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"github.com/tally-metering/tally/internal/billing"
 	"strconv"
 	"testing"
 	"time"
@@ -278,6 +279,15 @@ func testListEvents(t *testing.T, b Backend) {
 		{"subject, type and limit", store.EventFilter{Subject: "alice", Type: "api.request", Limit: 1}, []string{"e5"}},
 		{"subject and time", store.EventFilter{Subject: "bob", From: t0.Add(2 * time.Minute)}, []string{"e1"}},
 		{"no match", store.EventFilter{Subject: "nobody"}, nil},
+		// alice's events at t0, +3m, +5m; bob's at +1m, +4m; carol's at +2m.
+		{"within narrows a subject to its spans", store.EventFilter{Subjects: []string{"alice", "bob"}, Within: map[string][]billing.Span{
+			"alice": {{From: t0.Add(time.Minute), To: t0.Add(4 * time.Minute)}, {From: t0.Add(5 * time.Minute), To: t0.Add(6 * time.Minute)}},
+		}}, []string{"e1", "e3", "e2", "e1"}},
+		{"within: span ends are exclusive", store.EventFilter{Subjects: []string{"alice", "bob"}, Within: map[string][]billing.Span{
+			"alice": {{From: t0.Add(time.Minute), To: t0.Add(3 * time.Minute)}},
+			"bob":   {{From: t0.Add(4 * time.Minute), To: t0.Add(5 * time.Minute)}},
+		}}, []string{"e1"}},
+		{"within with no span matches none of the subject", store.EventFilter{Within: map[string][]billing.Span{"alice": {}}}, []string{"e1", "e4", "e2"}},
 	}
 	e.stages(t, func(t *testing.T) {
 		for _, tt := range tests {
