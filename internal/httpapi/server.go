@@ -52,8 +52,16 @@ type Config struct {
 	RateLimit float64
 	RateBurst int
 	// MaxConcurrent caps the API requests served at once; more get 503
-	// (0: DefaultMaxConcurrent; negative: no cap).
+	// (0: DefaultMaxConcurrent; negative: no cap). An eighth of it is
+	// kept for admin credentials.
 	MaxConcurrent int
+	// MaxConcurrentPerCredential and MaxConcurrentPerAddress cap the
+	// requests in flight of one credential and of one client address;
+	// more get 429 (0: DefaultMaxConcurrentPerCredential and
+	// DefaultMaxConcurrentPerAddress; negative: no cap). The admin token
+	// and open mode have no per-credential cap.
+	MaxConcurrentPerCredential int
+	MaxConcurrentPerAddress    int
 	// AuthFailureLimit failed authentications per AuthFailureWindow are
 	// allowed from one client address; beyond, its requests get 429
 	// until the allowance refills (0: DefaultAuthFailureLimit and
