@@ -125,6 +125,60 @@ func twoCustomers(h *authHarness) {
 
 const cloudEvents = "application/cloudevents-batch+json"
 
+// While tenant A holds as many slow requests as its credential may,
+// tenant B's ingest and an admin read are answered at once; A's next
+// request gets 429; and A's slow requests are cut off with 408 once
+// their body is overdue, long before any read timeout.
+func TestSlowTenantDoesNotStarveOthers(t *testing.T) {
+	const perCred = 4
+	const grace = 2 * time.Second
+	h := newAuthHarness(t, authOptions{configure: func(c *httpapi.Config) {
+		c.MaxConcurrentPerCredential = perCred
+		c.MaxConcurrentPerAddress = 16
+		c.MinBodyRate = 1024
+		c.MinBodyRateGrace = grace
+	}})
+	twoCustomers(h)
+	idA, keyA := h.createKey(`{"scope":"ingest","customer":"contoso"}`)
+	_, keyB := h.createKey(`{"scope":"ingest","customer":"fabrikam"}`)
+
+	var slow []*slowRequest
+	for range perCred {
+		slow = append(slow, openSlow(t, h, keyA, "POST", "/api/v1/events", cloudEvents))
+	}
+	waitInFlight(t, h, "A's slow requests", func(byCred, _ map[string]int, _ int) bool { return byCred[idA] == perCred })
+
+	r := callWithin(t, h, time.Second, keyA, "POST", "/api/v1/events", eventBody("a-1", "contoso-eu-1"))
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") != "1" ||
+		!strings.Contains(r.body, fmt.Sprintf("this credential has %d requests in flight", perCred)) || !strings.Contains(r.body, "--max-concurrent-per-credential") {
+		t.Errorf("A's request beyond its cap: got %s (Retry-After %q), want 429 naming the credential cap of %d with Retry-After 1", r, r.header.Get("Retry-After"), perCred)
+	}
+	if r := callWithin(t, h, time.Second, keyB, "POST", "/api/v1/events", eventBody("b-1", "fab-1")); r.status != http.StatusNoContent {
+		t.Errorf("B's ingest while A holds its cap: got %s, want 204", r)
+	}
+	if r := callWithin(t, h, time.Second, testAdminToken, "GET", "/api/v1/customers", ""); r.status != http.StatusOK {
+		t.Errorf("admin read while A holds its cap: got %s, want 200", r)
+	}
+	if byCred, _, _ := h.api.InFlight(); byCred[idA] != perCred {
+		t.Fatalf("A's slow requests were done (%d in flight) before the others were answered; the grace of %v is too short for this machine", byCred[idA], grace)
+	}
+
+	for i, s := range slow {
+		resp, body := s.answer(t, 10*time.Second)
+		took := time.Since(s.sent)
+		if resp.StatusCode != http.StatusRequestTimeout || !resp.Close || !strings.Contains(body, "slower than 1024 bytes per second") {
+			t.Errorf("slow request %d: got %d (close %v) %s, want 408 naming the minimum rate, and the connection closed", i, resp.StatusCode, resp.Close, body)
+		}
+		if took < grace {
+			t.Errorf("slow request %d was cut off after %v, before the grace of %v", i, took, grace)
+		}
+	}
+	waitInFlight(t, h, "A's slots back", func(byCred, _ map[string]int, _ int) bool { return byCred[idA] == 0 })
+	if r := callWithin(t, h, time.Second, keyA, "POST", "/api/v1/events", eventBody("a-2", "contoso-eu-1")); r.status != http.StatusNoContent {
+		t.Errorf("A's ingest once its slow requests were cut off: got %s, want 204", r)
+	}
+}
+
 // The cap per client address applies before authentication: once an
 // address holds its cap, with requests of any credentials, its next
 // request gets 429 whatever its credential, none included. Other
@@ -135,6 +189,7 @@ func TestAddressCapAppliesBeforeAuthentication(t *testing.T) {
 		trustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 		configure: func(c *httpapi.Config) {
 			c.MaxConcurrentPerAddress = perAddr
+			c.MinBodyRate = -1 // the slow requests stay until closed
 		},
 	})
 	twoCustomers(h)
@@ -173,6 +228,7 @@ func TestAdminServedWhenClientsFillTheServer(t *testing.T) {
 		c.MaxConcurrent = 8 // 7 for clients, 1 kept for admins
 		c.MaxConcurrentPerCredential = 4
 		c.MaxConcurrentPerAddress = -1
+		c.MinBodyRate = -1
 	}})
 	twoCustomers(h)
 	_, keyA := h.createKey(`{"scope":"ingest","customer":"contoso"}`)
