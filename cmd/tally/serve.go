@@ -39,6 +39,9 @@ type serveFlags struct {
 	tlsCert, tlsKey                string
 	rateLimit                      float64
 	rateBurst, maxConcurrent       int
+	maxPerCredential, maxPerAddr   int
+	minBodyRate                    int
+	minBodyRateGrace               time.Duration
 	authFailureLimit               int
 	authFailureWindow              time.Duration
 	trustedProxies                 string
@@ -61,6 +64,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&f.rateLimit, "rate-limit", httpapi.DefaultRateLimit, "requests per second each API key, portal token or OIDC subject may make; 0 = no limit (env TALLY_RATE_LIMIT)")
 	fs.IntVar(&f.rateBurst, "rate-burst", httpapi.DefaultRateBurst, "requests a credential may make at once above --rate-limit (env TALLY_RATE_BURST)")
 	fs.IntVar(&f.maxConcurrent, "max-concurrent-requests", httpapi.DefaultMaxConcurrent, "API requests served at once; more get 503; 0 = no cap (env TALLY_MAX_CONCURRENT_REQUESTS)")
+	fs.IntVar(&f.maxPerCredential, "max-concurrent-per-credential", httpapi.DefaultMaxConcurrentPerCredential, "requests one API key, portal token or OIDC subject may have in flight; more get 429; 0 = no cap (env TALLY_MAX_CONCURRENT_PER_CREDENTIAL)")
+	fs.IntVar(&f.maxPerAddr, "max-concurrent-per-address", httpapi.DefaultMaxConcurrentPerAddress, "requests one client address may have in flight, counted before authentication; more get 429; 0 = no cap (env TALLY_MAX_CONCURRENT_PER_ADDRESS)")
+	fs.IntVar(&f.minBodyRate, "min-body-rate", httpapi.DefaultMinBodyRate, "bytes per second a request body must arrive at, on average, after --min-body-rate-grace; a slower one is cut off with 408; 0 = no minimum (env TALLY_MIN_BODY_RATE)")
+	fs.DurationVar(&f.minBodyRateGrace, "min-body-rate-grace", httpapi.DefaultMinBodyRateGrace, "how long a request body may take before --min-body-rate applies (env TALLY_MIN_BODY_RATE_GRACE)")
 	fs.IntVar(&f.authFailureLimit, "auth-failure-limit", httpapi.DefaultAuthFailureLimit, "failed authentications a client address may make per --auth-failure-window; beyond, its requests get 429; 0 = no limit (env TALLY_AUTH_FAILURE_LIMIT)")
 	fs.DurationVar(&f.authFailureWindow, "auth-failure-window", httpapi.DefaultAuthFailureWindow, "the window of --auth-failure-limit, over which the allowance refills (env TALLY_AUTH_FAILURE_WINDOW)")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client address (env TALLY_TRUSTED_PROXIES)")
@@ -178,7 +185,11 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 		Ready:              func(context.Context) error { return st.Health() },
 		Portal:             portal,
 		RateLimit:          noneIsNegative(f.rateLimit), RateBurst: f.rateBurst,
-		MaxConcurrent:    int(noneIsNegative(float64(f.maxConcurrent))),
+		MaxConcurrent:              int(noneIsNegative(float64(f.maxConcurrent))),
+		MaxConcurrentPerCredential: int(noneIsNegative(float64(f.maxPerCredential))),
+		MaxConcurrentPerAddress:    int(noneIsNegative(float64(f.maxPerAddr))),
+		MinBodyRate:                int(noneIsNegative(float64(f.minBodyRate))), MinBodyRateGrace: f.minBodyRateGrace,
+		ReadTimeout:      f.readTimeout,
 		AuthFailureLimit: int(noneIsNegative(float64(f.authFailureLimit))), AuthFailureWindow: f.authFailureWindow,
 		TrustedProxies: proxies,
 	})

@@ -119,6 +119,7 @@ type authHarness struct {
 	clock *apiClock
 	chain *auth.Chain
 	jwks  *jwksServer
+	api   *httpapi.Server
 	// closed is set by a test that closed st itself.
 	closed bool
 }
@@ -133,6 +134,8 @@ type authOptions struct {
 	authFailureLimit  int
 	authFailureWindow time.Duration
 	trustedProxies    []netip.Prefix
+	// configure, when set, changes the server's config.
+	configure func(*httpapi.Config)
 }
 
 func newAuthHarness(t *testing.T, o authOptions) *authHarness {
@@ -193,15 +196,19 @@ func newAuthHarness(t *testing.T, o authOptions) *authHarness {
 	if afl == 0 {
 		afl = -1
 	}
-	srv := httpapi.New(httpapi.Config{
+	cfg := httpapi.Config{
 		Store: st, Pipeline: pipe, Usage: &usage.Service{Store: st}, Auth: chain, Portal: portal,
 		Now: clock.Now, Log: log, Registry: reg, Gatherer: reg, OpenAPI: api.OpenAPI,
 		RateLimit: rl, RateBurst: o.rateBurst, Outbox: st,
 		AuthFailureLimit: afl, AuthFailureWindow: o.authFailureWindow, TrustedProxies: o.trustedProxies,
-	})
+	}
+	if o.configure != nil {
+		o.configure(&cfg)
+	}
+	srv := httpapi.New(cfg)
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
-	h.srv, h.clock, h.chain, h.jwks = hs, clock, chain, jwks
+	h.srv, h.clock, h.chain, h.jwks, h.api = hs, clock, chain, jwks, srv
 	return h
 }
 

@@ -56,8 +56,25 @@ type Config struct {
 	RateLimit float64
 	RateBurst int
 	// MaxConcurrent caps the API requests served at once; more get 503
-	// (0: DefaultMaxConcurrent; negative: no cap).
+	// (0: DefaultMaxConcurrent; negative: no cap). An eighth of it is
+	// kept for admin credentials.
 	MaxConcurrent int
+	// MaxConcurrentPerCredential and MaxConcurrentPerAddress cap the
+	// requests in flight of one credential and of one client address;
+	// more get 429 (0: DefaultMaxConcurrentPerCredential and
+	// DefaultMaxConcurrentPerAddress; negative: no cap). The admin token
+	// and open mode have no per-credential cap.
+	MaxConcurrentPerCredential int
+	MaxConcurrentPerAddress    int
+	// MinBodyRate is the slowest a request body may arrive, in bytes per
+	// second on average once MinBodyRateGrace has passed; a slower one is
+	// cut off with 408 (0: DefaultMinBodyRate and
+	// DefaultMinBodyRateGrace; negative: no minimum). ReadTimeout is the
+	// http.Server's, which the read deadlines set for the minimum never
+	// go past (0: none).
+	MinBodyRate      int
+	MinBodyRateGrace time.Duration
+	ReadTimeout      time.Duration
 	// AuthFailureLimit failed authentications per AuthFailureWindow are
 	// allowed from one client address; beyond, its requests get 429
 	// until the allowance refills (0: DefaultAuthFailureLimit and
@@ -83,6 +100,7 @@ type Server struct {
 	invoices  *invoicing.Service
 	limits    *limits
 	authFails *authFailures
+	bodyRate  bodyRate
 }
 
 // DefaultMaxBodyBytes is the default cap on an ingest request body.
@@ -113,6 +131,7 @@ func New(cfg Config) *Server {
 		cfg.Registry.MustRegister(s.latency)
 	}
 	s.limits = newLimits(cfg)
+	s.bodyRate = newBodyRate(cfg)
 	s.authFails = newAuthFailures(cfg.AuthFailureLimit, cfg.AuthFailureWindow)
 	for _, rt := range s.routes() {
 		s.handle(rt)
@@ -225,6 +244,7 @@ func (s *Server) handle(rd routeDef) {
 		next = s.authorize(rd.acc, next)
 		next = s.limitConcurrency(next)
 	}
+	next = s.minBodyRate(next)
 	s.mux.Handle(name, s.instrument(rt.Pattern, next))
 }
 
@@ -282,6 +302,9 @@ func (sr *statusRecorder) WriteHeader(code int) {
 	sr.code = code
 	sr.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (sr *statusRecorder) Unwrap() http.ResponseWriter { return sr.ResponseWriter }
 
 func (s *Server) instrument(route string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
