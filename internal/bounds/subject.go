@@ -34,24 +34,31 @@ func CheckSubject(s string) error {
 	case len(s) > MaxSubjectBytes:
 		return fmt.Errorf("%s is %d bytes long, at most %d allowed", quote(s), len(s), MaxSubjectBytes)
 	}
-	for i, r := range s {
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			// ASCII, nearly every subject: only C0 and DEL are refused.
+			if c < 0x20 || c == 0x7f {
+				return controlError(s, rune(c), i)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
 		switch {
-		case r == utf8.RuneError && !validAt(s, i):
+		case r == utf8.RuneError && n == 1:
 			return fmt.Errorf("%s is not valid UTF-8 (at byte %d)", quote(s), i)
 		case unicode.IsControl(r):
-			return fmt.Errorf("%s holds the control character %U at byte %d; subjects can't contain control characters", quote(s), r, i)
+			return controlError(s, r, i)
 		case r == '\u2028' || r == '\u2029':
 			return fmt.Errorf("%s holds the line or paragraph separator %U at byte %d; subjects can't contain line breaks", quote(s), r, i)
 		case unicode.Is(unicode.Bidi_Control, r):
 			return fmt.Errorf("%s holds the bidirectional formatting character %U at byte %d; subjects can't contain them", quote(s), r, i)
 		}
+		i += n
 	}
 	return nil
 }
 
-// validAt reports whether s holds a real U+FFFD at byte i, rather than an
-// invalid byte that decoded as utf8.RuneError.
-func validAt(s string, i int) bool {
-	_, n := utf8.DecodeRuneInString(s[i:])
-	return n == 3
+func controlError(s string, r rune, i int) error {
+	return fmt.Errorf("%s holds the control character %U at byte %d; subjects can't contain control characters", quote(s), r, i)
 }
