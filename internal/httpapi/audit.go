@@ -229,5 +229,5 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, itemsOf[store.AuditEntry]{es})
+	s.writeJSON(w, r, http.StatusOK, itemsOf[store.AuditEntry]{es})
 }

@@ -122,7 +122,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, ingestedEvent{Event: raw, IngestedAt: e.IngestedAt, ValidationError: strings.Join(e.ValidationErrors, "; ")})
 	}
-	writeJSON(w, http.StatusOK, out)
+	s.writeJSON(w, r, http.StatusOK, out)
 }
 
 // withTime returns the stored event with its time attribute filled in when

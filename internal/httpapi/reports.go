@@ -78,7 +78,7 @@ func (s *Server) reportFilter(r *http.Request) (report.Filter, error) {
 // listReports lists marketplace and provider usage reports, by hour.
 func (s *Server) listReports(w http.ResponseWriter, r *http.Request) {
 	if s.Outbox == nil {
-		writeJSON(w, http.StatusOK, reportPage{Items: []report.Report{}})
+		s.writeJSON(w, r, http.StatusOK, reportPage{Items: []report.Report{}})
 		return
 	}
 	f, err := s.reportFilter(r)
@@ -95,7 +95,7 @@ func (s *Server) listReports(w http.ResponseWriter, r *http.Request) {
 	if len(items) == f.Limit {
 		page.NextAfter = items[len(items)-1].ID
 	}
-	writeJSON(w, http.StatusOK, page)
+	s.writeJSON(w, r, http.StatusOK, page)
 }
 
 // getReport shows one report with every delivery attempt and the target's
@@ -117,7 +117,7 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 			attempts[i].Response = nil
 		}
 	}
-	writeJSON(w, http.StatusOK, reportDetail{Report: rep, AttemptLog: attempts})
+	s.writeJSON(w, r, http.StatusOK, reportDetail{Report: rep, AttemptLog: attempts})
 }
 
 // retryReport sends a failed report again, with the customer's current
@@ -151,7 +151,7 @@ func (s *Server) retryReport(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, reportDetail{Report: rep, AttemptLog: attempts})
+	s.writeJSON(w, r, http.StatusOK, reportDetail{Report: rep, AttemptLog: attempts})
 }
 
 // reportInPath lets a bound caller reach only its customer's reports.

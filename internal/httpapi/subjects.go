@@ -51,7 +51,7 @@ func (s *Server) upsertSubjects(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	s.writeJSON(w, r, http.StatusOK, out)
 }
 
 func (s *Server) listSubjects(w http.ResponseWriter, r *http.Request) {
@@ -67,7 +67,7 @@ func (s *Server) listSubjects(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, subs)
+	s.writeJSON(w, r, http.StatusOK, subs)
 }
 
 func (s *Server) getSubject(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +76,7 @@ func (s *Server) getSubject(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sub)
+	s.writeJSON(w, r, http.StatusOK, sub)
 }
 
 func (s *Server) deleteSubject(w http.ResponseWriter, r *http.Request) {
