@@ -97,6 +97,9 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	if in.ExpiresAt != nil && !in.ExpiresAt.After(now) {
 		errs = append(errs, fmt.Errorf("expiresAt: %s is not in the future", in.ExpiresAt.Format(time.RFC3339)))
 	}
+	if in.Subject != "" {
+		errs = append(errs, checkSubjects("subject", []string{in.Subject})...)
+	}
 	if len(in.Name) > 200 {
 		errs = append(errs, errors.New("name: at most 200 characters"))
 	}

@@ -67,6 +67,9 @@ func (s *Server) createPortalToken(w http.ResponseWriter, r *http.Request) {
 	if in.Customer == "" && in.Subject == "" {
 		errs = append(errs, errors.New("customer: required (or subject)"))
 	}
+	if in.Subject != "" {
+		errs = append(errs, checkSubjects("subject", []string{in.Subject})...)
+	}
 	var meters []string
 	for i, ref := range in.Meters {
 		m, err := s.Store.GetMeter(r.Context(), ref)

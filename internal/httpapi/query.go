@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/usage"
 )
 
@@ -38,9 +39,9 @@ func parseQueryString(v url.Values) (queryInput, error) {
 		if s == "" {
 			continue
 		}
-		t, err := time.Parse(time.RFC3339Nano, s)
+		t, err := bounds.ParseTime(s)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q is not an RFC 3339 time (like 2026-06-20T10:00:00Z)", f.name, s))
+			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
 			continue
 		}
 		*f.dst = &t
@@ -48,6 +49,7 @@ func parseQueryString(v url.Values) (queryInput, error) {
 	in.WindowSize = v.Get("windowSize")
 	in.WindowTimeZone = v.Get("windowTimeZone")
 	in.Subject = v["subject"]
+	errs = append(errs, checkSubjects("subject", in.Subject)...)
 	in.GroupBy = v["groupBy"]
 	for key, vals := range v {
 		if !strings.HasPrefix(key, "filterGroupBy[") {
@@ -101,6 +103,7 @@ func (s *Server) queryMeter(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
+		errs = append(errs, checkSubjects("subject", in.Subject)...)
 	}
 	// An empty POST body asks for the defaults, like a GET without parameters.
 	q := usage.Query{Meter: m, From: in.From, To: in.To, Subjects: in.Subject, GroupBy: in.GroupBy, FilterGroupBy: in.FilterGroupBy}

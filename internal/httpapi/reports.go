@@ -11,6 +11,7 @@ import (
 
 	"github.com/tally-metering/tally/internal/auth"
 	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/report"
 	"github.com/tally-metering/tally/internal/store"
 )
@@ -53,9 +54,9 @@ func (s *Server) reportFilter(r *http.Request) (report.Filter, error) {
 		dst  *time.Time
 	}{{"from", &f.HourFrom}, {"to", &f.HourTo}} {
 		if v := q.Get(p.name); v != "" {
-			t, err := time.Parse(time.RFC3339, v)
+			t, err := bounds.ParseTime(v)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %q is not an RFC 3339 time", p.name, v))
+				errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
 				continue
 			}
 			*p.dst = t
