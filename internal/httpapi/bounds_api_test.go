@@ -6,6 +6,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // boundsProblem is a 400 answer's body, as far as these tests read it.
@@ -160,4 +163,18 @@ func TestPortalTokenSubjectSyntax(t *testing.T) {
 // string as it is (so it may hold escapes).
 func testEvent(id, subject, at string) string {
 	return `{"specversion":"1.0","id":"` + id + `","source":"test","type":"request","subject":"` + subject + `","time":"` + at + `"}`
+}
+
+// TestOIDCSubSyntax: an OIDC token whose sub claim fails the subject
+// syntax is not authenticated.
+func TestOIDCSubSyntax(t *testing.T) {
+	h := newAuthHarness(t, authOptions{})
+	h.must("POST", "/api/v1/meters", `{"slug":"emails","eventType":"email","aggregation":"COUNT"}`, http.StatusCreated, nil)
+	now := h.clock.Now()
+	claims := jwt.MapClaims{"iss": testIssuer, "aud": testAudience, "sub": "user\x00admin",
+		"exp": now.Add(time.Hour).Unix(), "iat": now.Unix(), "scope": "openid tally:read"}
+	r := h.call(signJWT(t, rsaKeys()[0], "k1", claims), "GET", "/api/v1/meters", "")
+	if r.status != http.StatusUnauthorized {
+		t.Errorf("token with sub \"user\\x00admin\": %s, want 401", r)
+	}
 }
