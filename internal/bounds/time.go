@@ -32,9 +32,10 @@ var ErrTimeRange = errors.New("times must lie in years 0001–9999 in UTC")
 // ParseTime parses an RFC 3339 time (fractional seconds up to nanoseconds,
 // any offset within ±23:59) and returns it in UTC. It is stricter than
 // time.Parse, which also accepts a one-digit hour, a comma before the
-// fraction and offsets up to ±99:99. It refuses a time whose
-// instant lies outside [MinTime, MaxTime]. Errors quote the input (at most
-// about 64 bytes of it) and say what is wrong; callers prefix the field name.
+// fraction and offsets beyond ±23:59. It refuses a time whose instant lies
+// outside [MinTime, MaxTime] with an error wrapping ErrTimeRange. Errors
+// quote the input (at most about 64 bytes of it) and say what is wrong;
+// callers prefix the field name.
 func ParseTime(s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil || !strictRFC3339(s) {
