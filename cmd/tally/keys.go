@@ -21,6 +21,7 @@ import (
 
 	"github.com/tally-metering/tally/internal/auth"
 	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/store"
 	"github.com/tally-metering/tally/internal/store/sqlite"
 )
@@ -150,6 +151,11 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *ttl < 0 {
 		return errors.New("keys create: --ttl must not be negative")
+	}
+	if *subject != "" {
+		if err := bounds.CheckSubject(*subject); err != nil {
+			return fmt.Errorf("keys create: --subject: %w", err)
+		}
 	}
 	if kt.url != "" {
 		in := map[string]any{"scope": sc, "customer": *customer, "subject": *subject, "name": *name}

@@ -41,12 +41,16 @@ func TestKeysCommand(t *testing.T) {
 		{"keys", "create", "--data", data, "--scope", "read", "--customer", "nobody"},
 		{"keys", "create", "--data", data, "--scope", "root"},
 		{"keys", "revoke", "--data", data, "key_nothing"},
+		{"keys", "create", "--data", data, "--scope", "read", "--subject", "a\nb"},
 	} {
 		if err := run(t.Context(), args, io.Discard, io.Discard); err == nil {
 			t.Errorf("%v succeeded", args)
 		}
 	}
 	out.Reset()
+	if err := run(t.Context(), []string{"keys", "create", "--data", data, "--scope", "read", "--subject", "a\x00"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--subject: \"a\\x00\" holds the control character U+0000") {
+		t.Errorf("keys create --subject a\\x00: %v, want an error naming the control character", err)
+	}
 	if err := run(t.Context(), []string{"keys", "list", "--data", data}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}

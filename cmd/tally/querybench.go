@@ -9,6 +9,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/loadgen"
 )
 
@@ -38,13 +39,13 @@ func runQueryBench(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var err error
 	c.To = time.Now().UTC().Truncate(time.Hour).Add(time.Hour)
 	if to != "" {
-		if c.To, err = time.Parse(time.RFC3339, to); err != nil {
+		if c.To, err = bounds.ParseTime(to); err != nil {
 			return fmt.Errorf("querybench: --to: %w", err)
 		}
 	}
 	c.From = c.To.Add(-30 * 24 * time.Hour)
 	if from != "" {
-		if c.From, err = time.Parse(time.RFC3339, from); err != nil {
+		if c.From, err = bounds.ParseTime(from); err != nil {
 			return fmt.Errorf("querybench: --from: %w", err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/store"
 )
 
@@ -123,6 +124,13 @@ func (k *Keys) Verify(ctx context.Context, key string) (Principal, error) {
 	scope, err := ParseScope(rec.Scope)
 	if err != nil {
 		return Principal{}, fmt.Errorf("api key %s: %w", rec.ID, err)
+	}
+	if rec.Subject != "" {
+		// A key stored before subjects had one syntax may be bound to a
+		// subject no event can have now ("\x00"): it binds to nothing.
+		if err := bounds.CheckSubject(rec.Subject); err != nil {
+			return Principal{}, &ForbiddenError{Msg: fmt.Sprintf("API key %s is bound to an invalid subject (%v); create a new one", rec.ID, err)}
+		}
 	}
 	return Principal{
 		ID: rec.ID, Kind: KindKey, Admin: scope == ScopeAdmin, Scopes: []Scope{scope},

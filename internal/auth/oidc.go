@@ -12,6 +12,8 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
+
+	"github.com/tally-metering/tally/internal/bounds"
 )
 
 // OIDCConfig configures the acceptance of JWTs from an OpenID Connect
@@ -182,6 +184,14 @@ func (o *OIDC) Verify(ctx context.Context, token string, now time.Time) (OIDCIde
 	if id.DeploymentSubject, err = binding(o.cfg.SubjectClaim); err != nil {
 		return OIDCIdentity{}, err
 	}
+	if id.DeploymentSubject != "" {
+		// A subject tally would refuse on an event can't bind a caller:
+		// it names no subject's usage, and an odd one ("\x00") could
+		// collide with a marker inside tally.
+		if err := bounds.CheckSubject(id.DeploymentSubject); err != nil {
+			return OIDCIdentity{}, &ForbiddenError{Msg: fmt.Sprintf("the token's %q claim is not a valid subject: %v", o.cfg.SubjectClaim, err)}
+		}
+	}
 	var raw []string
 	switch v := claims[o.cfg.ScopesClaim].(type) {
 	case string:
@@ -204,6 +214,11 @@ func (o *OIDC) Verify(ctx context.Context, token string, now time.Time) (OIDCIde
 	}
 	if id.Subject == "" {
 		return OIDCIdentity{}, fmt.Errorf("%w (the token has no sub claim)", ErrUnauthenticated)
+	}
+	// sub names the caller in logs, the audit trail and rate limits; OIDC
+	// makes it at most 255 ASCII characters, within the subject syntax.
+	if err := bounds.CheckSubject(id.Subject); err != nil {
+		return OIDCIdentity{}, fmt.Errorf("%w (the token's sub claim %v)", ErrUnauthenticated, err)
 	}
 	if len(id.Scopes) == 0 {
 		return OIDCIdentity{}, &ForbiddenError{Msg: fmt.Sprintf("the token grants no tally scope: claim %q must name admin, ingest or read (prefixed %q)", o.cfg.ScopesClaim, o.cfg.ScopePrefix)}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tally-metering/tally/internal/bounds"
 )
 
 // Portal token claims: tally is the issuer and the portal the audience, so
@@ -229,6 +231,11 @@ func (pk *PortalKeys) Issue(g PortalGrant, now time.Time, ttl time.Duration) (to
 	if ttl <= 0 || ttl > MaxPortalTTL {
 		return "", "", fmt.Errorf("issue portal token: ttl %s is not in (0, %s]", ttl, MaxPortalTTL)
 	}
+	if g.Subject != "" {
+		if err := bounds.CheckSubject(g.Subject); err != nil {
+			return "", "", fmt.Errorf("issue portal token: subject %w", err)
+		}
+	}
 	var jti [12]byte
 	if _, err := rand.Read(jti[:]); err != nil {
 		return "", "", fmt.Errorf("issue portal token: %w", err)
@@ -304,7 +311,7 @@ func (pk *PortalKeys) Verify(token string, now time.Time) (Principal, error) {
 		}
 		return Principal{}, ErrUnauthenticated
 	}
-	if c.Customer == "" || c.ID == "" {
+	if c.Customer == "" || c.ID == "" || c.Subject != "" && bounds.CheckSubject(c.Subject) != nil {
 		return Principal{}, ErrUnauthenticated
 	}
 	if pk.Revoked(c.ID) {

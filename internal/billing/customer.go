@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tally-metering/tally/internal/bounds"
 )
 
 // keyRE is the form of a customer's, user's, plan's and charge's key: the
@@ -16,9 +18,9 @@ var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 
 // Limits on free-form customer fields.
 const (
-	// MaxSubjectLen is the longest subject a customer can own (the same
-	// bound as /api/v1/subjects keys).
-	MaxSubjectLen = 256
+	// MaxSubjectLen is the longest subject a customer can own: the one
+	// bound on subjects, bounds.MaxSubjectBytes.
+	MaxSubjectLen = bounds.MaxSubjectBytes
 	maxNameLen    = 256
 	maxEmailLen   = 254
 	maxMetadata   = 64
@@ -156,13 +158,9 @@ func (in CustomerInput) Validate() error {
 	}
 	seen := map[string]bool{}
 	for i, s := range in.Subjects {
-		switch {
-		case s == "":
-			errs = append(errs, fmt.Errorf("subjects[%d]: is empty", i))
-		case len(s) > MaxSubjectLen:
-			errs = append(errs, fmt.Errorf("subjects[%d]: %d bytes, at most %d allowed", i, len(s), MaxSubjectLen))
-		case !utf8.ValidString(s):
-			errs = append(errs, fmt.Errorf("subjects[%d]: is not valid UTF-8", i))
+		switch err := bounds.CheckSubject(s); {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("subjects[%d]: %w", i, err))
 		case seen[s]:
 			errs = append(errs, fmt.Errorf("subjects[%d]: %q is listed twice", i, s))
 		}

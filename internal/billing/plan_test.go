@@ -25,6 +25,9 @@ func TestCustomerInputValidate(t *testing.T) {
 		{"emails", func(in *CustomerInput) { in.Email = "a@b" }, []string{"email:"}},
 		{"lower-case currency", func(in *CustomerInput) { in.Currency = "eur" }, []string{"currency:"}},
 		{"subjects", func(in *CustomerInput) { in.Subjects = []string{"a", "", "a"} }, []string{"subjects[1]:", "subjects[2]:"}},
+		{"subject syntax", func(in *CustomerInput) {
+			in.Subjects = []string{"\x00", "a\nb", "a\xffb", strings.Repeat("s", 257), "ok é", "a\u2028"}
+		}, []string{"subjects[0]:", "subjects[1]:", "subjects[2]:", "subjects[3]:", "subjects[5]:"}},
 		{"external", func(in *CustomerInput) {
 			in.External = ExternalRefs{Azure: &AzureRef{}, AWS: &AWSRef{CustomerAWSAccountID: "abc"}, Stripe: &StripeRef{}}
 		}, []string{"external.azure:", "external.aws.customerAWSAccountId:", "external.stripe.customerId:"}},

@@ -3,11 +3,14 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tally-metering/tally/internal/bounds"
 )
 
 // Default limits applied when a Limits field is zero (or negative).
@@ -66,13 +69,15 @@ const (
 //
 // Each event must be a CloudEvents 1.0 JSON object with specversion "1.0",
 // non-empty string id (at most lim.MaxIDBytes bytes), source, type and
-// subject; an optional RFC 3339 time (converted to UTC; when absent or null
-// the event gets now and TimeSet false); an optional data member that is a
-// JSON object or null; optional string datacontenttype (a JSON media type
-// when data is present) and dataschema. As in the CloudEvents JSON format, a
-// null attribute counts as absent. Binary data (data_base64) is rejected.
-// Other members are extension attributes: they are accepted unchecked and
-// kept in Raw. Each event may take at most lim.MaxEventBytes bytes.
+// subject (whose syntax bounds.CheckSubject defines); an optional RFC 3339
+// time within bounds.MinTime and bounds.MaxTime (converted to UTC; when
+// absent or null the event gets now and TimeSet false); an optional data
+// member that is a JSON object or null; optional string datacontenttype (a
+// JSON media type when data is present) and dataschema. As in the
+// CloudEvents JSON format, a null attribute counts as absent. Binary data
+// (data_base64) is rejected. Other members are extension attributes: they
+// are accepted unchecked and kept in Raw. Each event may take at most
+// lim.MaxEventBytes bytes.
 //
 // Decode is stricter than encoding/json in one way: strings must be valid
 // UTF-8 (encoding/json silently replaces invalid bytes). Like
@@ -528,7 +533,8 @@ func (d *decoder) build(idx int, buf []byte, start, end int) {
 	sourceEnd := len(d.scratch)
 	ok = d.appendRequired(idx, "type", buf, env.typ) && ok
 	typeEnd := len(d.scratch)
-	ok = d.appendRequired(idx, "subject", buf, env.subject) && ok
+	subjectOK := d.appendRequired(idx, "subject", buf, env.subject)
+	ok = subjectOK && ok
 	if idEnd > d.lim.MaxIDBytes {
 		d.problem(idx, "id", "is %d bytes long, at most %d allowed", idEnd, d.lim.MaxIDBytes)
 	}
@@ -541,9 +547,13 @@ func (d *decoder) build(idx int, buf []byte, start, end int) {
 		if sp.esc {
 			v = unescape(nil, buf[sp.start-1:sp.end+1])
 		}
-		var ok bool
-		if t, ok = parseTime(v); !ok {
-			d.problem(idx, "time", "must be an RFC 3339 timestamp, got %s", quoteTrunc(string(v)))
+		var err error
+		if t, err = parseTime(v); err != nil {
+			if errors.Is(err, bounds.ErrTimeRange) {
+				d.problem(idx, "time", "%v", err)
+			} else {
+				d.problem(idx, "time", "must be an RFC 3339 timestamp, got %s", quoteTrunc(string(v)))
+			}
 			break
 		}
 		timeSet = true
@@ -593,10 +603,19 @@ func (d *decoder) build(idx int, buf []byte, start, end int) {
 	}
 
 	if !ok || d.nprobs > 0 {
-		// The request will be rejected: don't build the event.
+		// The request will be rejected: don't build the event, but list
+		// what is wrong with its subject.
+		if subjectOK {
+			d.checkSubject(idx, string(d.scratch[typeEnd:]))
+		}
 		return
 	}
 	strs := string(d.scratch)
+	// Checked on the string the event keeps, so that a valid subject
+	// costs no allocation of its own.
+	if !d.checkSubject(idx, strs[typeEnd:]) {
+		return
+	}
 	d.events = append(d.events, Event{
 		ID:      strs[:idEnd],
 		Source:  strs[idEnd:sourceEnd],
@@ -607,6 +626,16 @@ func (d *decoder) build(idx int, buf []byte, start, end int) {
 		Data:    data,
 		Raw:     raw,
 	})
+}
+
+// checkSubject checks the syntax of event idx's subject, which is one for
+// every entry point (bounds.CheckSubject), and reports whether it is valid.
+func (d *decoder) checkSubject(idx int, subject string) bool {
+	if err := bounds.CheckSubject(subject); err != nil {
+		d.problem(idx, "subject", "%v", err)
+		return false
+	}
+	return true
 }
 
 // appendRequired checks the required string attribute name of event idx
@@ -675,18 +704,16 @@ func quoteTrunc(s string) string {
 	return strconv.Quote(s[:cut]) + fmt.Sprintf(" (%d bytes in all)", len(s))
 }
 
-// parseTime parses an RFC 3339 timestamp and returns it in UTC. Timestamps
-// of the usual shape are parsed here without allocating; others are left to
-// time.Parse.
-func parseTime(b []byte) (time.Time, bool) {
-	if t, ok := parseTimeFast(b); ok {
-		return t, true
+// parseTime parses an RFC 3339 timestamp within the bounds every entry
+// point keeps (bounds.ParseTime) and returns it in UTC. Timestamps of the
+// usual shape and in range are parsed here without allocating; others are
+// left to bounds.ParseTime, whose error wraps bounds.ErrTimeRange for a
+// well-formed time out of range.
+func parseTime(b []byte) (time.Time, error) {
+	if t, ok := parseTimeFast(b); ok && bounds.InRange(t) {
+		return t, nil
 	}
-	t, err := time.Parse(time.RFC3339Nano, string(b))
-	if err != nil {
-		return time.Time{}, false
-	}
-	return t.UTC(), true
+	return bounds.ParseTime(string(b))
 }
 
 // parseTimeFast parses timestamps of the form

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tally-metering/tally/internal/bounds"
 )
 
 // fuzzLimits are small so that the fuzzer reaches every limit.
@@ -97,6 +99,12 @@ func checkFuzzEvent(t *testing.T, i int, e Event, now time.Time) {
 		if want := str(name); got != want {
 			t.Fatalf("event %d: %s = %q, encoding/json says %q", i, name, got, want)
 		}
+	}
+	if err := bounds.CheckSubject(e.Subject); err != nil {
+		t.Fatalf("event %d: subject accepted against the subject syntax: %v", i, err)
+	}
+	if !bounds.InRange(e.Time) {
+		t.Fatalf("event %d: Time %v accepted out of bounds", i, e.Time)
 	}
 	if raw, ok := m["time"]; ok && string(raw) != "null" {
 		want, err := time.Parse(time.RFC3339Nano, str("time"))

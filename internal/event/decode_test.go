@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tally-metering/tally/internal/bounds"
 )
 
 // testNow is the receive time used throughout the tests.
@@ -288,10 +290,10 @@ func TestDecodeRequiredAttributes(t *testing.T) {
 }
 
 func TestDecodeStrings(t *testing.T) {
-	escaped := ev("id", `"\u00e9v\u00e9nement \"1\""`, "subject", `"caf\u00e9\n"`)
+	escaped := ev("id", `"\u00e9v\u00e9nement \"1\"\n"`, "subject", `"caf\u00e9"`)
 	want := baseEvent()
-	want.ID = `événement "1"`
-	want.Subject = "café\n"
+	want.ID = "événement \"1\"\n"
+	want.Subject = "café"
 	utf := ev("source", `"日本/ソース"`)
 	wantUTF := baseEvent()
 	wantUTF.Source = "日本/ソース"
@@ -312,6 +314,33 @@ func TestDecodeStrings(t *testing.T) {
 			errs: []Problem{{0, "", `invalid character 'x', expected an escape sequence`}}},
 		{name: "bad unicode escape", body: ev("subject", `"a\u12G4"`),
 			errs: []Problem{{0, "", `invalid character 'G', expected a hexadecimal digit in a \u escape`}}},
+	})
+}
+
+// TestDecodeSubject checks that event subjects follow the one subject
+// syntax (bounds.CheckSubject): "\u0000" once collided with an internal
+// "no subject" marker.
+func TestDecodeSubject(t *testing.T) {
+	s256 := strings.Repeat("s", 256)
+	want := baseEvent()
+	want.Subject = s256
+	two := "[" + ev("id", `"a"`, "subject", `"\u0000"`) + "," + ev("id", `""`, "subject", `"x\u007f"`) + "]"
+	runCases(t, []decodeCase{
+		{name: "256 bytes", body: ev("subject", `"`+s256+`"`), want: []Event{withRaw(want, ev("subject", `"`+s256+`"`))}},
+		{name: "257 bytes", body: ev("subject", `"`+s256+`s"`),
+			errs: []Problem{{0, "subject", "is 257 bytes long, at most 256 allowed"}}},
+		{name: "nul", body: ev("subject", `"\u0000"`),
+			errs: []Problem{{0, "subject", `"\x00" holds the control character U+0000 at byte 0; subjects can't contain control characters`}}},
+		{name: "newline", body: ev("subject", `"a\nb"`),
+			errs: []Problem{{0, "subject", "control character U+000A at byte 1"}}},
+		{name: "c1", body: ev("subject", `"a\u0085"`),
+			errs: []Problem{{0, "subject", "control character U+0085"}}},
+		{name: "line separator", body: ev("subject", `"a\u2028"`),
+			errs: []Problem{{0, "subject", "separator U+2028"}}},
+		{name: "bidi override", body: ev("subject", `"a\u202eb"`),
+			errs: []Problem{{0, "subject", "bidirectional formatting character U+202E"}}},
+		{name: "listed with other problems", ct: MediaTypeCloudEventBatch, body: two,
+			errs: []Problem{{0, "subject", "U+0000"}, {1, "id", "must not be empty"}, {1, "subject", "U+007F"}}},
 	})
 }
 
@@ -372,6 +401,15 @@ func TestDecodeTime(t *testing.T) {
 		bad("hour 24", `"2026-11-22T24:00:00Z"`, `must be an RFC 3339 timestamp`),
 		bad("unix seconds", `1763805600`, `must be a string (an RFC 3339 timestamp), got number`),
 		bad("long", `"`+strings.Repeat("9", 100)+`"`, `(100 bytes in all)`),
+		ok("last instant", `"9999-12-31T23:59:59.999999999Z"`, "9999-12-31T23:59:59.999999999Z"),
+		ok("first instant", `"0001-01-01T00:00:00Z"`, "0001-01-01T00:00:00Z"),
+		ok("year 9999 east of UTC", `"9999-12-31T23:59:59+23:59"`, "9999-12-31T00:00:59Z"),
+		bad("year 10000 in UTC", `"9999-12-31T23:59:59-23:59"`,
+			`"9999-12-31T23:59:59-23:59" is out of range: it falls in year 10000 in UTC, and times must lie in years 0001–9999 in UTC`),
+		bad("year 0 in UTC", `"0001-01-01T00:00:00+00:01"`, `"0001-01-01T00:00:00+00:01" is out of range: it falls in year 0 in UTC`),
+		bad("year -1 in UTC", `"0000-01-01T00:00:00+23:59"`, `is out of range: it falls in year -1 in UTC`),
+		bad("offset hour 24", `"2026-11-22T10:00:00+24:00"`, `must be an RFC 3339 timestamp, got "2026-11-22T10:00:00+24:00"`),
+		bad("comma fraction", `"2026-11-22T10:00:00,5Z"`, `must be an RFC 3339 timestamp`),
 		{name: "future within skew", body: ev("time", `"2026-11-22T12:04:00Z"`), lim: Limits{MaxFutureSkew: 5 * time.Minute},
 			want: at(utc("2026-11-22T12:04:00Z"), true, ev("time", `"2026-11-22T12:04:00Z"`))},
 		{name: "future beyond skew", body: ev("time", `"2026-11-22T12:06:00Z"`), lim: Limits{MaxFutureSkew: 5 * time.Minute},
@@ -708,14 +746,16 @@ func TestParseTimeFastAgreesWithTimeParse(t *testing.T) {
 	}
 }
 
-// checkParseTime checks that parseTime and parseTimeFast agree with
-// time.Parse on s.
+// checkParseTime checks that parseTime agrees with bounds.ParseTime, the
+// parser of every other entry point, and parseTimeFast with time.Parse, on
+// s.
 func checkParseTime(t *testing.T, s string) {
 	t.Helper()
 	want, err := time.Parse(time.RFC3339Nano, s)
-	got, ok := parseTime([]byte(s))
-	if ok != (err == nil) || ok && (!got.Equal(want) || got.Location() != time.UTC) {
-		t.Errorf("parseTime(%q) = %v, %v; time.Parse = %v, %v", s, got, ok, want, err)
+	bwant, berr := bounds.ParseTime(s)
+	got, gerr := parseTime([]byte(s))
+	if (gerr == nil) != (berr == nil) || gerr == nil && (!got.Equal(bwant) || got.Location() != time.UTC) {
+		t.Errorf("parseTime(%q) = %v, %v; bounds.ParseTime = %v, %v", s, got, gerr, bwant, berr)
 	}
 	if fast, ok := parseTimeFast([]byte(s)); ok && (err != nil || !fast.Equal(want)) {
 		t.Errorf("parseTimeFast(%q) = %v; time.Parse = %v, %v", s, fast, want, err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tally-metering/tally/internal/auth"
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/store"
 )
 
@@ -197,9 +198,9 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		dst  *time.Time
 	}{{"from", &f.From}, {"to", &f.To}} {
 		if v := q.Get(p.name); v != "" {
-			t, err := time.Parse(time.RFC3339Nano, v)
+			t, err := bounds.ParseTime(v)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %q is not an RFC 3339 time", p.name, v))
+				errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
 			}
 			*p.dst = t
 		}
@@ -229,5 +230,5 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, itemsOf[store.AuditEntry]{es})
+	s.writeJSON(w, r, http.StatusOK, itemsOf[store.AuditEntry]{es})
 }

@@ -117,7 +117,7 @@ func (s *Server) getCustomerUsage(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Subscriptions = append(out.Subscriptions, su)
 	}
-	writeJSON(w, http.StatusOK, out)
+	s.writeJSON(w, r, http.StatusOK, out)
 }
 
 func (s *Server) subscriptionUsage(ctx context.Context, c billing.Customer, sub billing.Subscription, now time.Time) (billing.UsageView, error) {

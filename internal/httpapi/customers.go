@@ -52,7 +52,7 @@ func (s *Server) createCustomer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/api/v1/customers/"+c.ID)
-	writeJSON(w, http.StatusCreated, c)
+	s.writeJSON(w, r, http.StatusCreated, c)
 }
 
 func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +71,7 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cs = visibleCustomers(r, cs)
-	writeJSON(w, http.StatusOK, itemsOf[billing.Customer]{cs})
+	s.writeJSON(w, r, http.StatusOK, itemsOf[billing.Customer]{cs})
 }
 
 func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) {
@@ -80,7 +80,7 @@ func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c)
+	s.writeJSON(w, r, http.StatusOK, c)
 }
 
 // updateCustomer replaces a live customer's fields (all of them: an omitted
@@ -116,7 +116,7 @@ func (s *Server) updateCustomer(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c)
+	s.writeJSON(w, r, http.StatusOK, c)
 }
 
 // deleteCustomer soft-deletes: the customer stays readable by id with its
@@ -173,7 +173,7 @@ func (s *Server) listCustomerUsers(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, itemsOf[billing.User]{us})
+	s.writeJSON(w, r, http.StatusOK, itemsOf[billing.User]{us})
 }
 
 func (s *Server) createCustomerUser(w http.ResponseWriter, r *http.Request) {
@@ -205,7 +205,7 @@ func (s *Server) createCustomerUser(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, u)
+	s.writeJSON(w, r, http.StatusCreated, u)
 }
 
 // conflictError is a request that clashes with the state of what it names

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/event"
 	"github.com/tally-metering/tally/internal/store"
 )
@@ -85,14 +86,17 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		if v == "" {
 			return time.Time{}
 		}
-		t, err := time.Parse(time.RFC3339Nano, v)
+		t, err := bounds.ParseTime(v)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q is not an RFC 3339 time", name, v))
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 		return t
 	}
 	f.From, f.To = parseTime("from"), parseTime("to")
 	f.Subject, f.Type, f.ID = q.Get("subject"), q.Get("type"), q.Get("id")
+	if f.Subject != "" {
+		errs = append(errs, checkSubjects("subject", []string{f.Subject})...)
+	}
 	f.Limit = defaultEventLimit
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -122,7 +126,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, ingestedEvent{Event: raw, IngestedAt: e.IngestedAt, ValidationError: strings.Join(e.ValidationErrors, "; ")})
 	}
-	writeJSON(w, http.StatusOK, out)
+	s.writeJSON(w, r, http.StatusOK, out)
 }
 
 // withTime returns the stored event with its time attribute filled in when

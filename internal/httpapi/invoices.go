@@ -166,7 +166,7 @@ func (s *Server) listInvoices(w http.ResponseWriter, r *http.Request) {
 			items = append(items, toInvoiceView(inv))
 		}
 	}
-	writeJSON(w, http.StatusOK, itemsOf[invoiceView]{items})
+	s.writeJSON(w, r, http.StatusOK, itemsOf[invoiceView]{items})
 }
 
 // getInvoice shows one invoice, finalized or the live draft of an open
@@ -200,7 +200,7 @@ func (s *Server) getInvoice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Vary", "Accept")
-	writeJSON(w, http.StatusOK, v)
+	s.writeJSON(w, r, http.StatusOK, v)
 }
 
 // draftInvoice finds the draft with the given id among the subscription's

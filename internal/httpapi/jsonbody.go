@@ -10,6 +10,9 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
+
+	"github.com/tally-metering/tally/internal/bounds"
 )
 
 // decodeJSON reads a JSON body into v, refusing unknown fields so that a
@@ -45,7 +48,116 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if err := checkExactKeys(body, reflect.TypeOf(v), "body"); err != nil {
 		return &queryError{err}
 	}
+	if err := checkTimes(reflect.ValueOf(v), ""); err != nil {
+		return &queryError{err}
+	}
 	return nil
+}
+
+var timeType = reflect.TypeFor[time.Time]()
+
+// checkTimes checks every time.Time in v, a decoded request body, against
+// the bounds every entry point keeps (bounds.CheckTime), so that no
+// request body can carry a time that breaks what is computed or shown from
+// it later. Each error starts with the field's JSON path (expiresAt,
+// changes[0].at, [2].from); they are joined.
+func checkTimes(v reflect.Value, path string) error {
+	if !mayHoldTime(v.Type()) {
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return nil
+		}
+		return checkTimes(v.Elem(), path)
+	case reflect.Slice, reflect.Array:
+		var errs []error
+		for i := 0; i < v.Len(); i++ {
+			errs = append(errs, checkTimes(v.Index(i), fmt.Sprintf("%s[%d]", path, i)))
+		}
+		return errors.Join(errs...)
+	case reflect.Map:
+		var errs []error
+		keys := v.MapKeys()
+		sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
+		for _, k := range keys {
+			errs = append(errs, checkTimes(v.MapIndex(k), joinPath(path, fmt.Sprint(k))))
+		}
+		return errors.Join(errs...)
+	case reflect.Struct:
+		if v.Type() == timeType {
+			if err := bounds.CheckTime(v.Interface().(time.Time)); err != nil {
+				if path == "" {
+					path = "body"
+				}
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			return nil
+		}
+		var errs []error
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			switch {
+			case name == "-":
+				continue
+			case f.Anonymous && name == "":
+				// An embedded struct's fields are the outer object's.
+				errs = append(errs, checkTimes(v.Field(i), path))
+				continue
+			case name == "":
+				name = f.Name
+			}
+			errs = append(errs, checkTimes(v.Field(i), joinPath(path, name)))
+		}
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+func joinPath(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+// mayHoldTime reports whether a value of type t can hold a time.Time that
+// encoding/json decoded, so that checkTimes skips strings, numbers and raw
+// JSON without walking them.
+func mayHoldTime(t reflect.Type) bool {
+	return mayHoldTimeSeen(t, map[reflect.Type]bool{})
+}
+
+func mayHoldTimeSeen(t reflect.Type, seen map[reflect.Type]bool) bool {
+	if t == timeType {
+		return true
+	}
+	if seen[t] {
+		return false
+	}
+	seen[t] = true
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		return mayHoldTimeSeen(t.Elem(), seen)
+	case reflect.Map:
+		return mayHoldTimeSeen(t.Elem(), seen)
+	case reflect.Interface:
+		// encoding/json puts no time.Time in an interface.
+		return false
+	case reflect.Struct:
+		for i := 0; i < t.NumField(); i++ {
+			if f := t.Field(i); f.IsExported() && mayHoldTimeSeen(f.Type, seen) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // jsonKindOf names a Go kind as the JSON type a client must send.

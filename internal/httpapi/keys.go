@@ -97,6 +97,9 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	if in.ExpiresAt != nil && !in.ExpiresAt.After(now) {
 		errs = append(errs, fmt.Errorf("expiresAt: %s is not in the future", in.ExpiresAt.Format(time.RFC3339)))
 	}
+	if in.Subject != "" {
+		errs = append(errs, checkSubjects("subject", []string{in.Subject})...)
+	}
 	if len(in.Name) > 200 {
 		errs = append(errs, errors.New("name: at most 200 characters"))
 	}
@@ -143,7 +146,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/api/v1/keys/"+k.ID)
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, keyView{APIKey: k, Key: secret, CustomerKey: c.Key, Status: keyStatus(k, now)})
+	s.writeJSON(w, r, http.StatusCreated, keyView{APIKey: k, Key: secret, CustomerKey: c.Key, Status: keyStatus(k, now)})
 }
 
 // newKeyID names a key; the id is not secret.
@@ -166,7 +169,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 	for _, k := range ks {
 		out = append(out, keyView{APIKey: k, Status: keyStatus(k, now)})
 	}
-	writeJSON(w, http.StatusOK, itemsOf[keyView]{out})
+	s.writeJSON(w, r, http.StatusOK, itemsOf[keyView]{out})
 }
 
 func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
@@ -175,7 +178,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, keyView{APIKey: k, Status: keyStatus(k, s.Now())})
+	s.writeJSON(w, r, http.StatusOK, keyView{APIKey: k, Status: keyStatus(k, s.Now())})
 }
 
 // revokeKey revokes a key at once; revoking a revoked key changes nothing.
@@ -185,5 +188,5 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, keyView{APIKey: k, Status: keyStatus(k, s.Now())})
+	s.writeJSON(w, r, http.StatusOK, keyView{APIKey: k, Status: keyStatus(k, s.Now())})
 }

@@ -53,7 +53,7 @@ func (s *Server) listMeters(w http.ResponseWriter, r *http.Request) {
 	if ms == nil {
 		ms = []meter.Meter{}
 	}
-	writeJSON(w, http.StatusOK, ms)
+	s.writeJSON(w, r, http.StatusOK, ms)
 }
 
 func (s *Server) createMeter(w http.ResponseWriter, r *http.Request) {
@@ -68,7 +68,7 @@ func (s *Server) createMeter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/api/v1/meters/"+m.Slug)
-	writeJSON(w, http.StatusCreated, m)
+	s.writeJSON(w, r, http.StatusCreated, m)
 }
 
 func (s *Server) getMeter(w http.ResponseWriter, r *http.Request) {
@@ -77,7 +77,7 @@ func (s *Server) getMeter(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, m)
+	s.writeJSON(w, r, http.StatusOK, m)
 }
 
 func (s *Server) updateMeter(w http.ResponseWriter, r *http.Request) {
@@ -91,7 +91,7 @@ func (s *Server) updateMeter(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, m)
+	s.writeJSON(w, r, http.StatusOK, m)
 }
 
 func (s *Server) deleteMeter(w http.ResponseWriter, r *http.Request) {

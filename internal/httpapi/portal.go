@@ -67,6 +67,9 @@ func (s *Server) createPortalToken(w http.ResponseWriter, r *http.Request) {
 	if in.Customer == "" && in.Subject == "" {
 		errs = append(errs, errors.New("customer: required (or subject)"))
 	}
+	if in.Subject != "" {
+		errs = append(errs, checkSubjects("subject", []string{in.Subject})...)
+	}
 	var meters []string
 	for i, ref := range in.Meters {
 		m, err := s.Store.GetMeter(r.Context(), ref)
@@ -114,7 +117,7 @@ func (s *Server) createPortalToken(w http.ResponseWriter, r *http.Request) {
 	setAuditTarget(r, id)
 	w.Header().Set("Location", "/api/v1/portal/tokens/"+id)
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, portalTokenView{Token: tok, ID: id, Customer: c.ID, Subject: in.Subject, Meters: meters, ExpiresAt: now.Add(ttl)})
+	s.writeJSON(w, r, http.StatusCreated, portalTokenView{Token: tok, ID: id, Customer: c.ID, Subject: in.Subject, Meters: meters, ExpiresAt: now.Add(ttl)})
 }
 
 // portalTokenRecord is an issued portal token as the API lists it (never
@@ -160,7 +163,7 @@ func (s *Server) listPortalTokens(w http.ResponseWriter, r *http.Request) {
 	for _, t := range ts {
 		out = append(out, portalTokenRecord{PortalToken: t, Status: portalTokenStatus(t, now)})
 	}
-	writeJSON(w, http.StatusOK, itemsOf[portalTokenRecord]{out})
+	s.writeJSON(w, r, http.StatusOK, itemsOf[portalTokenRecord]{out})
 }
 
 // revokePortalToken revokes one portal token at once; revoking a revoked
@@ -176,7 +179,7 @@ func (s *Server) revokePortalToken(w http.ResponseWriter, r *http.Request) {
 	if s.Portal != nil {
 		s.Portal.Revoke(t.ID, t.ExpiresAt, now)
 	}
-	writeJSON(w, http.StatusOK, portalTokenRecord{PortalToken: t, Status: portalTokenStatus(t, now)})
+	s.writeJSON(w, r, http.StatusOK, portalTokenRecord{PortalToken: t, Status: portalTokenStatus(t, now)})
 }
 
 // revokeCustomerPortalTokens revokes every unexpired portal token of one
@@ -206,7 +209,7 @@ func (s *Server) revokeCustomerPortalTokens(w http.ResponseWriter, r *http.Reque
 		out = append(out, portalTokenRecord{PortalToken: t, Status: portalTokenStatus(t, now)})
 	}
 	setAuditTarget(r, c.ID)
-	writeJSON(w, http.StatusOK, itemsOf[portalTokenRecord]{out})
+	s.writeJSON(w, r, http.StatusOK, itemsOf[portalTokenRecord]{out})
 }
 
 // portalUsage is the customer usage view of the token's customer, with
@@ -239,7 +242,7 @@ func (s *Server) portalUsage(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Subscriptions = append(out.Subscriptions, ps)
 	}
-	writeJSON(w, http.StatusOK, out)
+	s.writeJSON(w, r, http.StatusOK, out)
 }
 
 // portalUsageView is the customer usage view as a portal token limited to

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -114,8 +115,22 @@ type queryError struct{ err error }
 func (e *queryError) Error() string { return e.err.Error() }
 func (e *queryError) Unwrap() error { return e.err }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// writeJSON answers status with v as JSON. v is encoded before anything is
+// written, so that a value that can't be encoded (a time in year 10000)
+// answers a logged 500 rather than status with an empty body.
+func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		s.log.Error("encode response", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		for _, h := range []string{"Location", "ETag", "Cache-Control"} {
+			w.Header().Del(h)
+		}
+		writeProblem(w, r, Problem{Status: http.StatusInternalServerError, Detail: "internal error: the response could not be encoded; see the server log"})
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	if _, err := w.Write(buf.Bytes()); err != nil {
+		s.log.Debug("write response", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/usage"
 )
 
@@ -37,9 +39,9 @@ func parseQueryString(v url.Values) (queryInput, error) {
 		if s == "" {
 			continue
 		}
-		t, err := time.Parse(time.RFC3339Nano, s)
+		t, err := bounds.ParseTime(s)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q is not an RFC 3339 time (like 2026-06-20T10:00:00Z)", f.name, s))
+			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
 			continue
 		}
 		*f.dst = &t
@@ -47,6 +49,7 @@ func parseQueryString(v url.Values) (queryInput, error) {
 	in.WindowSize = v.Get("windowSize")
 	in.WindowTimeZone = v.Get("windowTimeZone")
 	in.Subject = v["subject"]
+	errs = append(errs, checkSubjects("subject", in.Subject)...)
 	in.GroupBy = v["groupBy"]
 	for key, vals := range v {
 		if !strings.HasPrefix(key, "filterGroupBy[") {
@@ -100,6 +103,7 @@ func (s *Server) queryMeter(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
+		errs = append(errs, checkSubjects("subject", in.Subject)...)
 	}
 	// An empty POST body asks for the defaults, like a GET without parameters.
 	q := usage.Query{Meter: m, From: in.From, To: in.To, Subjects: in.Subject, GroupBy: in.GroupBy, FilterGroupBy: in.FilterGroupBy}
@@ -163,7 +167,7 @@ func (s *Server) queryMeter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if wantsCSV(r) {
-		writeCSV(w, q, res)
+		s.writeCSV(w, r, q, res)
 		return
 	}
 	out := queryResponse{From: res.From, To: res.To, Data: make([]queryRow, 0, len(res.Rows))}
@@ -177,7 +181,7 @@ func (s *Server) queryMeter(w http.ResponseWriter, r *http.Request) {
 			Subject: row.Subject, GroupBy: row.GroupBy,
 		})
 	}
-	writeJSON(w, http.StatusOK, out)
+	s.writeJSON(w, r, http.StatusOK, out)
 }
 
 func wantsCSV(r *http.Request) bool {
@@ -190,7 +194,9 @@ func wantsCSV(r *http.Request) bool {
 	return false
 }
 
-func writeCSV(w http.ResponseWriter, q usage.Query, res usage.Result) {
+// writeCSV answers the rows as CSV, written whole to a buffer first so that
+// a failure answers a logged 500 rather than a 200 with a cut body.
+func (s *Server) writeCSV(w http.ResponseWriter, r *http.Request, q usage.Query, res usage.Result) {
 	var keys []string
 	subject := false
 	for _, k := range q.GroupBy {
@@ -202,16 +208,15 @@ func writeCSV(w http.ResponseWriter, q usage.Query, res usage.Result) {
 	}
 	sort.Strings(keys)
 	keys = dedupSorted(keys)
-	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.WriteHeader(http.StatusOK)
-	cw := csv.NewWriter(w)
+	var buf bytes.Buffer
+	cw := csv.NewWriter(&buf)
 	header := []string{"windowStart", "windowEnd"}
 	if subject {
 		header = append(header, "subject")
 	}
 	header = append(header, keys...)
 	header = append(header, "value")
-	_ = cw.Write(header)
+	_ = cw.Write(header) // a csv.Writer keeps its first error for Error
 	for _, row := range res.Rows {
 		rec := []string{row.WindowStart.Format(time.RFC3339), row.WindowEnd.Format(time.RFC3339)}
 		if subject {
@@ -224,6 +229,16 @@ func writeCSV(w http.ResponseWriter, q usage.Query, res usage.Result) {
 		_ = cw.Write(rec)
 	}
 	cw.Flush()
+	if err := cw.Error(); err != nil {
+		s.log.Error("encode CSV response", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeProblem(w, r, Problem{Status: http.StatusInternalServerError, Detail: "internal error: the response could not be encoded; see the server log"})
+		return
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(buf.Bytes()); err != nil {
+		s.log.Debug("write response", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
 }
 
 // csvText guards a cell that comes from event data (a subject or a

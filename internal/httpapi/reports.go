@@ -11,6 +11,7 @@ import (
 
 	"github.com/tally-metering/tally/internal/auth"
 	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/report"
 	"github.com/tally-metering/tally/internal/store"
 )
@@ -53,9 +54,9 @@ func (s *Server) reportFilter(r *http.Request) (report.Filter, error) {
 		dst  *time.Time
 	}{{"from", &f.HourFrom}, {"to", &f.HourTo}} {
 		if v := q.Get(p.name); v != "" {
-			t, err := time.Parse(time.RFC3339, v)
+			t, err := bounds.ParseTime(v)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %q is not an RFC 3339 time", p.name, v))
+				errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
 				continue
 			}
 			*p.dst = t
@@ -78,7 +79,7 @@ func (s *Server) reportFilter(r *http.Request) (report.Filter, error) {
 // listReports lists marketplace and provider usage reports, by hour.
 func (s *Server) listReports(w http.ResponseWriter, r *http.Request) {
 	if s.Outbox == nil {
-		writeJSON(w, http.StatusOK, reportPage{Items: []report.Report{}})
+		s.writeJSON(w, r, http.StatusOK, reportPage{Items: []report.Report{}})
 		return
 	}
 	f, err := s.reportFilter(r)
@@ -95,7 +96,7 @@ func (s *Server) listReports(w http.ResponseWriter, r *http.Request) {
 	if len(items) == f.Limit {
 		page.NextAfter = items[len(items)-1].ID
 	}
-	writeJSON(w, http.StatusOK, page)
+	s.writeJSON(w, r, http.StatusOK, page)
 }
 
 // getReport shows one report with every delivery attempt and the target's
@@ -117,7 +118,7 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 			attempts[i].Response = nil
 		}
 	}
-	writeJSON(w, http.StatusOK, reportDetail{Report: rep, AttemptLog: attempts})
+	s.writeJSON(w, r, http.StatusOK, reportDetail{Report: rep, AttemptLog: attempts})
 }
 
 // retryReport sends a failed report again, with the customer's current
@@ -151,7 +152,7 @@ func (s *Server) retryReport(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, reportDetail{Report: rep, AttemptLog: attempts})
+	s.writeJSON(w, r, http.StatusOK, reportDetail{Report: rep, AttemptLog: attempts})
 }
 
 // reportInPath lets a bound caller reach only its customer's reports.

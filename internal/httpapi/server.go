@@ -333,7 +333,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		// do not make tally unready (it can still take usage).
 		body["reporting"] = s.Reporter.Status()
 	}
-	writeJSON(w, http.StatusOK, body)
+	s.writeJSON(w, r, http.StatusOK, body)
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/store"
 )
 
@@ -15,8 +16,6 @@ type subjectInput struct {
 	Metadata         map[string]string `json:"metadata"`
 	StripeCustomerID *string           `json:"stripeCustomerId"`
 }
-
-const maxSubjectKey = 256
 
 func (s *Server) upsertSubjects(w http.ResponseWriter, r *http.Request) {
 	var in []subjectInput
@@ -31,11 +30,11 @@ func (s *Server) upsertSubjects(w http.ResponseWriter, r *http.Request) {
 	seen := map[string]bool{}
 	subs := make([]store.Subject, 0, len(in))
 	for i, si := range in {
-		switch {
+		switch err := bounds.CheckSubject(si.Key); {
 		case si.Key == "":
 			errs = append(errs, fmt.Errorf("[%d].key: required", i))
-		case len(si.Key) > maxSubjectKey:
-			errs = append(errs, fmt.Errorf("[%d].key: %d bytes, at most %d allowed", i, len(si.Key), maxSubjectKey))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("[%d].key: %w", i, err))
 		case seen[si.Key]:
 			errs = append(errs, fmt.Errorf("[%d].key: %q appears twice in the request", i, si.Key))
 		}
@@ -51,7 +50,7 @@ func (s *Server) upsertSubjects(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	s.writeJSON(w, r, http.StatusOK, out)
 }
 
 func (s *Server) listSubjects(w http.ResponseWriter, r *http.Request) {
@@ -67,7 +66,7 @@ func (s *Server) listSubjects(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, subs)
+	s.writeJSON(w, r, http.StatusOK, subs)
 }
 
 func (s *Server) getSubject(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +75,7 @@ func (s *Server) getSubject(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sub)
+	s.writeJSON(w, r, http.StatusOK, sub)
 }
 
 func (s *Server) deleteSubject(w http.ResponseWriter, r *http.Request) {

@@ -114,7 +114,7 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/api/v1/subscriptions/"+sub.ID)
 	w.Header().Set("ETag", subscriptionETag(sub))
-	writeJSON(w, http.StatusCreated, v)
+	s.writeJSON(w, r, http.StatusCreated, v)
 }
 
 func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
@@ -155,7 +155,7 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, v)
 	}
-	writeJSON(w, http.StatusOK, itemsOf[subscriptionView]{out})
+	s.writeJSON(w, r, http.StatusOK, itemsOf[subscriptionView]{out})
 }
 
 func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request) {
@@ -170,7 +170,7 @@ func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", subscriptionETag(sub))
-	writeJSON(w, http.StatusOK, v)
+	s.writeJSON(w, r, http.StatusOK, v)
 }
 
 // cancelRequest is the body of POST /api/v1/subscriptions/{id}/cancel.
@@ -215,7 +215,7 @@ func (s *Server) cancelSubscription(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", subscriptionETag(canceled))
-	writeJSON(w, http.StatusOK, v)
+	s.writeJSON(w, r, http.StatusOK, v)
 }
 
 // changeRequest is the body of POST /api/v1/subscriptions/{id}/change.
@@ -272,7 +272,7 @@ func (s *Server) changeSubscription(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", subscriptionETag(changed))
-	writeJSON(w, http.StatusOK, v)
+	s.writeJSON(w, r, http.StatusOK, v)
 }
 
 // changedPlan returns sub switched to the plan version in names. Whether

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/ohler55/ojg/jp"
+
+	"github.com/tally-metering/tally/internal/bounds"
 )
 
 // Aggregation says how a meter combines the values of its events.
@@ -100,6 +102,11 @@ func (m Meter) Validate() error {
 	if m.ValueProperty != "" {
 		if err := checkPath(m.ValueProperty); err != nil {
 			errs = append(errs, fmt.Errorf("valueProperty: %w", err))
+		}
+	}
+	if m.EventFrom != nil {
+		if err := bounds.CheckTime(*m.EventFrom); err != nil {
+			errs = append(errs, fmt.Errorf("eventFrom: %w", err))
 		}
 	}
 	for _, name := range sortedKeys(m.GroupBy) {

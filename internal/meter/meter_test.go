@@ -29,6 +29,9 @@ func TestValidate(t *testing.T) {
 		{"bad path", func(m *Meter) { m.ValueProperty = "$.[" }, []string{"not a valid JSONPath"}},
 		{"reserved group", func(m *Meter) { m.GroupBy = map[string]string{"subject": "$.s"} }, []string{`"subject" is reserved`}},
 		{"bad group key", func(m *Meter) { m.GroupBy = map[string]string{"a-b": "$.s"} }, []string{`key "a-b"`}},
+		{"eventFrom in year 10000", func(m *Meter) { t := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC); m.EventFrom = &t },
+			[]string{"eventFrom: 10000-01-01T00:00:00Z is out of range: it falls in year 10000 in UTC"}},
+		{"eventFrom in year 9999", func(m *Meter) { t := time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC); m.EventFrom = &t }, nil},
 		{"every problem at once", func(m *Meter) { m.Slug = ""; m.EventType = ""; m.Aggregation = "X" },
 			[]string{"slug: required", "eventType: required", "aggregation:"}},
 	}

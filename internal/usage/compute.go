@@ -9,6 +9,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/meter"
 	"github.com/tally-metering/tally/internal/store"
 )
@@ -289,8 +290,12 @@ func (c *computer) rows() []Row {
 				r.WindowEnd = *c.q.To
 			}
 		}
-		r.WindowStart = r.WindowStart.In(c.loc)
-		r.WindowEnd = r.WindowEnd.In(c.loc)
+		// A window can end past the last instant tally accepts (the minute
+		// 9999-12-31T23:59 ends at 10000-01-01T00:00:00Z) or fall in year
+		// 10000 on the zone's wall clock, which RFC 3339 can't write:
+		// clamped, every row can be shown.
+		r.WindowStart = bounds.ClampTime(r.WindowStart.In(c.loc))
+		r.WindowEnd = bounds.ClampTime(r.WindowEnd.In(c.loc))
 		r.Subject = a.subject
 		r.GroupBy = make(map[string]*string, len(c.groupKeys))
 		for i, k := range c.groupKeys {

@@ -1,13 +1,16 @@
 package usage
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/shopspring/decimal"
 
 	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/meter"
 	"github.com/tally-metering/tally/internal/store"
 )
@@ -842,5 +845,55 @@ func TestComputeRowsDoNotShareGroupValues(t *testing.T) {
 	*rows[0].GroupBy["model"] = "changed"
 	if got := *rows[1].GroupBy["model"]; got != "gpt" {
 		t.Errorf("second row's model = %q after editing the first, want gpt", got)
+	}
+}
+
+// TestComputeLastMinuteOfTime checks that usage in the last minute tally
+// accepts (9999-12-31T23:59Z) gives rows whose times encode as JSON: the
+// window holding it ends at 10000-01-01T00:00:00Z, which RFC 3339 can't
+// write, and once made every query of the meter without "to" answer an
+// empty body.
+func TestComputeLastMinuteOfTime(t *testing.T) {
+	kiritimati := mustLoc(t, "Pacific/Kiritimati") // +14:00
+	for _, q := range []Query{
+		{},
+		{TimeZone: kiritimati},
+		{WindowSize: WindowSizeMinute},
+		{WindowSize: WindowSizeHour, TimeZone: kiritimati},
+		{WindowSize: WindowSizeDay},
+		{WindowSize: WindowSizeDay, TimeZone: kiritimati},
+		{WindowSize: WindowSizeMonth, From: tp(t, "9999-12-01T00:00:00Z")},
+	} {
+		t.Run(string(q.WindowSize)+"/"+orUTC(q.TimeZone).String(), func(t *testing.T) {
+			q.Meter = testMeter(meter.Count)
+			rollups, _ := rollupsOf(t, meter.Count, []ev{{at: "9999-12-31T23:59:59Z"}, {at: "9999-12-31T10:00:00Z"}})
+			rows, err := Compute(q, rollups, nil)
+			if err != nil || len(rows) == 0 {
+				t.Fatalf("Compute() = %v, %v; want rows", rows, err)
+			}
+			total := decimal.Zero
+			for _, r := range rows {
+				if _, err := json.Marshal(r); err != nil {
+					t.Errorf("row %v..%v does not encode: %v", r.WindowStart, r.WindowEnd, err)
+				}
+				total = total.Add(r.Value)
+			}
+			if !total.Equal(decimal.NewFromInt(2)) {
+				t.Errorf("rows add up to %s, want 2", total)
+			}
+			last := rows[len(rows)-1]
+			if !last.WindowEnd.Equal(bounds.MaxTime) {
+				t.Errorf("last row ends at %s, want %s", last.WindowEnd.Format(time.RFC3339Nano), bounds.MaxTime.Format(time.RFC3339Nano))
+			}
+		})
+	}
+}
+
+func TestQueryValidateTimeBounds(t *testing.T) {
+	late := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	early := time.Date(0, 12, 31, 0, 0, 0, 0, time.UTC)
+	err := Query{Meter: testMeter(meter.Count), From: &early, To: &late}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "from: 0000-12-31T00:00:00Z is out of range") || !strings.Contains(err.Error(), "to: 10000-01-01T00:00:00Z is out of range") {
+		t.Errorf("Validate() = %v, want from and to out of range", err)
 	}
 }

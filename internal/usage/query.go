@@ -13,6 +13,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/bounds"
 	"github.com/tally-metering/tally/internal/meter"
 )
 
@@ -61,7 +62,14 @@ func (q Query) Validate() error {
 		name string
 		t    *time.Time
 	}{{"from", q.From}, {"to", q.To}} {
-		if f.t != nil && !f.t.Truncate(time.Minute).Equal(*f.t) {
+		if f.t == nil {
+			continue
+		}
+		if err := bounds.CheckTime(*f.t); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
+			continue
+		}
+		if !f.t.Truncate(time.Minute).Equal(*f.t) {
 			errs = append(errs, fmt.Errorf("%s: %s is not on a whole minute; usage is rolled up per minute, so from and to must have zero seconds", f.name, f.t.Format(time.RFC3339Nano)))
 		}
 	}
