@@ -132,7 +132,7 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, store.ErrNotFound) && principalOf(r).Bound() {
 			// Plans are the vendor's: a bound caller learns only which
 			// plans its customer is subscribed to, not which plans exist.
-			writeJSON(w, http.StatusOK, itemsOf[subscriptionView]{[]subscriptionView{}})
+			s.writeJSON(w, r, http.StatusOK, itemsOf[subscriptionView]{[]subscriptionView{}})
 			return
 		}
 		if err != nil {
