@@ -68,7 +68,9 @@ func (s *Server) audit(rt Route, next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body []byte
-		if r.Body != nil {
+		// A body declared over the limit is refused by the handler
+		// unread; reading it here first would defeat that.
+		if r.Body != nil && r.ContentLength <= maxJSONBody {
 			var err error
 			body, err = io.ReadAll(io.LimitReader(r.Body, maxAuditBody+1))
 			if err != nil {

@@ -1,0 +1,149 @@
+package httpapi_test
+
+// Requests outside the API's bounds get the same kind of answer everywhere:
+// 413 for a body over the limit, 415 for a body that is not JSON, 400 for
+// text that is not UTF-8, and problem+json for every one.
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// meterJSON is a valid meter definition with the given description.
+func meterJSON(slug, description string) string {
+	return `{"slug":"` + slug + `","eventType":"call","aggregation":"COUNT","description":"` + description + `"}`
+}
+
+func TestAPIJSONBodyOverLimit(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{token: "secret"})
+	h.createMeter(`{"slug":"calls","eventType":"call","aggregation":"COUNT"}`)
+	big := meterJSON("big", strings.Repeat("x", 2<<20))
+	// Every route that reads a JSON body, with a path whose handler gets
+	// as far as reading it.
+	for _, rt := range [][2]string{
+		{"POST", "/api/v1/meters"},
+		{"PUT", "/api/v1/meters/calls"},
+		{"POST", "/api/v1/meters/calls/query"},
+		{"POST", "/api/v1/subjects"},
+		{"POST", "/api/v1/customers"},
+		{"PUT", "/api/v1/customers/acme"},
+		{"POST", "/api/v1/customers/acme/users"},
+		{"POST", "/api/v1/plans"},
+		{"PUT", "/api/v1/plans/basic"},
+		{"POST", "/api/v1/subscriptions"},
+		{"POST", "/api/v1/subscriptions/s1/cancel"},
+		{"POST", "/api/v1/subscriptions/s1/change"},
+		{"POST", "/api/v1/keys"},
+	} {
+		t.Run(rt[0]+" "+rt[1], func(t *testing.T) {
+			p := problemOf(t, h.do(rt[0], rt[1], "application/json", big), http.StatusRequestEntityTooLarge)
+			if !strings.Contains(p.Detail, "1048576") {
+				t.Errorf("413 detail %q does not give the limit", p.Detail)
+			}
+		})
+	}
+	t.Run("chunked", func(t *testing.T) {
+		r := h.request("POST", "/api/v1/meters", "application/json", chunkedReader{strings.NewReader(big)})
+		p := problemOf(t, r, http.StatusRequestEntityTooLarge)
+		if !strings.Contains(p.Detail, "1048576") {
+			t.Errorf("413 detail %q does not give the limit", p.Detail)
+		}
+	})
+	t.Run("declared length refused before reading", func(t *testing.T) {
+		// The body is never sent: an answer proves tally did not wait for it.
+		conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "POST /api/v1/meters HTTP/1.1\r\nHost: tally\r\nAuthorization: Bearer secret\r\n"+
+			"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n", 2<<20)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("no answer before the body was sent: %v", err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("got %d %s, want 413 application/problem+json", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	})
+	h.expect(h.do("GET", "/api/v1/meters/big", "", ""), http.StatusNotFound, "meter of a refused request")
+	// Just under the limit is fine.
+	pad := strings.Repeat("x", 1<<20-len(meterJSON("big", "")))
+	if r := h.do("POST", "/api/v1/meters", "application/json", meterJSON("big", pad)); r.Status == http.StatusRequestEntityTooLarge {
+		t.Errorf("a body of exactly the limit: got %s", r)
+	}
+}
+
+func TestAPIJSONContentType(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{})
+	for i, tc := range []struct {
+		ct   string
+		want int
+	}{
+		{"application/x-www-form-urlencoded", http.StatusUnsupportedMediaType},
+		{"", http.StatusUnsupportedMediaType},
+		{"text/plain", http.StatusUnsupportedMediaType},
+		{"application/json; charset=latin1", http.StatusUnsupportedMediaType},
+		{"application/jsonx", http.StatusUnsupportedMediaType},
+		{"not a media type;;", http.StatusUnsupportedMediaType},
+		{"application/json", http.StatusCreated},
+		{"application/json; charset=UTF-8", http.StatusCreated},
+		{"Application/JSON;charset=utf-8", http.StatusCreated},
+		{"application/merge-patch+json", http.StatusCreated},
+	} {
+		t.Run(tc.ct, func(t *testing.T) {
+			slug := fmt.Sprintf("m%d", i)
+			r := h.do("POST", "/api/v1/meters", tc.ct, meterJSON(slug, "d"))
+			if tc.want != http.StatusUnsupportedMediaType {
+				h.expect(r, tc.want, "create meter")
+				return
+			}
+			p := problemOf(t, r, http.StatusUnsupportedMediaType)
+			if !strings.Contains(p.Detail, "application/json") {
+				t.Errorf("415 detail %q does not say what to send", p.Detail)
+			}
+			h.expect(h.do("GET", "/api/v1/meters/"+slug, "", ""), http.StatusNotFound, "meter of a refused request")
+		})
+	}
+	t.Run("no body needs no content type", func(t *testing.T) {
+		h.expect(h.do("POST", "/api/v1/meters/m6/query", "", ""), http.StatusOK, "query with an empty body")
+		h.expect(h.do("POST", "/api/v1/meters/m6/query", "", "", "Content-Length", "0"), http.StatusOK, "query with an empty body")
+	})
+	t.Run("form body to a query", func(t *testing.T) {
+		problemOf(t, h.do("POST", "/api/v1/meters/m6/query", "application/x-www-form-urlencoded", "groupBy=subject"), http.StatusUnsupportedMediaType)
+	})
+}
+
+func TestAPIJSONBodyNotUTF8(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{})
+	for _, tc := range []struct{ name, description, where string }{
+		{"invalid byte", "caf\xe9", "byte 73"},
+		{"truncated sequence", "ok \xe2\x82", "byte 73"},
+		{"lone high surrogate", `x\ud83d`, `\ud83d`},
+		{"lone low surrogate", `x\ude00y`, `\ude00`},
+		{"reversed pair", `\ude00\ud83d`, `\ude00`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := problemOf(t, h.do("POST", "/api/v1/meters", "application/json", meterJSON("bad", tc.description)), http.StatusBadRequest)
+			if !strings.Contains(p.Detail, tc.where) {
+				t.Errorf("400 detail %q does not point at %s", p.Detail, tc.where)
+			}
+		})
+	}
+	h.expect(h.do("GET", "/api/v1/meters/bad", "", ""), http.StatusNotFound, "meter of a refused request")
+	// Escapes of whole characters and an escaped backslash before a u are
+	// text like any other.
+	m := h.createMeter(meterJSON("good", `caf\u00e9 \ud83d\ude00 \\ud83d ü`))
+	var got struct{ Description string }
+	decodeInto(t, h.do("GET", "/api/v1/meters/"+m.Slug, "", ""), &got)
+	if want := `café 😀 \ud83d ü`; got.Description != want {
+		t.Errorf("description %q, want %q", got.Description, want)
+	}
+}
