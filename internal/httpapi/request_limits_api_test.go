@@ -147,3 +147,45 @@ func TestAPIJSONBodyNotUTF8(t *testing.T) {
 		t.Errorf("description %q, want %q", got.Description, want)
 	}
 }
+
+func TestAPIUnknownRouteAndMethod(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{token: "secret"})
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{"GET", "/api/v1/nope", http.StatusNotFound, ""},
+		{"POST", "/nope", http.StatusNotFound, ""},
+		{"GET", "/api/v1/meters/", http.StatusNotFound, ""},
+		{"DELETE", "/api/v1/events", http.StatusMethodNotAllowed, "GET, HEAD, POST"},
+		{"PATCH", "/api/v1/meters/calls", http.StatusMethodNotAllowed, "DELETE, GET, HEAD, PUT"},
+		{"GET", "/api/v1/plans/basic/publish", http.StatusMethodNotAllowed, "POST"},
+		{"PUT", "/healthz", http.StatusMethodNotAllowed, "GET, HEAD"},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			// Without credentials too: a missing route is not a secret.
+			for _, token := range []string{"Bearer secret", ""} {
+				r := h.do(tc.method, tc.path, "", "", "Authorization", token)
+				p := problemOf(t, r, tc.status)
+				if p.Instance != tc.path || p.Detail == "" {
+					t.Errorf("problem %+v: want instance %s and a detail", p, tc.path)
+				}
+				if got := r.Header.Get("Allow"); got != tc.allow {
+					t.Errorf("Allow %q, want %q", got, tc.allow)
+				}
+			}
+		})
+	}
+	t.Run("unclean path still redirects", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", h.srv.URL+"/api//v1/meters", nil)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != "/api/v1/meters" {
+			t.Errorf("got %d Location %q, want a redirect to /api/v1/meters", resp.StatusCode, resp.Header.Get("Location"))
+		}
+	})
+}
