@@ -189,3 +189,62 @@ func TestAPIUnknownRouteAndMethod(t *testing.T) {
 		}
 	})
 }
+
+// groupByJSON is a groupBy object of n keys k0….
+func groupByJSON(n int) string {
+	var kv []string
+	for i := 0; i < n; i++ {
+		kv = append(kv, fmt.Sprintf(`"k%d":"$.k%d"`, i, i))
+	}
+	return "{" + strings.Join(kv, ",") + "}"
+}
+
+func TestAPIMeterBounds(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{})
+	long := func(n int) string { return strings.Repeat("é", n) }
+	for _, tc := range []struct{ name, body, want string }{
+		{"1000 groupBy keys", `{"slug":"m","eventType":"e","aggregation":"COUNT","groupBy":` + groupByJSON(1000) + `}`, "groupBy: 1000 keys, at most 20 allowed"},
+		{"eventType of 10 kB", `{"slug":"m","eventType":"` + strings.Repeat("e", 10_000) + `","aggregation":"COUNT"}`, "eventType: 10000 bytes, at most 256 allowed"},
+		{"long name", `{"slug":"m","name":"` + long(257) + `","eventType":"e","aggregation":"COUNT"}`, "name: 257 characters, at most 256 allowed"},
+		{"long description", `{"slug":"m","description":"` + long(4097) + `","eventType":"e","aggregation":"COUNT"}`, "description: 4097 characters, at most 4096 allowed"},
+		{"long valueProperty", `{"slug":"m","eventType":"e","aggregation":"SUM","valueProperty":"$.` + strings.Repeat("v", 300) + `"}`, "valueProperty: 302 bytes, at most 256 allowed"},
+		{"long groupBy key", `{"slug":"m","eventType":"e","aggregation":"COUNT","groupBy":{"` + strings.Repeat("k", 65) + `":"$.k"}}`, "groupBy: a key of 65 bytes, at most 64 allowed"},
+		{"long slug", `{"slug":"` + strings.Repeat("s", 65) + `","eventType":"e","aggregation":"COUNT"}`, "slug: 65 characters, at most 64 allowed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := problemOf(t, h.do("POST", "/api/v1/meters", "application/json", tc.body), http.StatusBadRequest)
+			if !strings.Contains(p.Detail, tc.want) {
+				t.Errorf("400 detail %.300q does not say %q", p.Detail, tc.want)
+			}
+			if len(p.Errors) > 2 {
+				t.Errorf("%d errors, want the bound alone: %.300q", len(p.Errors), p.Errors)
+			}
+		})
+	}
+	// At the bounds, and a change past them.
+	m := h.createMeter(`{"slug":"m","name":"` + long(256) + `","description":"` + long(4096) + `","eventType":"` + strings.Repeat("e", 256) + `","aggregation":"COUNT","groupBy":` + groupByJSON(20) + `}`)
+	p := problemOf(t, h.do("PUT", "/api/v1/meters/m", "application/json", `{"slug":"m","eventType":"e","aggregation":"COUNT","groupBy":`+groupByJSON(21)+`}`), http.StatusBadRequest)
+	if !strings.Contains(p.Detail, "groupBy: 21 keys, at most 20 allowed") {
+		t.Errorf("400 detail %q does not give the bound", p.Detail)
+	}
+	if got := h.do("GET", "/api/v1/meters/m", "", ""); !strings.Contains(string(got.Body), `"k19"`) || strings.Contains(string(got.Body), `"k20"`) {
+		t.Errorf("meter after a refused change: %s", got)
+	}
+
+	t.Run("query groupBy", func(t *testing.T) {
+		all := []string{"subject"}
+		for k := range m.GroupBy {
+			all = append(all, k)
+		}
+		h.expect(h.do("GET", "/api/v1/meters/m/query?groupBy="+strings.Join(all, "&groupBy="), "", ""), http.StatusOK, "query grouped by every key")
+		many := strings.Repeat("subject,", 99) + "subject"
+		p := problemOf(t, h.do("GET", "/api/v1/meters/m/query?groupBy="+strings.ReplaceAll(many, ",", "&groupBy="), "", ""), http.StatusBadRequest)
+		if !strings.Contains(p.Detail, "groupBy: 100 entries, at most 21 allowed") {
+			t.Errorf("400 detail %q does not give the bound", p.Detail)
+		}
+		p = problemOf(t, h.do("POST", "/api/v1/meters/m/query", "application/json", `{"groupBy":["`+strings.ReplaceAll(many, ",", `","`)+`"]}`), http.StatusBadRequest)
+		if !strings.Contains(p.Detail, "groupBy: 100 entries, at most 21 allowed") {
+			t.Errorf("400 detail %q does not give the bound", p.Detail)
+		}
+	})
+}
