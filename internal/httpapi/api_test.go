@@ -59,6 +59,8 @@ type harnessOptions struct {
 	storeOpts    sqlite.Options
 	// targets, when set, turns reporting on with these targets.
 	targets []report.Target
+	// secrets are the configured secrets (httpapi.Config.Secrets).
+	secrets []string
 }
 
 type apiHarness struct {
@@ -100,6 +102,7 @@ func newAPIHarness(t *testing.T, o harnessOptions) *apiHarness {
 		// Tests here fail authentication on purpose, many times from one
 		// address; the limit has its own tests.
 		AuthFailureLimit: -1,
+		Secrets:          o.secrets,
 	}
 	if o.targets != nil {
 		h.reporter = &report.Runner{Store: st, Outbox: st, Usage: &usage.Service{Store: st}, Stable: pipe.MetersStable,

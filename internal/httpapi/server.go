@@ -69,6 +69,10 @@ type Config struct {
 	// and sends them (nil: reporting is off; retries answer 404).
 	Outbox   report.Outbox
 	Reporter *report.Runner
+	// Secrets are the secrets tally is configured with (the admin token,
+	// portal signing keys): the audit trail never stores a string that
+	// holds one, whatever member it is sent under.
+	Secrets []string
 }
 
 // Server serves tally's HTTP API.
