@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -150,5 +153,45 @@ func TestMetricsAddr(t *testing.T) {
 	stop()
 	if _, err := net.Dial("tcp", maddr); err == nil {
 		t.Error("the metrics listener is still open after shutdown")
+	}
+}
+
+// TestAuditNeverStoresAdminToken: the admin token sent in a body, by a
+// caller using another credential and under an innocent member name, is
+// not in the audit trail, nor anywhere in the data directory.
+func TestAuditNeverStoresAdminToken(t *testing.T) {
+	const admin = "an-admin-token-that-must-never-be-stored"
+	f := serveFlags{addr: "127.0.0.1:0", data: filepath.Join(t.TempDir(), "data"), adminToken: admin,
+		shutdownTimeout: 5 * time.Second, readHeaderTimeout: 5 * time.Second, maxHeaderBytes: 1 << 16}
+	addr, stop := inProcess(t, f)
+	base := "http://" + addr
+	var key struct{ Key string }
+	if code, body := req(t, admin, "POST", base+"/api/v1/keys", `{"name":"ops","scope":"admin"}`); code != http.StatusCreated || json.Unmarshal([]byte(body), &key) != nil {
+		t.Fatalf("create key: %d %s", code, body)
+	}
+	if code, body := req(t, key.Key, "POST", base+"/api/v1/meters", `{"slug":"calls","eventType":"call","aggregation":"COUNT"}`); code != http.StatusCreated {
+		t.Fatalf("create meter: %d %s", code, body)
+	}
+	// windowSize is accepted and ignored: only the audit trail could keep it.
+	if code, body := req(t, key.Key, "PUT", base+"/api/v1/meters/calls", `{"slug":"calls","eventType":"call","aggregation":"COUNT","windowSize":"use `+admin+` to get in"}`); code != http.StatusOK {
+		t.Fatalf("update meter: %d %s", code, body)
+	}
+	code, body := req(t, admin, "GET", base+"/api/v1/audit", "")
+	if code != http.StatusOK || !strings.Contains(body, `"windowSize":"[redacted]"`) {
+		t.Errorf("audit trail: %d %s; want the update with windowSize redacted", code, body)
+	}
+	stop()
+	err := filepath.WalkDir(f.data, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if bytes.Contains(b, []byte(admin)) {
+			t.Errorf("%s holds the admin token", path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

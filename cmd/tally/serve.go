@@ -192,6 +192,7 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 		ReadTimeout:      f.readTimeout,
 		AuthFailureLimit: int(noneIsNegative(float64(f.authFailureLimit))), AuthFailureWindow: f.authFailureWindow,
 		TrustedProxies: proxies,
+		Secrets:        configuredSecrets(f, cfg.Auth),
 	})
 	// Finalize invoices whose period ended more than the grace period ago:
 	// at start (resuming after a restart) and every minute.

@@ -117,6 +117,22 @@ func activeAdminKeys(ctx context.Context, st store.APIKeys, now time.Time) (int,
 	return n, nil
 }
 
+// configuredSecrets lists the secrets given to tally by flag or config
+// that the audit trail must never store. Reporting credentials are not
+// listed: they have well-known shapes the audit trail redacts anyway.
+func configuredSecrets(f serveFlags, cfg authConfig) []string {
+	var out []string
+	if f.adminToken != "" {
+		out = append(out, f.adminToken)
+	}
+	for _, k := range cfg.Portal.SigningKeys {
+		if k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // minAdminToken is the admin token length below which tally warns.
 const minAdminToken = 24
 

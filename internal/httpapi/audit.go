@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,7 +70,9 @@ func (s *Server) audit(rt Route, next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body []byte
-		if r.Body != nil {
+		// A body declared over the limit is refused by the handler
+		// unread; reading it here first would defeat that.
+		if r.Body != nil && r.ContentLength <= maxJSONBody {
 			var err error
 			body, err = io.ReadAll(io.LimitReader(r.Body, maxAuditBody+1))
 			if err != nil {
@@ -97,9 +100,10 @@ func (s *Server) audit(rt Route, next http.Handler) http.Handler {
 				target = r.PathValue(n)
 			}
 		}
+		rd := s.redactor(r)
 		e := store.AuditEntry{
 			At: s.Now().UTC(), Actor: principalOf(r).ID, Method: r.Method, Route: rt.Pattern,
-			Path: r.URL.Path, Target: target, Status: ar.code, Body: auditBody(body),
+			Path: rd.text(r.URL.Path), Target: rd.text(target), Status: ar.code, Body: rd.body(body),
 		}
 		// The change is made; a failure to record it must not turn it into
 		// an error for the client, but it must be loud.
@@ -109,10 +113,30 @@ func (s *Server) audit(rt Route, next http.Handler) http.Handler {
 	})
 }
 
-// auditBody is a request body as the audit trail keeps it: JSON with
-// secret members and secret-looking strings (API keys, JWTs) redacted;
-// anything else only as its size.
-func auditBody(body []byte) json.RawMessage {
+// redactor takes secrets out of what the audit trail keeps: members whose
+// name says they hold one, strings shaped like a well-known credential
+// (looksSecret), and any string holding one of the secrets tally is
+// configured with (Config.Secrets) or the request's own credential, even as
+// part of a longer text. Nothing else about the secret is kept.
+type redactor struct{ secrets []string }
+
+// redactor is the redactor for r: the configured secrets and the bearer
+// credential r was made with.
+func (s *Server) redactor(r *http.Request) redactor {
+	rd := redactor{secrets: s.Secrets}
+	if tok, ok := auth.BearerToken(r.Header.Get("Authorization")); ok && tok != "" {
+		rd.secrets = append(slices.Clip(rd.secrets), tok)
+	}
+	return rd
+}
+
+// auditBody is a request body as the audit trail keeps it, when no secret
+// but those of well-known shapes is configured.
+func auditBody(body []byte) json.RawMessage { return redactor{}.body(body) }
+
+// body is a request body as the audit trail keeps it: JSON with secrets
+// redacted; anything else only as its size.
+func (rd redactor) body(body []byte) json.RawMessage {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil
 	}
@@ -125,7 +149,7 @@ func auditBody(body []byte) json.RawMessage {
 	if err := dec.Decode(&v); err != nil {
 		return json.RawMessage(`{"redacted":"body is not JSON (` + strconv.Itoa(len(body)) + ` bytes)"}`)
 	}
-	out, err := json.Marshal(redact(v))
+	out, err := json.Marshal(rd.redact(v))
 	if err != nil {
 		return nil
 	}
@@ -135,58 +159,131 @@ func auditBody(body []byte) json.RawMessage {
 // redacted replaces a secret.
 const redacted = "[redacted]"
 
-func redact(v any) any {
+func (rd redactor) redact(v any) any {
 	switch v := v.(type) {
 	case map[string]any:
 		out := make(map[string]any, len(v))
 		for k, x := range v {
 			switch {
-			case looksSecret(k):
+			case rd.secret(k):
 				// A secret used as a member name: keep neither.
 				out[redacted] = redacted
 			case isSecretField(k):
 				out[k] = redacted
 			default:
-				out[k] = redact(x)
+				out[k] = rd.redact(x)
 			}
 		}
 		return out
 	case []any:
 		for i, x := range v {
-			v[i] = redact(x)
+			v[i] = rd.redact(x)
 		}
 		return v
 	case string:
-		if looksSecret(v) {
+		if rd.secret(v) {
+			return redacted
+		}
+	case json.Number:
+		// A number long enough can only be a secret sent as a number.
+		if rd.secret(v.String()) {
 			return redacted
 		}
 	}
 	return v
 }
 
-// isSecretField reports whether a JSON member name says its value is a
-// secret ("token", "clientSecret", "api_key", "password" …).
-func isSecretField(k string) bool {
-	k = strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(k))
-	switch k {
-	case "apikey", "authorization", "signingkey", "privatekey", "credentials":
-		return true
+// text is s, or redacted if it holds a secret.
+func (rd redactor) text(s string) string {
+	if rd.secret(s) {
+		return redacted
 	}
-	return strings.HasSuffix(k, "token") || strings.HasSuffix(k, "secret") || strings.HasSuffix(k, "password")
+	return s
 }
 
-// looksSecret spots a credential by its shape anywhere in a string: an
-// API key (or a piece of one long enough to matter) or a JWT.
+// secret reports whether s holds a secret anywhere in it.
+func (rd redactor) secret(s string) bool {
+	for _, x := range rd.secrets {
+		if x != "" && strings.Contains(s, x) {
+			return true
+		}
+	}
+	return looksSecret(s)
+}
+
+// isSecretField reports whether a JSON member name says its value is a
+// secret ("token", "clientSecret", "api_key", "password",
+// "secretAccessKey" …).
+func isSecretField(k string) bool {
+	k = strings.ToLower(strings.NewReplacer("_", "", "-", "", ".", "", " ", "").Replace(k))
+	switch k {
+	case "authorization", "credential", "credentials", "connectionstring", "passphrase":
+		return true
+	}
+	for _, suffix := range []string{"token", "secret", "password", "passwd", "apikey", "accesskey", "secretkey", "signingkey", "privatekey"} {
+		if strings.HasSuffix(k, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// looksSecret spots a credential by its shape anywhere in a string: an API
+// key of tally (or a piece of one long enough to matter), a JWT, a Stripe
+// secret or restricted key or webhook secret, an AWS access key id or
+// secret access key, an Azure client secret, a PEM private key.
 func looksSecret(s string) bool {
-	if keyShape.MatchString(s) {
+	if secretShapes.MatchString(s) || hasAWSSecretKey(s) {
 		return true
 	}
 	i := strings.Index(s, "eyJ")
 	return i >= 0 && strings.Count(s[i:], ".") >= 2
 }
 
-// keyShape matches an API key, or its first characters, in a text.
-var keyShape = regexp.MustCompile(regexp.QuoteMeta(auth.KeyPrefix) + `[a-z2-7]{8}`)
+// secretShapes matches the credentials that have a recognisable prefix.
+// Stripe's publishable keys (pk_…) are public and not matched.
+var secretShapes = regexp.MustCompile(strings.Join([]string{
+	regexp.QuoteMeta(auth.KeyPrefix) + `[a-z2-7]{8}`,
+	`(?:sk|rk)_(?:live|test)_[0-9A-Za-z]`,
+	`whsec_[0-9A-Za-z+/]`,
+	`(?:AKIA|ASIA)[0-9A-Z]{16}`,
+	// Azure AD client secrets: three characters, a digit, Q~, then 31-34.
+	`[0-9A-Za-z_.~-]{3}[0-9]Q~[0-9A-Za-z_.~-]{31}`,
+	`-----BEGIN[A-Z0-9 ]*PRIVATE KEY`,
+}, "|"))
+
+// hasAWSSecretKey spots an AWS secret access key: a run of exactly 40
+// characters of [A-Za-z0-9/+], not part of a longer one, holding an
+// upper-case letter, a lower-case letter and a digit. A random key of 40
+// characters lacks one of these about once in 10^4; a hex digest (SHA-1,
+// a git commit) or a word does not have all three and is kept.
+func hasAWSSecretKey(s string) bool {
+	run, upper, lower, digit := 0, false, false, false
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) {
+			c := s[i]
+			switch {
+			case 'A' <= c && c <= 'Z':
+				run, upper = run+1, true
+				continue
+			case 'a' <= c && c <= 'z':
+				run, lower = run+1, true
+				continue
+			case '0' <= c && c <= '9':
+				run, digit = run+1, true
+				continue
+			case c == '/' || c == '+':
+				run++
+				continue
+			}
+		}
+		if run == 40 && upper && lower && digit {
+			return true
+		}
+		run, upper, lower, digit = 0, false, false, false
+	}
+	return false
+}
 
 // listAudit lists the audit trail, newest first.
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {

@@ -52,3 +52,36 @@ func FuzzAuditBody(f *testing.F) {
 		}
 	})
 }
+
+func TestLooksSecretShapes(t *testing.T) {
+	aws := "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{aws, true},
+		{"key=" + aws + ";", true},
+		{aws + "A", false},       // 41 characters: not an AWS key
+		{"A" + aws[1:39], false}, // 39
+		{"0123456789abcdef0123456789abcdef01234567", false}, // a SHA-1
+		{"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn", false}, // no digit
+		{"sk_live_", false},                                       // a prefix named
+		{"pk_live_51H8abcdefghijkl", false},                       // publishable
+		{"x sk_test_1 y", true},                                   // a piece of a key
+		{"whsec_abc", true},                                       // webhook secret
+		{"ASIAIOSFODNN7EXAMPLE", true},                            // temporary access key id
+		{"-----BEGIN OPENSSH PRIVATE KEY-----", true},             // private key
+		{"-----BEGIN PUBLIC KEY-----", false},                     // public key
+		{"Xy48Q~aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456.", true},        // Azure client secret
+		{"see https://example.com/~user/page and Q~ here", false}, // a tilde in a URL
+	} {
+		if got := looksSecret(tc.in); got != tc.want {
+			t.Errorf("looksSecret(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	rd := redactor{secrets: []string{"hunter2-but-longer"}}
+	got := string(rd.body([]byte(`{"a":["x",{"b":"pre hunter2-but-longer post"}],"hunter2-but-longer":1,"n":"hunter2"}`)))
+	if want := `{"[redacted]":"[redacted]","a":["x",{"b":"[redacted]"}],"n":"hunter2"}`; got != want {
+		t.Errorf("redactor.body = %s, want %s", got, want)
+	}
+}

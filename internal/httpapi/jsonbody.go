@@ -6,25 +6,49 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tally-metering/tally/internal/bounds"
 )
 
 // decodeJSON reads a JSON body into v, refusing unknown fields so that a
-// misspelt field is an error rather than silently ignored. An empty body
-// reads as emptyOK's value when that is set.
+// misspelt field is an error rather than silently ignored. A body that is
+// not declared JSON is refused (415) before it is read, one over
+// maxJSONBody (413) as soon as that is known, and one that is not UTF-8
+// (400) before encoding/json would silently replace its bad bytes.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	ct := r.Header.Get("Content-Type")
+	if ct != "" {
+		if err := checkJSONType(ct); err != nil {
+			return err
+		}
+	}
+	if r.ContentLength > maxJSONBody {
+		return &bodyTooLargeError{size: r.ContentLength, limit: maxJSONBody}
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
 	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &bodyTooLargeError{size: -1, limit: maxJSONBody}
+		}
 		return &queryError{fmt.Errorf("read body: %w", err)}
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return &queryError{errors.New("body: empty; send a JSON document")}
+	}
+	if ct == "" {
+		return &mediaTypeError{}
+	}
+	if err := checkUTF8(body); err != nil {
+		return &queryError{err}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -231,4 +255,106 @@ func checkExactKeys(body []byte, t reflect.Type, where string) error {
 		errs = append(errs, errors.New(msg))
 	}
 	return errors.Join(errs...)
+}
+
+// jsonTypes names the media types a JSON endpoint accepts, for messages.
+const jsonTypes = "application/json (or another application/*+json type), in UTF-8"
+
+// bodyTooLargeError is a request body over limit bytes (size -1: a body
+// without Content-Length found too long while reading).
+type bodyTooLargeError struct{ size, limit int64 }
+
+func (e *bodyTooLargeError) Error() string {
+	if e.size < 0 {
+		return fmt.Sprintf("request body is over %d bytes, the most this endpoint accepts", e.limit)
+	}
+	return fmt.Sprintf("request body is %d bytes, at most %d allowed", e.size, e.limit)
+}
+
+// mediaTypeError is a body sent with no Content-Type or one that is not
+// JSON.
+type mediaTypeError struct{ got string }
+
+func (e *mediaTypeError) Error() string {
+	if e.got == "" {
+		return "the request has a body but no Content-Type; send " + jsonTypes
+	}
+	return fmt.Sprintf("Content-Type %s is not accepted here; send %s", strconv.Quote(truncate(e.got, 100)), jsonTypes)
+}
+
+// checkJSONType accepts application/json and application/*+json, with a
+// charset parameter only if it is UTF-8 (JSON's only encoding).
+func checkJSONType(ct string) error {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return &mediaTypeError{got: ct}
+	}
+	if mt != "application/json" && !(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return &mediaTypeError{got: ct}
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+		return &mediaTypeError{got: ct}
+	}
+	return nil
+}
+
+// checkUTF8 refuses a body that is not UTF-8, or that escapes a UTF-16
+// surrogate that is not part of a pair (\ud800 alone): encoding/json would
+// replace either with U+FFFD and store text the client never sent.
+func checkUTF8(body []byte) error {
+	if !utf8.Valid(body) {
+		for i := 0; i < len(body); {
+			r, n := utf8.DecodeRune(body[i:])
+			if r == utf8.RuneError && n <= 1 {
+				return fmt.Errorf("body: not valid UTF-8 at byte %d; send JSON text in UTF-8", i)
+			}
+			i += n
+		}
+	}
+	// A backslash appears in JSON only inside strings, so the escapes can
+	// be found without parsing: skip each escape whole, check each \u.
+	for i := bytes.IndexByte(body, '\\'); i >= 0 && i+1 < len(body); {
+		if body[i+1] == 'u' {
+			hi, ok := hex4(body, i+2)
+			switch {
+			case ok && hi >= 0xD800 && hi < 0xDC00:
+				lo, ok := -1, false
+				if i+7 < len(body) && body[i+6] == '\\' && body[i+7] == 'u' {
+					lo, ok = hex4(body, i+8)
+				}
+				if !ok || lo < 0xDC00 || lo >= 0xE000 {
+					return fmt.Errorf("body: \\u%04x at byte %d is half of a UTF-16 surrogate pair; send the whole character", hi, i)
+				}
+				i += 6
+			case ok && hi >= 0xDC00 && hi < 0xE000:
+				return fmt.Errorf("body: \\u%04x at byte %d is half of a UTF-16 surrogate pair; send the whole character", hi, i)
+			}
+		}
+		j := bytes.IndexByte(body[i+2:], '\\')
+		if j < 0 {
+			break
+		}
+		i += 2 + j
+	}
+	return nil
+}
+
+// hex4 reads the four hex digits at b[i:].
+func hex4(b []byte, i int) (int, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b[i:i+4]), 16, 16)
+	return int(n), err == nil
+}
+
+// truncate shortens s to at most n bytes for a message, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

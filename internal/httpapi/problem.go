@@ -67,7 +67,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var nsub *billing.NotSubscribableError
 	var pre *preconditionError
 	var stale *store.StaleError
+	var big *bodyTooLargeError
+	var mt *mediaTypeError
 	switch {
+	case errors.As(err, &big):
+		writeProblem(w, r, Problem{Status: http.StatusRequestEntityTooLarge, Detail: big.Error()})
+	case errors.As(err, &mt):
+		writeProblem(w, r, Problem{Status: http.StatusUnsupportedMediaType, Detail: mt.Error()})
 	case errors.As(err, &inv):
 		status := http.StatusBadRequest
 		if inv.TooLarge {

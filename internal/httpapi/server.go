@@ -3,8 +3,10 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -88,6 +90,10 @@ type Config struct {
 	// and sends them (nil: reporting is off; retries answer 404).
 	Outbox   report.Outbox
 	Reporter *report.Runner
+	// Secrets are the secrets tally is configured with (the admin token,
+	// portal signing keys): the audit trail never stores a string that
+	// holds one, whatever member it is sent under.
+	Secrets []string
 }
 
 // Server serves tally's HTTP API.
@@ -250,7 +256,55 @@ func (s *Server) handle(rd routeDef) {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h, pattern := s.mux.Handler(r); pattern == "" {
+		s.noRoute(w, r, h)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// noRoute answers a request that matches no route as the mux would — 404,
+// 405 with the Allow header it computes from the routes, or a redirect to
+// the cleaned path — but with an error as problem+json, like every other
+// error of the API.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	rec := &muxAnswer{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	switch rec.code {
+	case http.StatusNotFound:
+		writeProblem(w, r, Problem{Status: rec.code, Detail: "no such endpoint; see /api/v1/openapi.yaml for the API"})
+	case http.StatusMethodNotAllowed:
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeProblem(w, r, Problem{Status: rec.code, Detail: fmt.Sprintf("%s is not allowed here; use %s", r.Method, allow)})
+	default:
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.code)
+		_, _ = w.Write(rec.body.Bytes())
+	}
+}
+
+// muxAnswer records what the mux answers a request without a route: a
+// short error or redirect.
+type muxAnswer struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (a *muxAnswer) Header() http.Header { return a.header }
+
+func (a *muxAnswer) WriteHeader(code int) {
+	if a.code == 0 {
+		a.code = code
+	}
+}
+
+func (a *muxAnswer) Write(b []byte) (int, error) {
+	a.WriteHeader(http.StatusOK)
+	return a.body.Write(b)
 }
 
 type principalKey struct{}
@@ -338,7 +392,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	if s.Gatherer == nil {
-		http.NotFound(w, r)
+		writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: "metrics are not served on this server"})
 		return
 	}
 	promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)

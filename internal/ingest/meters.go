@@ -85,8 +85,12 @@ func (p *Pipeline) put(ctx context.Context, m meter.Meter, rebuild bool) error {
 }
 
 // CreateMeter validates and stores a new meter and counts every event
-// already stored for it.
+// already stored for it. The meter must be within the bounds of
+// meter.ValidateDefinition (config-file meters are not held to them).
 func (p *Pipeline) CreateMeter(ctx context.Context, m meter.Meter) (meter.Meter, error) {
+	if err := m.ValidateDefinition(); err != nil {
+		return meter.Meter{}, &InvalidError{Err: err}
+	}
 	p.meterMu.Lock()
 	defer p.meterMu.Unlock()
 	return p.createLocked(ctx, m)
@@ -120,7 +124,11 @@ func (p *Pipeline) createLocked(ctx context.Context, m meter.Meter) (meter.Meter
 // UpdateMeter replaces the user-settable fields of the meter idOrSlug with
 // those of m. A change to how events are counted (event type, aggregation,
 // value property, groupBy, eventFrom) rebuilds the meter from the raw events.
+// The new definition must be within the bounds of meter.ValidateDefinition.
 func (p *Pipeline) UpdateMeter(ctx context.Context, idOrSlug string, m meter.Meter) (meter.Meter, error) {
+	if err := m.ValidateDefinition(); err != nil {
+		return meter.Meter{}, &InvalidError{Err: err}
+	}
 	p.meterMu.Lock()
 	defer p.meterMu.Unlock()
 	return p.updateLocked(ctx, idOrSlug, m, false)

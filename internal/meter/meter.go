@@ -80,7 +80,11 @@ var (
 const MaxSlugLen = 64
 
 // Validate checks the user-settable fields and joins every problem found.
-func (m Meter) Validate() error {
+// It does not apply the bounds of ValidateDefinition, so that a meter
+// stored before them still loads.
+func (m Meter) Validate() error { return errors.Join(m.problems()...) }
+
+func (m Meter) problems() []error {
 	var errs []error
 	switch {
 	case m.Slug == "":
@@ -120,7 +124,7 @@ func (m Meter) Validate() error {
 			errs = append(errs, fmt.Errorf("groupBy.%s: %w", name, err))
 		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // SameComputation reports whether a and b count events the same way, so that

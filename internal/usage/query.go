@@ -76,7 +76,14 @@ func (q Query) Validate() error {
 	if q.From != nil && q.To != nil && !q.From.Before(*q.To) {
 		errs = append(errs, fmt.Errorf("from: %s is not before to %s", q.From.Format(time.RFC3339Nano), q.To.Format(time.RFC3339Nano)))
 	}
-	for _, k := range q.GroupBy {
+	// Every key of the meter and subject, each once, is as many as a
+	// query can use; more only lengthen the list of unknown keys.
+	groupBy := q.GroupBy
+	if limit := max(meter.MaxGroupBy, len(q.Meter.GroupBy)) + 1; len(groupBy) > limit {
+		errs = append(errs, fmt.Errorf("groupBy: %d entries, at most %d allowed (the meter's keys and subject)", len(groupBy), limit))
+		groupBy = nil
+	}
+	for _, k := range groupBy {
 		if k == SubjectGroup {
 			continue
 		}
