@@ -70,3 +70,20 @@ func TestMeterPathRuleAPI(t *testing.T) {
 		})
 	}
 }
+
+// TestDeepEventDataAPI: an event whose data nests deeper than the limit is
+// refused, with the whole request, naming the event and its data.
+func TestDeepEventDataAPI(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{})
+	h.createMeter(`{"slug":"tokens","eventType":"prompt","aggregation":"SUM","valueProperty":"$..tokens"}`)
+	deep := strings.Repeat(`{"x":`, 40) + `{"tokens":1}` + strings.Repeat(`}`, 40)
+	body := jsonArray(ce("a", "prompt", "c1", "2026-04-01T11:00:00Z", `{"tokens":2}`), ce("b", "prompt", "c1", "2026-04-01T11:00:00Z", deep))
+	p := problemOf(t, h.do("POST", "/api/v1/events", batchCT, body), http.StatusBadRequest)
+	if len(p.Problems) != 1 || p.Problems[0].Index != 1 || p.Problems[0].Field != "data" ||
+		!strings.Contains(p.Problems[0].Message, "nests objects and arrays 41 levels deep, at most 32 allowed") {
+		t.Fatalf("problems %+v, want event 1's data nesting 41 levels deep", p.Problems)
+	}
+	if got := h.total("tokens"); got != "0" {
+		t.Errorf("SUM = %s, want 0: the request is refused whole", got)
+	}
+}
