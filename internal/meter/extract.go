@@ -169,9 +169,11 @@ func (d *Data) tree() (any, error) {
 	return d.parsed, d.err
 }
 
-// Compile validates m and parses its paths.
+// Compile validates m and parses its paths. It accepts the paths that
+// Validate refuses only for their cost, so that a meter stored before that
+// rule still counts; new and changed meters pass Validate first.
 func Compile(m Meter) (*Compiled, error) {
-	if err := m.Validate(); err != nil {
+	if err := m.validate(false); err != nil {
 		return nil, err
 	}
 	c := &Compiled{Meter: m}

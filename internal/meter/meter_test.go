@@ -281,3 +281,21 @@ func TestObserveMatchesAdd(t *testing.T) {
 		}
 	}
 }
+
+// TestCompileKeepsStoredCostlyPaths: a meter stored before the path cost
+// rule still compiles, so that the server still starts; creating or
+// changing one runs Validate, which refuses it.
+func TestCompileKeepsStoredCostlyPaths(t *testing.T) {
+	m := Meter{Slug: "m", EventType: "e", Aggregation: Sum, ValueProperty: "$..x..tokens"}
+	if err := m.Validate(); err == nil {
+		t.Fatal("Validate() = nil, want the path refused")
+	}
+	c, err := Compile(m)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	got, err := c.Extract(NewData([]byte(`{"x":{"tokens":3}}`)))
+	if err != nil || got.Value.String() != "3" {
+		t.Errorf("Extract = %v, %v; want 3", got.Value, err)
+	}
+}
