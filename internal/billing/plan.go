@@ -119,7 +119,9 @@ func (in PlanInput) Validate() error {
 	} else if err := in.Cadence.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if in.BaseFee.IsNegative() {
+	if err := checkDecimal("baseFee", in.BaseFee); err != nil {
+		errs = append(errs, err)
+	} else if in.BaseFee.IsNegative() {
 		errs = append(errs, fmt.Errorf("baseFee: %s is negative", in.BaseFee))
 	}
 	if len(in.Charges) > maxCharges {
@@ -169,7 +171,9 @@ func (in PlanInput) Validate() error {
 					dims[k] = fmt.Sprintf("charges[%d].%s", i, rat[:len(rat)-1])
 				}
 			}
-			if rep.UnitSize.IsNegative() {
+			if err := checkDecimal(rat+"unitSize", rep.UnitSize); err != nil {
+				cerrs = append(cerrs, err)
+			} else if rep.UnitSize.IsNegative() {
 				cerrs = append(cerrs, fmt.Errorf("%sunitSize: must be positive, got %s", rat, rep.UnitSize))
 			}
 			switch {

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/shopspring/decimal"
+
+	"github.com/tally-metering/tally/internal/bounds"
 )
 
 // Model is a pricing model.
@@ -63,10 +65,15 @@ type Pricing struct {
 // (model, unitPrice, packageSize, tiers, tiers[i].upTo, …).
 func (p Pricing) Validate() error {
 	var errs []error
+	// Values out of range are reported as such, never printed.
+	unitErr := checkDecimal("unitPrice", p.UnitPrice)
+	sizeErr := checkDecimal("packageSize", p.PackageSize)
 	tiered := false
 	switch p.Model {
 	case ModelPerUnit, ModelPackage:
-		if p.UnitPrice.IsNegative() {
+		if unitErr != nil {
+			errs = append(errs, unitErr)
+		} else if p.UnitPrice.IsNegative() {
 			errs = append(errs, fmt.Errorf("unitPrice: %s is negative", p.UnitPrice))
 		}
 		if len(p.Tiers) > 0 {
@@ -81,6 +88,8 @@ func (p Pricing) Validate() error {
 		errs = append(errs, fmt.Errorf("model: %q is not one of %s", string(p.Model), joinModels()))
 	}
 	switch {
+	case p.Model == ModelPackage && sizeErr != nil:
+		errs = append(errs, sizeErr)
 	case p.Model == ModelPackage && !p.PackageSize.IsPositive():
 		errs = append(errs, fmt.Errorf("packageSize: must be positive, got %s", p.PackageSize))
 	case p.Model != ModelPackage && !p.PackageSize.IsZero():
@@ -99,6 +108,18 @@ func validateTiers(tiers []Tier) []error {
 	var errs []error
 	prev := decimal.Zero
 	for i, t := range tiers {
+		// Values out of range are reported as such, never compared or
+		// printed (either would expand them).
+		var rangeErrs []error
+		if t.UpTo != nil {
+			rangeErrs = append(rangeErrs, checkDecimal(fmt.Sprintf("tiers[%d].upTo", i), *t.UpTo))
+		}
+		rangeErrs = append(rangeErrs, checkDecimal(fmt.Sprintf("tiers[%d].unitPrice", i), t.UnitPrice),
+			checkDecimal(fmt.Sprintf("tiers[%d].flatPrice", i), t.FlatPrice))
+		if err := errors.Join(rangeErrs...); err != nil {
+			errs = append(errs, unjoin(err)...)
+			continue
+		}
 		last := i == len(tiers)-1
 		switch {
 		case t.UpTo == nil && !last:
@@ -147,14 +168,18 @@ func IncludedQuantity(q decimal.Decimal) Included { return Included{Quantity: q}
 // IncludedUnlimited returns an unlimited Included.
 func IncludedUnlimited() Included { return Included{Unlimited: true} }
 
-// ParseIncluded reads "unlimited" or a decimal quantity.
+// ParseIncluded reads "unlimited" or a decimal quantity (see
+// bounds.ParseDecimal for the range accepted).
 func ParseIncluded(s string) (Included, error) {
 	if s == "unlimited" {
 		return IncludedUnlimited(), nil
 	}
-	q, err := decimal.NewFromString(s)
+	q, err := bounds.ParseDecimal(s)
+	if errors.Is(err, bounds.ErrNotDecimal) {
+		return Included{}, fmt.Errorf("included: %s is neither a decimal number nor \"unlimited\"", bounds.Quote(s))
+	}
 	if err != nil {
-		return Included{}, fmt.Errorf("included: %q is neither a decimal number nor \"unlimited\"", s)
+		return Included{}, fmt.Errorf("included: %w", err)
 	}
 	return IncludedQuantity(q), nil
 }
@@ -189,7 +214,9 @@ func (ch Charge) Validate() error {
 	if ch.Meter == "" {
 		errs = append(errs, errors.New("meter: is required"))
 	}
-	if !ch.Included.Unlimited && ch.Included.Quantity.IsNegative() {
+	if err := checkDecimal("included", ch.Included.Quantity); err != nil && !ch.Included.Unlimited {
+		errs = append(errs, err)
+	} else if !ch.Included.Unlimited && ch.Included.Quantity.IsNegative() {
 		errs = append(errs, fmt.Errorf("included: %s is negative", ch.Included.Quantity))
 	}
 	if err := ch.Pricing.Validate(); err != nil {

@@ -11,7 +11,9 @@ import (
 // same decoder as ingestion, so a replayed event sees exactly the data its
 // meters saw when it arrived.
 func DataOf(raw []byte) (json.RawMessage, error) {
-	evs, err := Decode(MediaTypeCloudEvent, raw, time.Unix(0, 0), Limits{})
+	// Data nested deeper than Limits.MaxDataDepth was accepted before
+	// that limit existed: read it as it was.
+	evs, err := Decode(MediaTypeCloudEvent, raw, time.Unix(0, 0), Limits{MaxDataDepth: maxDepth})
 	if err != nil {
 		return nil, fmt.Errorf("read stored event: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 const (
 	DefaultMaxEventBytes = 1 << 20
 	DefaultMaxIDBytes    = 256
+	DefaultMaxDataDepth  = 32
 )
 
 // MaxProblems is the most Problems an InvalidError from Decode lists. When a
@@ -73,11 +74,12 @@ const (
 // time within bounds.MinTime and bounds.MaxTime (converted to UTC; when
 // absent or null the event gets now and TimeSet false); an optional data
 // member that is a JSON object or null; optional string datacontenttype (a
-// JSON media type when data is present) and dataschema. As in the
-// CloudEvents JSON format, a null attribute counts as absent. Binary data
-// (data_base64) is rejected. Other members are extension attributes: they
-// are accepted unchecked and kept in Raw. Each event may take at most
-// lim.MaxEventBytes bytes.
+// JSON media type when data is present) and dataschema. Objects and arrays
+// in data may nest at most lim.MaxDataDepth levels deep, data itself being
+// level 1. As in the CloudEvents JSON format, a null attribute counts as
+// absent. Binary data (data_base64) is rejected. Other members are
+// extension attributes: they are accepted unchecked and kept in Raw. Each
+// event may take at most lim.MaxEventBytes bytes.
 //
 // Decode is stricter than encoding/json in one way: strings must be valid
 // UTF-8 (encoding/json silently replaces invalid bytes). Like
@@ -99,6 +101,9 @@ func Decode(contentType string, body []byte, now time.Time, lim Limits) ([]Event
 	}
 	if lim.MaxIDBytes <= 0 {
 		lim.MaxIDBytes = DefaultMaxIDBytes
+	}
+	if lim.MaxDataDepth <= 0 {
+		lim.MaxDataDepth = DefaultMaxDataDepth
 	}
 	d := decoder{now: now.UTC(), lim: lim, scratch: make([]byte, 0, 256)}
 	// Size the result for events of at least 160 bytes: most requests need
@@ -151,6 +156,9 @@ type span struct {
 type envelope struct {
 	specversion, id, source, typ, subject, time   span
 	datacontenttype, dataschema, data, dataBase64 span
+	// dataDepth is how deep objects and arrays nest in data (1 for an
+	// object holding only scalars).
+	dataDepth int
 }
 
 // event scans the object at s.pos (which must hold '{'), recording the
@@ -214,6 +222,9 @@ func (s *scanner) event(env *envelope) bool {
 		} else {
 			s.skipSpace()
 			start := s.pos
+			if sp == &env.data {
+				s.peak = s.depth
+			}
 			if s.pos < len(s.buf) && s.buf[s.pos] == '"' {
 				cs, ce, esc, ok := s.str()
 				if !ok {
@@ -226,6 +237,9 @@ func (s *scanner) event(env *envelope) bool {
 					return false
 				}
 				*sp = span{start: start, end: s.pos, kind: kind}
+				if sp == &env.data {
+					env.dataDepth = s.peak - s.depth
+				}
 			}
 		}
 		s.skipSpace()
@@ -570,6 +584,9 @@ func (d *decoder) build(idx int, buf []byte, start, end int) {
 	case kindAbsent, kindNull:
 	case kindObject:
 		data = buf[sp.start:sp.end:sp.end]
+		if env.dataDepth > d.lim.MaxDataDepth {
+			d.problem(idx, "data", "nests objects and arrays %d levels deep, at most %d allowed", env.dataDepth, d.lim.MaxDataDepth)
+		}
 	default:
 		d.problem(idx, "data", "must be a JSON object or null, got %s", kindName(sp.kind))
 	}

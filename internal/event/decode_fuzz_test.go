@@ -13,7 +13,7 @@ import (
 )
 
 // fuzzLimits are small so that the fuzzer reaches every limit.
-var fuzzLimits = Limits{MaxEvents: 20, MaxEventBytes: 4096, MaxIDBytes: 32, MaxFutureSkew: 48 * time.Hour}
+var fuzzLimits = Limits{MaxEvents: 20, MaxEventBytes: 4096, MaxIDBytes: 32, MaxFutureSkew: 48 * time.Hour, MaxDataDepth: 4}
 
 // FuzzDecode checks Decode's invariants on arbitrary input, and checks it
 // against encoding/json: on what Decode accepts, and on whether a body is
@@ -70,6 +70,9 @@ func checkFuzzEvent(t *testing.T, i int, e Event, now time.Time) {
 	}
 	if e.Data != nil && (!json.Valid(e.Data) || e.Data[0] != '{') {
 		t.Fatalf("event %d: Data is not a JSON object: %q", i, e.Data)
+	}
+	if d := jsonDepth(e.Data); d > fuzzLimits.MaxDataDepth {
+		t.Fatalf("event %d: Data nests %d levels deep: %q", i, d, e.Data)
 	}
 	if e.Time.Location() != time.UTC {
 		t.Fatalf("event %d: Time %v not in UTC", i, e.Time)
@@ -163,4 +166,23 @@ func FuzzParseTime(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) { checkParseTime(t, s) })
+}
+
+// jsonDepth returns how deep objects and arrays nest in the valid JSON b.
+func jsonDepth(b []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	depth, peak := 0, 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return peak
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+			peak = max(peak, depth)
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
 }

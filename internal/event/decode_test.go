@@ -486,9 +486,45 @@ func TestDecodeData(t *testing.T) {
 		{name: "too deep", body: ev("data", strings.Repeat(`{"a":`, maxDepth)+"1"+strings.Repeat("}", maxDepth)),
 			errs: []Problem{{0, "", "exceeded the maximum nesting depth of 10000"}}},
 		{name: "deep but allowed", body: ev("data", strings.Repeat(`{"a":`, maxDepth-1)+"1"+strings.Repeat("}", maxDepth-1)),
+			lim: Limits{MaxDataDepth: maxDepth},
 			want: with(json.RawMessage(strings.Repeat(`{"a":`, maxDepth-1)+"1"+strings.Repeat("}", maxDepth-1)),
 				ev("data", strings.Repeat(`{"a":`, maxDepth-1)+"1"+strings.Repeat("}", maxDepth-1)))},
+		dataCase("data at the default depth limit", nest(DefaultMaxDataDepth), json.RawMessage(nest(DefaultMaxDataDepth))),
+		badData("data deeper than the default limit", nest(DefaultMaxDataDepth+1), "nests objects and arrays 33 levels deep, at most 32 allowed"),
+		badData("data 9999 levels deep", nest(maxDepth-1), "nests objects and arrays 9999 levels deep, at most 32 allowed"),
+		{name: "data depth limit set", body: ev("data", `{"a":[{"b":1}]}`), lim: Limits{MaxDataDepth: 2},
+			errs: []Problem{{0, "data", "nests objects and arrays 3 levels deep, at most 2 allowed"}}},
+		{name: "data depth of the last data member", body: ev("data", nest(40), "data", `{"a":1}`),
+			want: with(json.RawMessage(`{"a":1}`), ev("data", nest(40), "data", `{"a":1}`))},
+		{name: "extensions are not data", body: ev("ext", nest(40)),
+			want: with(json.RawMessage(`{"value":1}`), ev("ext", nest(40)))},
+		{name: "deep data in a batch", ct: MediaTypeCloudEventBatch, body: "[" + ev() + "," + ev("id", `"2"`, "data", nest(33)) + "]",
+			errs: []Problem{{1, "data", "nests objects and arrays 33 levels deep"}}},
+		{name: "deep data in NDJSON", ct: MediaTypeNDJSON, body: ev() + "\n" + ev("id", `"2"`, "data", nest(33)),
+			errs: []Problem{{1, "data", "nests objects and arrays 33 levels deep"}}},
 	})
+}
+
+// nest returns a data object in which objects and arrays nest depth
+// levels deep.
+func nest(depth int) string {
+	var b strings.Builder
+	for i := 1; i < depth; i++ {
+		if i%2 == 0 {
+			b.WriteString(`{"a":`)
+		} else {
+			b.WriteString(`[`)
+		}
+	}
+	inner := strings.Builder{}
+	for i := depth - 1; i >= 1; i-- {
+		if i%2 == 0 {
+			inner.WriteString(`}`)
+		} else {
+			inner.WriteString(`]`)
+		}
+	}
+	return `{"x":` + b.String() + `1` + inner.String() + `}`
 }
 
 func TestDecodeDuplicateMembersLastWins(t *testing.T) {

@@ -37,6 +37,10 @@ type Limits struct {
 	MaxEventBytes int
 	// MaxIDBytes is the longest event id (0: 256).
 	MaxIDBytes int
+	// MaxDataDepth is the deepest nesting of objects and arrays in an
+	// event's data, the data object itself being level 1 (0: 32). It
+	// bounds the cost of reading the data with a meter's JSONPath.
+	MaxDataDepth int
 	// MaxFutureSkew, when positive, rejects events whose time lies further
 	// than this after the receive time.
 	MaxFutureSkew time.Duration

@@ -74,6 +74,7 @@ type scanner struct {
 	buf   []byte
 	pos   int
 	depth int
+	peak  int // the greatest depth reached (reset by the caller)
 	err   scanError
 }
 
@@ -282,6 +283,9 @@ func (s *scanner) value() (byte, bool) {
 // enter and leave track nesting depth.
 func (s *scanner) enter() bool {
 	s.depth++
+	if s.depth > s.peak {
+		s.peak = s.depth
+	}
 	if s.depth > maxDepth {
 		return s.failDetail(s.pos, fmt.Sprintf("exceeded the maximum nesting depth of %d", maxDepth))
 	}

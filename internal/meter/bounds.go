@@ -35,7 +35,7 @@ func (m Meter) ValidateDefinition() error {
 		// Each key's own problems would only bury that one.
 		m.GroupBy = nil
 	}
-	errs = append(errs, m.problems()...)
+	errs = append(errs, m.problems(true)...)
 	if n := utf8.RuneCountInString(m.Name); n > MaxNameLen {
 		errs = append(errs, fmt.Errorf("name: %d characters, at most %d allowed", n, MaxNameLen))
 	}

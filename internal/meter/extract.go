@@ -13,6 +13,8 @@ import (
 	"github.com/ohler55/ojg/jp"
 	"github.com/shopspring/decimal"
 	"github.com/tidwall/gjson"
+
+	"github.com/tally-metering/tally/internal/bounds"
 )
 
 // Compiled is a meter with its JSONPath expressions parsed, ready to read
@@ -167,9 +169,11 @@ func (d *Data) tree() (any, error) {
 	return d.parsed, d.err
 }
 
-// Compile validates m and parses its paths.
+// Compile validates m and parses its paths. It accepts the paths that
+// Validate refuses only for their cost, so that a meter stored before that
+// rule still counts; new and changed meters pass Validate first.
 func Compile(m Meter) (*Compiled, error) {
-	if err := m.Validate(); err != nil {
+	if err := m.validate(false); err != nil {
 		return nil, err
 	}
 	c := &Compiled{Meter: m}
@@ -347,59 +351,27 @@ func ParseData(raw []byte) (any, error) {
 }
 
 // errNotNumber is wrapped by value errors for values that are not numbers.
-var errNotNumber = errors.New("not a number")
+var errNotNumber = bounds.ErrNotDecimal
 
-// The range of values meters accept. Exact decimals of any size would let
-// one event (say 1e20000000) cost minutes of CPU wherever its value is
-// printed or added; usage and money never need more than this.
-const (
-	maxNumberText     = 100 // characters of a value as sent
-	maxIntegerDigits  = 40
-	maxFractionDigits = 30
-)
-
-// errOutOfRange is wrapped by value errors for numbers outside that range.
-var errOutOfRange = fmt.Errorf("outside the supported range (at most %d integer digits and %d decimal places)", maxIntegerDigits, maxFractionDigits)
-
-// parseBounded parses number text and checks it is within range.
-func parseBounded(text string) (decimal.Decimal, error) {
-	if len(text) > maxNumberText {
-		return decimal.Decimal{}, errOutOfRange
-	}
-	d, err := decimal.NewFromString(text)
-	if err != nil {
-		return decimal.Decimal{}, errNotNumber
-	}
-	exp := int(d.Exponent())
-	coef := len(d.Coefficient().Text(10))
-	if d.Coefficient().Sign() < 0 {
-		coef--
-	}
-	if exp < -maxFractionDigits || coef+exp > maxIntegerDigits {
-		if d.IsZero() {
-			return decimal.Zero, nil
-		}
-		return decimal.Decimal{}, errOutOfRange
-	}
-	return d, nil
-}
-
+// toDecimal reads a value as a decimal within the range tally supports
+// (bounds.ParseDecimal). Errors quote the value as sent, shortened
+// visibly when long.
 func toDecimal(v any) (decimal.Decimal, error) {
 	switch x := v.(type) {
 	case json.Number:
-		d, err := parseBounded(string(x))
+		d, err := bounds.ParseDecimal(string(x))
 		if err != nil {
-			return decimal.Decimal{}, fmt.Errorf("is %.40s, %w", string(x), err)
+			return decimal.Decimal{}, valueError("the number", string(x), err)
 		}
 		return d, nil
 	case string:
 		s := strings.TrimSpace(x)
 		if s != x || s == "" || !isDecimalText(s) {
-			return decimal.Decimal{}, fmt.Errorf("is the string %.40q, %w", x, errNotNumber)
+			return decimal.Decimal{}, fmt.Errorf("is the string %s, which is %w", bounds.Quote(x), errNotNumber)
 		}
-		d, err := parseBounded(s)
+		d, err := bounds.ParseDecimal(s)
 		if err != nil {
-			return decimal.Decimal{}, fmt.Errorf("is the string %.40q, %w", x, err)
+			return decimal.Decimal{}, valueError("the string", x, err)
 		}
 		return d, nil
 	case int64:
@@ -409,6 +381,15 @@ func toDecimal(v any) (decimal.Decimal, error) {
 	default:
 		return decimal.Decimal{}, fmt.Errorf("is %s, %w", jsonKind(v), errNotNumber)
 	}
+}
+
+// valueError says what is wrong with the value text of the given kind.
+func valueError(kind, text string, err error) error {
+	var de *bounds.DecimalError
+	if errors.As(err, &de) {
+		return fmt.Errorf("is %s %s, which %s: %w", kind, bounds.Quote(text), de.Reason, de.Err)
+	}
+	return fmt.Errorf("is %s %s: %w", kind, bounds.Quote(text), err)
 }
 
 // isDecimalText accepts JSON-style number text: optional sign, digits with an
@@ -457,7 +438,7 @@ func scalarText(v any) (string, bool) {
 	case json.Number:
 		// 1, 1.0 and 1e0 are the same number: count them once. A number
 		// outside the supported range keeps its text, which is cheap.
-		if d, err := parseBounded(string(x)); err == nil {
+		if d, err := bounds.ParseDecimal(string(x)); err == nil {
 			return d.String(), true
 		}
 		return string(x), true

@@ -32,6 +32,17 @@ func TestValidate(t *testing.T) {
 		{"eventFrom in year 10000", func(m *Meter) { t := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC); m.EventFrom = &t },
 			[]string{"eventFrom: 10000-01-01T00:00:00Z is out of range: it falls in year 10000 in UTC"}},
 		{"eventFrom in year 9999", func(m *Meter) { t := time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC); m.EventFrom = &t }, nil},
+		{"one recursive descent", func(m *Meter) { m.ValueProperty = "$..usage.tokens" }, nil},
+		{"wildcards, slices and unions", func(m *Meter) {
+			m.GroupBy = map[string]string{"a": "$.a[*].b", "b": "$.a[1:3]", "c": "$['x','y'].z", "d": "$.a[0,2]", "e": "$.a[-1,-2]"}
+		}, nil},
+		{"two recursive descents", func(m *Meter) { m.ValueProperty = "$..x..tokens" },
+			[]string{`valueProperty: "$..x..tokens" uses recursive descent (..) more than once; a meter path may use it at most once`}},
+		{"filter", func(m *Meter) { m.GroupBy = map[string]string{"k": "$.items[?(@.kind == 'llm')].model"} },
+			[]string{`groupBy.k: "$.items[?(@.kind == 'llm')].model" uses a filter expression`}},
+		{"filter with a descent", func(m *Meter) { m.ValueProperty = "$..[?(@..tokens)]" }, []string{"uses a filter expression"}},
+		{"repeated union member", func(m *Meter) { m.ValueProperty = "$['a','a']" }, []string{`lists ['a'] twice in the union ['a','a']`}},
+		{"union of indices of both signs", func(m *Meter) { m.ValueProperty = "$.a[0,-1]" }, []string{"mixes negative and non-negative indices in the union [0,-1]"}},
 		{"every problem at once", func(m *Meter) { m.Slug = ""; m.EventType = ""; m.Aggregation = "X" },
 			[]string{"slug: required", "eventType: required", "aggregation:"}},
 	}
@@ -96,6 +107,11 @@ func TestExtract(t *testing.T) {
 		{"largest accepted", sum, `{"usage":{"value":9999999999999999999999999999999999999999}}`, "9999999999999999999999999999999999999999", "", "", ""},
 		{"smallest accepted", sum, `{"usage":{"value":-1e-30}}`, "-0.000000000000000000000000000001", "", "", ""},
 		{"zero with any exponent", sum, `{"usage":{"value":0e999}}`, "0", "", "", ""},
+		{"zero with an exponent beyond int32", sum, `{"usage":{"value":0e99999999999}}`, "0", "", "", ""},
+		{"51 digits quoted whole-length", sum, `{"usage":{"value":123456789012345678901234567890123456789012345678901}}`, "", "", "",
+			`value property $.usage.value is the number "12345678901234567890…" (51 characters), which has 51 integer digits, outside the supported range of at most 40`},
+		{"51 digits in a string", sum, `{"usage":{"value":"123456789012345678901234567890123456789012345678901"}}`, "", "", "",
+			`is the string "12345678901234567890…" (51 characters), which has 51 integer digits`},
 		{"unique huge number keeps its text", uniq, `{"user":1e20000000}`, "", "", "1e20000000", ""},
 		{"object", sum, `{"usage":{"value":{}}}`, "", "", "", "is an object"},
 		{"group of missing and null values", sum, `{"usage":{"value":1},"route":null}`, "1", "", "", ""},
@@ -266,5 +282,23 @@ func TestObserveMatchesAdd(t *testing.T) {
 				t.Errorf("%s %s = %s (count %d), Add gives %s (count %d)", name, agg, s.Value(agg), s.Count, whole.Value(agg), whole.Count)
 			}
 		}
+	}
+}
+
+// TestCompileKeepsStoredCostlyPaths: a meter stored before the path cost
+// rule still compiles, so that the server still starts; creating or
+// changing one runs Validate, which refuses it.
+func TestCompileKeepsStoredCostlyPaths(t *testing.T) {
+	m := Meter{Slug: "m", EventType: "e", Aggregation: Sum, ValueProperty: "$..x..tokens"}
+	if err := m.Validate(); err == nil {
+		t.Fatal("Validate() = nil, want the path refused")
+	}
+	c, err := Compile(m)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	got, err := c.Extract(NewData([]byte(`{"x":{"tokens":3}}`)))
+	if err != nil || got.Value.String() != "3" {
+		t.Errorf("Extract = %v, %v; want 3", got.Value, err)
 	}
 }
