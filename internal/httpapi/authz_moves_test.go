@@ -46,7 +46,7 @@ type moveWorld struct {
 	// creds of B made before the move: a read key, an ingest key, a read
 	// key bound to subject fab-1 and a portal token.
 	readB, ingestB, subjB, portalB string
-	subjPortalB                     string
+	subjPortalB                    string
 }
 
 func setupMove(t *testing.T) *moveWorld {
@@ -182,7 +182,7 @@ func TestBoundCredentialsFollowDatedOwnership(t *testing.T) {
 	// B owned fab-1 until 12:10: the seed at 11:00, three at 12:05, one at
 	// 12:07. A owns it since: one at 12:15.
 	cases := []struct {
-		who, cred, queryBase string
+		who, cred, queryBase  string
 		before, across, after int64
 	}{
 		{"A's read key", readA, "/api/v1/meters/emails/query", 0, 1, 1},

@@ -178,3 +178,11 @@ func TestOIDCSubSyntax(t *testing.T) {
 		t.Errorf("token with sub \"user\\x00admin\": %s, want 401", r)
 	}
 }
+
+// TestTimeInBodyBeyondYear9999: a time encoding/json can't read (a
+// five-digit year) is a 400 naming the member, not the parser's words.
+func TestTimeInBodyBeyondYear9999(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{})
+	r := h.do("POST", "/api/v1/keys", "application/json", `{"scope":"read","expiresAt":"10000-01-01T00:00:00Z"}`)
+	expectBad(t, r, "key expiring in year 10000", `expiresAt: \"10000-01-01T00:00:00Z\" is not an RFC 3339 time in years 0001–9999`)
+}

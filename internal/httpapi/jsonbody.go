@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,7 +56,11 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
+		var pe *time.ParseError
 		switch {
+		case errors.As(err, &pe):
+			// encoding/json does not say which member held the time.
+			return &queryError{fmt.Errorf("%s: %q is not an RFC 3339 time in years 0001–9999 (like 2026-06-20T10:00:00Z)", memberHolding(body, pe.Value), pe.Value)}
 		case errors.As(err, &se):
 			return &queryError{fmt.Errorf("body is not valid JSON at byte %d: %v", se.Offset, err)}
 		case errors.As(err, &te):
@@ -357,4 +362,18 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// memberHolding names the member of body whose value is the string val,
+// for errors that encoding/json reports without the field; "body" when
+// none is found.
+func memberHolding(body []byte, val string) string {
+	re, err := regexp.Compile(`"((?:[^"\\]|\\.)*)"\s*:\s*"` + regexp.QuoteMeta(val) + `"`)
+	if err != nil {
+		return "body"
+	}
+	if m := re.FindSubmatch(body); m != nil {
+		return string(m[1])
+	}
+	return "body"
 }
