@@ -187,6 +187,17 @@ func PlanStream(in PlanInput) (Stream, []Planned) {
 			}
 		}
 		st.PendingLate = st.PendingLate.Add(late)
+		// The excess is what the stream is above its usage now: reports
+		// taken back since it was planned are off Reported already, and
+		// an excess left from then would take back correct ones.
+		total := st.Settled
+		for _, sg := range segs {
+			total = total.Add(sg.in.Band.Reportable(sg.usage))
+		}
+		st.Excess = decimal.Zero
+		if q := total.Sub(st.Reported); q.Sign() < 0 {
+			st.Excess = q.Neg()
+		}
 		return st, nil
 	}
 	var out []Planned

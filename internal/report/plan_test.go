@@ -175,3 +175,26 @@ func TestIDsAreDeterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestPlanExcessIsRecomputedWhenNoHourIsDue(t *testing.T) {
+	start, end := month()
+	// 300, 50 and 20 were reported, then a correction of -60 made an
+	// excess of 60, and the runner took back the 50 and the 20: Reported is
+	// 300 and usage 310. A late event with no hour due must not leave the
+	// old excess of 60 standing (it would take back the 300 too).
+	in := PlanInput{
+		Stream: Stream{LastHour: t0.Add(3 * time.Hour), Reported: d("300"), Excess: d("60"),
+			Segments: []SegmentState{{Start: start, End: end, Usage: d("310")}}},
+		Segments: []SegmentInput{{Start: start, End: end, From: t0.Add(4 * time.Hour), Base: d("315"), Band: Band{UnitSize: d("1")}}},
+		Through:  t0.Add(3 * time.Hour), Decimals: 0, Lookback: time.Hour,
+	}
+	st, got := PlanStream(in)
+	if len(got) != 0 || !st.Excess.IsZero() || !st.PendingLate.Equal(d("5")) {
+		t.Fatalf("got %+v, excess %s, pending late %s; want no report, no excess, 5 pending", got, st.Excess, st.PendingLate)
+	}
+	// A correction found with no hour due is an excess at once.
+	in.Segments[0].Base = d("250")
+	if st, _ = PlanStream(in); !st.Excess.Equal(d("50")) {
+		t.Fatalf("excess %s, want 50", st.Excess)
+	}
+}
