@@ -92,7 +92,7 @@ func (p *planner) allocate(sub billing.Subscription, c billing.Customer, t Targe
 		res, err := resourceOfDeployment(c, sub, k, deps)
 		rep := Report{
 			ID: ReportID(t.Name, sub.ID, k, dim, h), StreamID: st.ID, Target: t.Name, SubscriptionID: sub.ID, CustomerID: sub.CustomerID,
-			Dimension: dim, Resource: res, Hour: h, Quantity: q, Usage: pl.Usage, Late: pl.Late,
+			Dimension: dim, Resource: res, Hour: h, Quantity: q, Usage: pl.Usage, Late: pl.Late, LateFrom: pl.LateFrom,
 			State: StatePending, NextAttemptAt: p.now, CreatedAt: p.now, UpdatedAt: p.now,
 		}
 		if err != nil {

@@ -47,8 +47,10 @@ type Stream struct {
 	// otherwise later growth is netted against it.
 	Excess decimal.Decimal
 	// PendingLate is late usage (meter units) seen while no hour was due,
-	// to be named as late in the next report.
-	PendingLate decimal.Decimal
+	// to be named as late in the next report; PendingLateFrom says where
+	// it came from (see PlanInput.LateFrom).
+	PendingLate     decimal.Decimal
+	PendingLateFrom []string `json:",omitempty"`
 	// UpdatedAt is when the stream was last planned.
 	UpdatedAt time.Time
 }
@@ -111,8 +113,10 @@ type Planned struct {
 	// segments), for the audit.
 	Usage decimal.Decimal
 	// Late is the usage, in meter units, that arrived after an earlier hour
-	// of the stream was planned and is reported in this one.
-	Late decimal.Decimal
+	// of the stream was planned and is reported in this one; LateFrom
+	// names the hours it belongs to.
+	Late     decimal.Decimal
+	LateFrom []string
 }
 
 // PlanInput is everything PlanStream needs.
@@ -129,6 +133,10 @@ type PlanInput struct {
 	// Lookback is how long after a segment's end late usage for it is
 	// still reported.
 	Lookback time.Duration
+	// LateFrom names where late usage found now comes from (each an
+	// RFC 3339 hour, or an RFC 3339 interval "start/end" of hours that were
+	// recounted); it goes with the report that carries the late usage.
+	LateFrom []string
 }
 
 // PlanStream plans the reports of the hours after in.Stream.LastHour up to
@@ -141,12 +149,14 @@ type PlanInput struct {
 // the included quantity consumes it in time order, so the hour in which it
 // runs out reports only the part above it. Usage found in hours already
 // planned (late events; a Base above the tracked usage) is reported in
-// the first hour planned now, with its amount in Planned.Late. Every
+// the first hour planned now, with its amount in Planned.Late and its
+// origin (in.LateFrom) in Planned.LateFrom. Every
 // segment the stream tracks must be among in.Segments. An hour whose
 // quantity would be zero or negative makes no report; negative growth
 // (usage corrected downwards) is netted against later hours.
 func PlanStream(in PlanInput) (Stream, []Planned) {
 	st := in.Stream
+	st.PendingLateFrom = slices.Clone(st.PendingLateFrom)
 	tracked := make(map[int64]SegmentState, len(st.Segments))
 	for _, s := range st.Segments {
 		tracked[s.Start.Unix()] = s
@@ -187,6 +197,9 @@ func PlanStream(in PlanInput) (Stream, []Planned) {
 			}
 		}
 		st.PendingLate = st.PendingLate.Add(late)
+		if !late.IsZero() {
+			st.PendingLateFrom = mergeNames(st.PendingLateFrom, in.LateFrom)
+		}
 		// The excess is what the stream is above its usage now: reports
 		// taken back since it was planned are off Reported already, and
 		// an excess left from then would take back correct ones.
@@ -202,7 +215,11 @@ func PlanStream(in PlanInput) (Stream, []Planned) {
 	}
 	var out []Planned
 	lateLeft := late.Add(st.PendingLate)
-	st.PendingLate = decimal.Zero
+	lateFrom := st.PendingLateFrom
+	if !late.IsZero() {
+		lateFrom = mergeNames(lateFrom, in.LateFrom)
+	}
+	st.PendingLate, st.PendingLateFrom = decimal.Zero, nil
 	for h := first; !h.After(in.Through); h = h.Add(time.Hour) {
 		hourUsage := decimal.Zero
 		total := st.Settled
@@ -228,7 +245,7 @@ func PlanStream(in PlanInput) (Stream, []Planned) {
 		}
 		p := Planned{Hour: h, Quantity: q, Usage: hourUsage}
 		if lateLeft.Sign() > 0 {
-			p.Late, lateLeft = lateLeft, decimal.Zero
+			p.Late, p.LateFrom, lateLeft, lateFrom = lateLeft, lateFrom, decimal.Zero, nil
 		}
 		st.Reported = st.Reported.Add(q)
 		out = append(out, p)
@@ -245,6 +262,13 @@ func PlanStream(in PlanInput) (Stream, []Planned) {
 		st.Segments = append(st.Segments, SegmentState{Start: sg.in.Start, End: sg.in.End, Usage: sg.usage})
 	}
 	return st, out
+}
+
+// mergeNames is the sorted union of two lists of late-usage origins.
+func mergeNames(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // hourOf is the start of t's UTC hour.

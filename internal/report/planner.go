@@ -18,7 +18,9 @@ type planner struct {
 	now     time.Time
 	through time.Time
 	late    map[string]time.Time
-	streams map[string]Stream
+	// lateHours are the hours of each subject's late events.
+	lateHours map[string]map[int64]bool
+	streams   map[string]Stream
 	// bySub lists the ids of each subscription's streams, so that planning
 	// one subscription does not walk every stream.
 	bySub     map[string][]string
@@ -160,6 +162,9 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 		rep    billing.Reporting
 		inputs []SegmentInput
 		busy   bool
+		// lateFrom names where usage found in hours planned earlier
+		// comes from (PlanInput.LateFrom).
+		lateFrom []string
 		// bySubject is the new hours' usage per subject (deployments only).
 		bySubject map[string]map[int64]decimal.Decimal
 	}
@@ -208,6 +213,7 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 				// lateAt is the earliest late event: later ones may lie in
 				// any segment after it.
 				isLate := hasLate && lateAt.Before(minTime(sFrom, sg.Period.End))
+				byEvents := isLate
 				if known && tracked != nil && !isLate {
 					// A meter changed since the stream was planned was
 					// rebuilt from the raw events: recount what the stream
@@ -219,6 +225,7 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 					isLate = m.UpdatedAt.After(st.UpdatedAt)
 				}
 				in := SegmentInput{Start: sg.Period.Start, End: sg.Period.End, From: sFrom, Base: decimal.Zero}
+				var lateNames []string
 				if in.Band, err = bandOf(pc, rep); err != nil {
 					return nil, nil, err
 				}
@@ -228,8 +235,14 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 					// segment it starts tracking late.
 					// A segment that ended before sFrom is counted to its
 					// end only: what follows is another segment's usage.
-					if in.Base, err = q.total(ctx, sg.Period.Start, minTime(sFrom, sg.Period.End)); err != nil {
+					recounted := minTime(sFrom, sg.Period.End)
+					if in.Base, err = q.total(ctx, sg.Period.Start, recounted); err != nil {
 						return nil, nil, err
+					}
+					if byEvents {
+						lateNames = p.lateHoursOf(c, sg.Period.Start, recounted)
+					} else {
+						lateNames = []string{hourOf(sg.Period.Start).Format(time.RFC3339) + "/" + recounted.UTC().Format(time.RFC3339)}
 					}
 				case tracked != nil:
 					in.Base = tracked.Usage
@@ -258,6 +271,7 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 					}
 				}
 				w.inputs = append(w.inputs, in)
+				w.lateFrom = mergeNames(w.lateFrom, lateNames)
 				// A tracked segment keeps its stream planned without new
 				// usage (a cancelled subscription, a charge dropped by a plan
 				// change): an expired report's quantity must reach a later
@@ -283,7 +297,7 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 			// The whole subscription's quantity, exact, to be shared out.
 			decimals = -1
 		}
-		nst, planned := PlanStream(PlanInput{Stream: st, Segments: w.inputs, Through: p.through, Decimals: decimals, Lookback: lookback})
+		nst, planned := PlanStream(PlanInput{Stream: st, Segments: w.inputs, Through: p.through, Decimals: decimals, Lookback: lookback, LateFrom: w.lateFrom})
 		nst.UpdatedAt = p.now
 		outStreams = append(outStreams, nst)
 		if split {
@@ -297,11 +311,8 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 			rep := Report{
 				ID: ReportID(w.target.Name, sub.ID, "", w.rep.Dimension, pl.Hour), StreamID: id, Target: w.target.Name,
 				SubscriptionID: sub.ID, CustomerID: sub.CustomerID, Dimension: w.rep.Dimension, Resource: res,
-				Hour: pl.Hour, Quantity: pl.Quantity, Usage: pl.Usage, Late: pl.Late,
+				Hour: pl.Hour, Quantity: pl.Quantity, Usage: pl.Usage, Late: pl.Late, LateFrom: pl.LateFrom,
 				State: StatePending, NextAttemptAt: p.now, CreatedAt: p.now, UpdatedAt: p.now,
-			}
-			if pl.Late.Sign() > 0 {
-				rep.LateFrom = lateFrom(pl, hasLate, lateAt)
 			}
 			if resErr != nil {
 				rep.State, rep.LastError = StateFailed, resErr.Error()
@@ -312,12 +323,18 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 	return outStreams, outReports, nil
 }
 
-// lateFrom says where a report's late quantity came from, for the audit.
-func lateFrom(pl Planned, hasLate bool, lateAt time.Time) []string {
-	if hasLate {
-		return []string{fmt.Sprintf("usage of %s or later, from events that arrived after that hour had been planned", hourOf(lateAt).Format(time.RFC3339))}
+// lateHoursOf names the hours in [from, to) in which the subjects c ever
+// owned had late events, each as an RFC 3339 hour.
+func (p *planner) lateHoursOf(c billing.Customer, from, to time.Time) []string {
+	var out []string
+	for _, s := range c.EverOwned() {
+		for h := range p.lateHours[s] {
+			if t := time.Unix(h, 0).UTC(); !t.Before(hourOf(from)) && t.Before(to) {
+				out = append(out, t.Format(time.RFC3339))
+			}
+		}
 	}
-	return []string{"usage found for hours planned earlier"}
+	return mergeNames(out, nil)
 }
 
 // chargeQuery reads one charge's usage for one customer, caching each

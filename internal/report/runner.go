@@ -130,8 +130,9 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 	if err != nil {
 		return stats, err
 	}
-	late := map[string]time.Time{} // subject → earliest late event time
-	lateSeq := map[string]int64{}  // subject → its first late event's seq
+	late := map[string]time.Time{}           // subject → earliest late event time
+	lateHours := map[string]map[int64]bool{} // subject → its late events' hours
+	lateSeq := map[string]int64{}            // subject → its first late event's seq
 	newCursor := cursor
 	for {
 		evs, err := r.Outbox.LateEvents(ctx, newCursor, 10000)
@@ -142,6 +143,10 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 			if t, ok := late[e.Subject]; !ok || e.Time.Before(t) {
 				late[e.Subject] = e.Time
 			}
+			if lateHours[e.Subject] == nil {
+				lateHours[e.Subject] = map[int64]bool{}
+			}
+			lateHours[e.Subject][hourOf(e.Time).Unix()] = true
 			if _, ok := lateSeq[e.Subject]; !ok {
 				lateSeq[e.Subject] = e.Seq
 			}
@@ -204,7 +209,7 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 		byID[s.ID] = s
 		bySub[s.SubscriptionID] = append(bySub[s.SubscriptionID], s.ID)
 	}
-	p := &planner{r: r, now: now, through: through, late: late, streams: byID, bySub: bySub,
+	p := &planner{r: r, now: now, through: through, late: late, lateHours: lateHours, streams: byID, bySub: bySub,
 		customers: map[string]billing.Customer{}, plans: map[string]billing.Plan{}, meters: map[string]meter.Meter{}}
 	var batchStreams []Stream
 	var batchReports []Report

@@ -54,7 +54,7 @@ import (
 //	run [crash]                           plan, then send (crash: expect the
 //	                                      injected failure)
 //	restart                               a new runner over the same store
-//	expect report <target> <dimension> <hour> qty=<q> state=<state> [late=<q>] [resource=<id>]
+//	expect report <target> <dimension> <hour> qty=<q> state=<state> [late=<q>] [late-from=<a,b>] [resource=<id>]
 //	expect reports <n>                    number of reports stored
 //	expect held <target> <resource> <dimension> <hour> <qty>   what the target accepted
 //	expect held-count <target> <n>        how many hours the target holds
@@ -457,6 +457,9 @@ func (s *scenario) expect(pos []string, opts map[string]string) {
 			}
 			if l := opts["late"]; l != "" && !r.Late.Equal(s.dec(l)) {
 				s.errorf("report %s %s %s: late %s, want %s", pos[1], pos[2], pos[3], r.Late, l)
+			}
+			if l, ok := opts["late-from"]; ok && strings.Join(r.LateFrom, ",") != l {
+				s.errorf("report %s %s %s: late from %q, want %q", pos[1], pos[2], pos[3], strings.Join(r.LateFrom, ","), l)
 			}
 			return
 		}

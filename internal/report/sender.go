@@ -203,7 +203,7 @@ func (r *Runner) sendBatch(ctx context.Context, t Target, reps []Report) batchRe
 	timeout := orDur(r.SendTimeout, DefaultSendTimeout)
 	items := make([]Item, len(reps))
 	for i, rp := range reps {
-		items[i] = Item{ID: rp.ID, Resource: rp.Resource, Dimension: rp.Dimension, Hour: rp.Hour, Quantity: rp.Quantity, Attempt: rp.Attempts + 1}
+		items[i] = Item{ID: rp.ID, Resource: rp.Resource, Dimension: rp.Dimension, Hour: rp.Hour, Quantity: rp.Quantity, Late: rp.Late, LateFrom: rp.LateFrom, Attempt: rp.Attempts + 1}
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	start := time.Now()
