@@ -291,27 +291,46 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 		if !known {
 			st = Stream{ID: id, Target: w.target.Name, SubscriptionID: sub.ID, CustomerID: sub.CustomerID, Dimension: w.rep.Dimension}
 		}
-		decimals := w.target.Sender.Capabilities().Decimals
+		caps := w.target.Sender.Capabilities()
+		_, canCancel := w.target.Sender.(Canceler)
+		in := PlanInput{Stream: st, Segments: w.inputs, Through: p.through, Decimals: caps.Decimals, Lookback: lookback,
+			Negative: caps.Negative, Refund: !caps.Negative && !canCancel, LateFrom: w.lateFrom}
 		split := w.target.Type == TypeAzure && len(deployments(c)) > 0
 		if split {
 			// The whole subscription's quantity, exact, to be shared out.
-			decimals = -1
+			in.Decimals = -1
 		}
-		nst, planned := PlanStream(PlanInput{Stream: st, Segments: w.inputs, Through: p.through, Decimals: decimals, Lookback: lookback, LateFrom: w.lateFrom})
+		nst, planned := PlanStream(in)
 		nst.UpdatedAt = p.now
 		outStreams = append(outStreams, nst)
+		if d := nst.Rounded.Sub(st.Rounded); !d.IsZero() {
+			p.r.log().Info("carried fraction settled at a period's end", "stream", id, "target", w.target.Name, "customer", c.Key,
+				"subscription", sub.ID, "dimension", w.rep.Dimension, "rounding", d.String())
+		}
+		res, resErr := ResourceFor(w.target.Type, c, sub)
+		if split {
+			res, resErr = Resource{CustomerID: c.ID, CustomerKey: c.Key, SubscriptionID: sub.ID}, nil
+		}
+		var shared []Planned
+		for _, pl := range planned {
+			if !pl.Refund {
+				shared = append(shared, pl)
+				continue
+			}
+			outReports = append(outReports, p.refund(w.target, sub, c, id, w.rep.Dimension, res, pl))
+		}
+		planned = shared
 		if split {
 			sts, reps := p.allocate(sub, c, w.target, w.rep.Dimension, st.LastHour, planned, w.bySubject)
 			outStreams = append(outStreams, sts...)
 			outReports = append(outReports, reps...)
 			continue
 		}
-		res, resErr := ResourceFor(w.target.Type, c, sub)
 		for _, pl := range planned {
 			rep := Report{
 				ID: ReportID(w.target.Name, sub.ID, "", w.rep.Dimension, pl.Hour), StreamID: id, Target: w.target.Name,
 				SubscriptionID: sub.ID, CustomerID: sub.CustomerID, Dimension: w.rep.Dimension, Resource: res,
-				Hour: pl.Hour, Quantity: pl.Quantity, Usage: pl.Usage, Late: pl.Late, LateFrom: pl.LateFrom,
+				Hour: pl.Hour, Quantity: pl.Quantity, Usage: pl.Usage, Late: pl.Late, LateFrom: pl.LateFrom, Rounding: pl.Rounding,
 				State: StatePending, NextAttemptAt: p.now, CreatedAt: p.now, UpdatedAt: p.now,
 			}
 			if resErr != nil {
@@ -335,6 +354,21 @@ func (p *planner) lateHoursOf(c billing.Customer, from, to time.Time) []string {
 		}
 	}
 	return mergeNames(out, nil)
+}
+
+// refund is the record of an excess the target keeps billing (it can
+// neither take negative quantities nor take reports back) and that no
+// later usage of the period can net: state refund, never sent, with the
+// negative quantity a person is to refund. Its message is the alert's.
+func (p *planner) refund(t Target, sub billing.Subscription, c billing.Customer, streamID, dim string, res Resource, pl Planned) Report {
+	msg := fmt.Sprintf("%s can't take usage back: customer %s (%s, subscription %s) is billed %s units of dimension %s more than its usage up to %s; refund them to the customer at %s",
+		t.Name, c.Key, resourceName(res), sub.ID, pl.Quantity.Neg(), dim, pl.Hour.Add(time.Hour).Format(time.RFC3339), t.Name)
+	return Report{
+		ID: RefundID(t.Name, sub.ID, res.Subject, dim, pl.Hour), StreamID: streamID, Target: t.Name,
+		SubscriptionID: sub.ID, CustomerID: sub.CustomerID, Dimension: dim, Resource: res,
+		Hour: pl.Hour, Quantity: pl.Quantity, Usage: pl.Usage, Late: pl.Late, LateFrom: pl.LateFrom,
+		State: StateRefund, LastError: msg, NextAttemptAt: p.now, CreatedAt: p.now, UpdatedAt: p.now,
+	}
 }
 
 // chargeQuery reads one charge's usage for one customer, caching each

@@ -41,9 +41,10 @@ const (
 )
 
 // Alert is something a person should look at: a report that failed, expired
-// or is about to miss its target's window.
+// or is about to miss its target's window, or a refund (a report in state
+// refund: usage corrected downwards that a target keeps billing).
 type Alert struct {
-	Kind    string `json:"kind"` // "failed", "expired", "deadline", "duplicate"
+	Kind    string `json:"kind"` // "failed", "expired", "deadline", "duplicate", "refund"
 	Report  Report `json:"report"`
 	Message string `json:"message"`
 }
@@ -228,10 +229,14 @@ func (r *Runner) Plan(ctx context.Context) (PlanStats, error) {
 		stats.Reports += len(batchReports)
 		// A report that fails as it is planned (the customer has no
 		// identity at the target) needs a person as much as one the target
-		// rejects.
+		// rejects; so does a refund: the target bills it and can't take it
+		// back.
 		for _, rp := range batchReports {
-			if rp.State == StateFailed {
+			switch rp.State {
+			case StateFailed:
 				r.alert(ctx, Alert{Kind: "failed", Report: rp, Message: fmt.Sprintf("report %s cannot be sent to %s: %s; fix the cause, then POST /api/v1/reports/%s/retry", rp.ID, rp.Target, rp.LastError, rp.ID)})
+			case StateRefund:
+				r.alert(ctx, Alert{Kind: "refund", Report: rp, Message: rp.LastError})
 			}
 		}
 		batchStreams, batchReports = batchStreams[:0], batchReports[:0]

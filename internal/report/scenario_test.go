@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,6 +25,7 @@ import (
 	"github.com/tally-metering/tally/internal/ingest"
 	"github.com/tally-metering/tally/internal/meter"
 	"github.com/tally-metering/tally/internal/report"
+	"github.com/tally-metering/tally/internal/report/webhook"
 	"github.com/tally-metering/tally/internal/store"
 	"github.com/tally-metering/tally/internal/store/sqlite"
 	"github.com/tally-metering/tally/internal/usage"
@@ -54,12 +57,19 @@ import (
 //	run [crash]                           plan, then send (crash: expect the
 //	                                      injected failure)
 //	restart                               a new runner over the same store
-//	expect report <target> <dimension> <hour> qty=<q> state=<state> [late=<q>] [late-from=<a,b>] [resource=<id>]
+//	expect report <target> <dimension> <hour> qty=<q> state=<state> [late=<q>] [late-from=<a,b>] [rounding=<q>] [resource=<id>]
 //	expect reports <n>                    number of reports stored
 //	expect held <target> <resource> <dimension> <hour> <qty>   what the target accepted
 //	expect held-count <target> <n>        how many hours the target holds
 //	expect attempts <target> <dimension> <hour> <n>   attempts in a report's log
-//	expect alerts <kind> <n>              alerts raised so far (failed, expired, deadline)
+//	expect alerts <kind> <n>              alerts raised so far (failed, expired, deadline, refund)
+//	expect alert <kind> <word>…           an alert of that kind says every word
+//	expect posts hooks <type> <n>         signed webhook deliveries of that type
+//	                                      (usage, correction) the receiver took
+//
+// The target hooks is a real webhook sender posting to a receiver that
+// verifies every signature; its resource is the customer's key.
+//
 //	expect at-risk <target> <n>           reports the deadline watch sees at risk
 func TestScenarios(t *testing.T) {
 	files, err := filepath.Glob("testdata/scenarios/*.txt")
@@ -88,6 +98,8 @@ type scenario struct {
 	subs    map[string]string // name → id
 	plan    *billing.PlanInput
 	alerts  map[string]int // kind → count
+	alertMs map[string][]string
+	hooks   *hookReceiver
 	evN     int
 	file    string
 	line    int
@@ -131,6 +143,11 @@ func runScenario(t *testing.T, path string) {
 			s.mu.Unlock()
 		}
 	}
+	s.hooks = newHookReceiver(t)
+	hooks, err := webhook.New(webhook.Config{URL: s.hooks.url, Secret: hookSecret}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.outbox = &crashingOutbox{Outbox: st}
 	s.store = &failingStore{Store: st}
 	s.runner = &report.Runner{
@@ -139,6 +156,7 @@ func runScenario(t *testing.T, path string) {
 			{Name: "azure", Type: report.TypeAzure, Sender: s.targets["azure"]},
 			{Name: "aws", Type: report.TypeAWS, Sender: s.targets["aws"]},
 			{Name: "stripe", Type: report.TypeStripe, Sender: cancelingTarget{s.targets["stripe"]}},
+			{Name: "hooks", Type: report.TypeWebhook, Sender: hooks},
 		},
 		SettleDelay: 5 * time.Minute, Backoff: time.Second, MaxBackoff: time.Second, Now: s.clock, Log: log,
 		Alert: s.collectAlert,
@@ -407,6 +425,10 @@ func (s *scenario) collectAlert(_ context.Context, a report.Alert) {
 		s.alerts = map[string]int{}
 	}
 	s.alerts[a.Kind]++
+	if s.alertMs == nil {
+		s.alertMs = map[string][]string{}
+	}
+	s.alertMs[a.Kind] = append(s.alertMs[a.Kind], a.Message)
 }
 
 // flushPlan stores and publishes the plan being declared, if any.
@@ -461,11 +483,17 @@ func (s *scenario) expect(pos []string, opts map[string]string) {
 			if l, ok := opts["late-from"]; ok && strings.Join(r.LateFrom, ",") != l {
 				s.errorf("report %s %s %s: late from %q, want %q", pos[1], pos[2], pos[3], strings.Join(r.LateFrom, ","), l)
 			}
+			if l := opts["rounding"]; l != "" && !r.Rounding.Equal(s.dec(l)) {
+				s.errorf("report %s %s %s: rounding %s, want %s", pos[1], pos[2], pos[3], r.Rounding, l)
+			}
 			return
 		}
 		s.errorf("no report %s %s at %s", pos[1], pos[2], pos[3])
 	case "held":
-		ft := s.targets[pos[1]]
+		var ft holder = s.hooks
+		if pos[1] != "hooks" {
+			ft = s.targets[pos[1]]
+		}
 		got, ok := ft.held(pos[2], pos[3], s.time(pos[4]))
 		if !ok || !got.Equal(s.dec(pos[5])) {
 			s.errorf("%s holds %s (present %v) for %s %s %s, want %s", pos[1], got, ok, pos[2], pos[3], pos[4], pos[5])
@@ -474,6 +502,22 @@ func (s *scenario) expect(pos []string, opts map[string]string) {
 		n, _ := strconv.Atoi(pos[2])
 		if got := s.alerts[pos[1]]; got != n {
 			s.errorf("%d %s alerts, want %d", got, pos[1], n)
+		}
+	case "alert":
+		for _, m := range s.alertMs[pos[1]] {
+			all := true
+			for _, w := range pos[2:] {
+				all = all && strings.Contains(m, w)
+			}
+			if all {
+				return
+			}
+		}
+		s.errorf("no %s alert says %q: %q", pos[1], pos[2:], s.alertMs[pos[1]])
+	case "posts":
+		n, _ := strconv.Atoi(pos[3])
+		if got := s.hooks.posts(pos[2]); got != n {
+			s.errorf("the webhook receiver took %d signed %s deliveries, want %d", got, pos[2], n)
 		}
 	case "at-risk":
 		n, _ := strconv.Atoi(pos[2])
@@ -499,7 +543,11 @@ func (s *scenario) expect(pos []string, opts map[string]string) {
 		s.errorf("no report %s %s at %s", pos[1], pos[2], pos[3])
 	case "held-count":
 		n, _ := strconv.Atoi(pos[2])
-		if got := s.targets[pos[1]].count(); got != n {
+		var ft holder = s.hooks
+		if pos[1] != "hooks" {
+			ft = s.targets[pos[1]]
+		}
+		if got := ft.count(); got != n {
 			s.errorf("%s holds %d hours, want %d", pos[1], got, n)
 		}
 	default:
@@ -626,6 +674,86 @@ func (f *fakeTarget) Send(ctx context.Context, items []report.Item) ([]report.Re
 }
 
 var _ store.Store = (*sqlite.DB)(nil)
+
+// holder is a target as the expectations see it.
+type holder interface {
+	held(res, dim string, hour time.Time) (decimal.Decimal, bool)
+	count() int
+}
+
+const hookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// hookReceiver is a webhook receiver as a vendor would write one: it
+// verifies every delivery's signature, takes each webhook-id once (409 for
+// a second delivery) and keeps what it took per customer, dimension and
+// hour.
+type hookReceiver struct {
+	t    *testing.T
+	url  string
+	mu   sync.Mutex
+	seen map[string]bool
+	got  map[string]decimal.Decimal
+	byTy map[string]int
+}
+
+func newHookReceiver(t *testing.T) *hookReceiver {
+	h := &hookReceiver{t: t, seen: map[string]bool{}, got: map[string]decimal.Decimal{}, byTy: map[string]int{}}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	h.url = srv.URL
+	return h
+}
+
+func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if err := webhook.VerifyAt(hookSecret, r.Header, body, time.Now()); err != nil {
+		h.t.Errorf("webhook receiver: %v", err)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	var p webhook.Payload
+	if err := json.Unmarshal(body, &p); err != nil {
+		h.t.Errorf("webhook receiver: %v", err)
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	q, err := decimal.NewFromString(p.Quantity)
+	hour, herr := time.Parse(time.RFC3339, p.Hour)
+	if err != nil || herr != nil || p.ID != r.Header.Get(webhook.HeaderID) {
+		h.t.Errorf("webhook receiver: bad payload %s", body)
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.seen[p.ID] {
+		w.WriteHeader(http.StatusConflict)
+		return
+	}
+	h.seen[p.ID] = true
+	h.byTy[p.Type]++
+	k := key(p.Resource.CustomerKey, p.Dimension, hour)
+	h.got[k] = h.got[k].Add(q)
+}
+
+func (h *hookReceiver) held(res, dim string, hour time.Time) (decimal.Decimal, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.got[key(res, dim, hour)]
+	return v, ok
+}
+
+func (h *hookReceiver) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.got)
+}
+
+func (h *hookReceiver) posts(typ string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byTy[typ]
+}
 
 // cancelingTarget is a fakeTarget that takes back accepted reports within
 // 24 hours of accepting them, as Stripe's meter event adjustments do.
