@@ -468,3 +468,37 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// The correction shown in docs/reporting.md is what the sender posts and
+// verifies under the specification's test secret.
+func TestDocumentedCorrection(t *testing.T) {
+	const (
+		id   = "rpt_95dbbb84ba96321aea79d364abab3506"
+		ts   = "1772334301"
+		sig  = "v1,mL4JO2eY5Vabm7lGuaMitUud0MhgbaINuPpZNgKNVdE="
+		body = `{"id":"rpt_95dbbb84ba96321aea79d364abab3506","type":"correction","resource":{"customerId":"c-acme","customerKey":"acme","subscriptionId":"s-s1"},"dimension":"api_calls","hour":"2026-03-01T03:00:00Z","quantity":"-60","late":"-60","lateFrom":["2026-03-01T01:00:00Z"],"attempt":1}`
+	)
+	at := time.Unix(1772334301, 0)
+	if got := report.ReportID("hooks", "s-s1", "", "api_calls", time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)); got != id {
+		t.Errorf("report id %s, documented %s", got, id)
+	}
+	s, rc := setup(t, func(w http.ResponseWriter, r *http.Request) {})
+	s.now = func() time.Time { return at }
+	it := report.Item{ID: id, Resource: report.Resource{CustomerID: "c-acme", CustomerKey: "acme", SubscriptionID: "s-s1"}, Dimension: "api_calls",
+		Hour: time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC), Quantity: decimal.RequireFromString("-60"), Late: decimal.RequireFromString("-60"),
+		LateFrom: []string{"2026-03-01T01:00:00Z"}, Attempt: 1}
+	if _, err := s.Send(t.Context(), []report.Item{it}); err != nil {
+		t.Fatal(err)
+	}
+	reqs, bodies := rc.got()
+	if string(bodies[0]) != body || reqs[0].Header.Get(HeaderTimestamp) != ts || reqs[0].Header.Get(HeaderSignature) != sig {
+		t.Errorf("posted %s with %s %s, documented %s with %s %s", bodies[0], reqs[0].Header.Get(HeaderTimestamp), reqs[0].Header.Get(HeaderSignature), body, ts, sig)
+	}
+	h := http.Header{}
+	h.Set(HeaderID, id)
+	h.Set(HeaderTimestamp, ts)
+	h.Set(HeaderSignature, sig)
+	if err := VerifyAt(vectorSecret, h, []byte(body), at); err != nil {
+		t.Errorf("the documented correction does not verify: %v", err)
+	}
+}
