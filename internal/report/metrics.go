@@ -28,7 +28,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tally_report_deliveries_total", Help: "Report delivery attempts by target and outcome (accepted, duplicate, expired, rejected, retry, error)."},
 			[]string{"target", "outcome"}),
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tally_report_alerts_total", Help: "Reporting alerts by kind (failed, expired, deadline)."},
+			Name: "tally_report_alerts_total", Help: "Reporting alerts by kind (failed, expired, deadline, duplicate, refund)."},
 			[]string{"kind"}),
 		atRiskG: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tally_reports_at_risk", Help: "Reports still unaccepted within the alert margin of their target's window."},

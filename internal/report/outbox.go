@@ -34,10 +34,15 @@ const (
 	// StateCancelled is an accepted report the target took back (a
 	// correction); its quantity is reported again, net, in a later hour.
 	StateCancelled State = "cancelled"
+	// StateRefund is never sent: it records usage corrected downwards that
+	// a target which can neither take it back nor take a negative quantity
+	// (Azure, AWS) keeps billing, with the negative Quantity a person is to
+	// refund there. An alert (refund) says so.
+	StateRefund State = "refund"
 )
 
 // States lists every state, in life-cycle order.
-var States = []State{StatePending, StateSending, StateAccepted, StateDuplicate, StateExpired, StateFailed, StateCancelled}
+var States = []State{StatePending, StateSending, StateAccepted, StateDuplicate, StateExpired, StateFailed, StateCancelled, StateRefund}
 
 // Report is one quantity for one target, resource, dimension and hour, with
 // where its delivery stands.
@@ -58,6 +63,10 @@ type Report struct {
 	Usage    decimal.Decimal `json:"usage"`
 	Late     decimal.Decimal `json:"late"`
 	LateFrom []string        `json:"lateFrom,omitempty"`
+	// Rounding is the carried fraction settled in this report at the end
+	// of a billing period: the part added by rounding up to one more unit,
+	// or, negative, the part dropped.
+	Rounding decimal.Decimal `json:"rounding,omitzero"`
 	State    State           `json:"state"`
 	Attempts int             `json:"attempts"`
 	// FirstAttemptAt is when the report was first handed to its target.

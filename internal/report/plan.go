@@ -47,8 +47,18 @@ type Stream struct {
 	// otherwise later growth is netted against it.
 	Excess decimal.Decimal
 	// PendingLate is late usage (meter units) seen while no hour was due,
-	// to be named as late in the next report.
-	PendingLate decimal.Decimal
+	// to be named as late in the next report; PendingLateFrom says where
+	// it came from (see PlanInput.LateFrom).
+	PendingLate     decimal.Decimal
+	PendingLateFrom []string `json:",omitempty"`
+	// Refunded is the excess written off at segment ends for a target that
+	// can neither take negative quantities nor take reports back: billed
+	// there, and to be refunded by hand (target units).
+	Refunded decimal.Decimal
+	// Rounded is what settling carried fractions at segment ends changed
+	// (target units): plus the part added by rounding up, minus the part
+	// dropped. It counts as reportable, so neither is ever reported again.
+	Rounded decimal.Decimal
 	// UpdatedAt is when the stream was last planned.
 	UpdatedAt time.Time
 }
@@ -111,8 +121,16 @@ type Planned struct {
 	// segments), for the audit.
 	Usage decimal.Decimal
 	// Late is the usage, in meter units, that arrived after an earlier hour
-	// of the stream was planned and is reported in this one.
-	Late decimal.Decimal
+	// of the stream was planned and is reported in this one (negative for
+	// a correction); LateFrom names the hours it belongs to.
+	Late     decimal.Decimal
+	LateFrom []string
+	// Refund marks a correction the target can't take (Quantity is
+	// negative): billed there, it is to be refunded by hand, not sent.
+	Refund bool
+	// Rounding is the carried fraction settled in this hour: the part added
+	// by rounding up to one more unit, or, negative, the part dropped.
+	Rounding decimal.Decimal
 }
 
 // PlanInput is everything PlanStream needs.
@@ -129,6 +147,17 @@ type PlanInput struct {
 	// Lookback is how long after a segment's end late usage for it is
 	// still reported.
 	Lookback time.Duration
+	// Negative says the target takes negative quantities (a webhook
+	// receiver): usage corrected downwards is reported as such.
+	Negative bool
+	// Refund says the target can neither take negative quantities nor
+	// take reports back (Azure, AWS): an excess still un-netted when a
+	// segment ends is planned as a refund.
+	Refund bool
+	// LateFrom names where late usage found now comes from (each an
+	// RFC 3339 hour, or an RFC 3339 interval "start/end" of hours that were
+	// recounted); it goes with the report that carries the late usage.
+	LateFrom []string
 }
 
 // PlanStream plans the reports of the hours after in.Stream.LastHour up to
@@ -136,17 +165,31 @@ type PlanInput struct {
 //
 // Each hour H reports the growth of the stream's cumulative reportable
 // quantity: Settled plus, per segment, Band.Reportable(usage of the segment
-// up to H's end), minus what is Reported already, cut to the target's
-// decimals (the fraction is carried to the next hour). Usage that consumes
-// the included quantity consumes it in time order, so the hour in which it
-// runs out reports only the part above it. Usage found in hours already
-// planned (late events; a Base above the tracked usage) is reported in
-// the first hour planned now, with its amount in Planned.Late. Every
-// segment the stream tracks must be among in.Segments. An hour whose
-// quantity would be zero or negative makes no report; negative growth
-// (usage corrected downwards) is netted against later hours.
+// up to H's end), plus Rounded, minus what is billed already (Reported
+// less Refunded), cut to the target's decimals (the fraction is carried to
+// the next hour). Usage that consumes the included quantity consumes it in
+// time order, so the hour in which it runs out reports only the part above
+// it. Usage found in hours already planned (late events; a Base above the
+// tracked usage) is reported in the first hour planned now, with its amount
+// in Planned.Late and its origin (in.LateFrom) in Planned.LateFrom. Every
+// segment the stream tracks must be among in.Segments.
+//
+// Negative growth (usage corrected downwards) is reported as a negative
+// quantity to a target that takes one (in.Negative). Otherwise it is the
+// stream's Excess, netted against later growth, and, with in.Refund, what
+// is still un-netted when a segment ends (or when no segment is open any
+// more) is written off into Refunded and planned as a refund: a Planned
+// with Refund set and the negative quantity, which is not to be sent.
+//
+// The fraction carried for a target with limited decimals is settled at
+// the end of the hour in which a segment ends (and in every hour planned
+// when no segment is open any more): half a unit of the target's
+// precision or more rounds up to one more unit in that hour's report,
+// less is dropped; either way Rounded records the difference, so that the
+// unit added is never billed again and the part dropped never resurfaces.
 func PlanStream(in PlanInput) (Stream, []Planned) {
 	st := in.Stream
+	st.PendingLateFrom = slices.Clone(st.PendingLateFrom)
 	tracked := make(map[int64]SegmentState, len(st.Segments))
 	for _, s := range st.Segments {
 		tracked[s.Start.Unix()] = s
@@ -175,9 +218,19 @@ func PlanStream(in PlanInput) (Stream, []Planned) {
 			late = late.Add(sg.Base)
 		}
 	}
+	// position is how much more the stream's usage makes reportable than
+	// the target bills now (negative: an excess).
+	position := func() decimal.Decimal {
+		total := st.Settled.Add(st.Rounded)
+		for _, sg := range segs {
+			total = total.Add(sg.in.Band.Reportable(sg.usage))
+		}
+		return total.Sub(st.Reported.Sub(st.Refunded))
+	}
 	if first.After(in.Through) {
 		// No hour to plan: remember what late usage was seen, to report it
-		// with the next hour.
+		// with the next hour, and how far the stream is above its usage
+		// now (a correction a Canceler target can take back at once).
 		st.Segments = slices.Clone(st.Segments)
 		for i := range st.Segments {
 			for _, sg := range segs {
@@ -187,40 +240,75 @@ func PlanStream(in PlanInput) (Stream, []Planned) {
 			}
 		}
 		st.PendingLate = st.PendingLate.Add(late)
+		if !late.IsZero() {
+			st.PendingLateFrom = mergeNames(st.PendingLateFrom, in.LateFrom)
+		}
+		st.Excess = decimal.Zero
+		if q := position(); q.Sign() < 0 {
+			st.Excess = q.Neg()
+		}
 		return st, nil
 	}
 	var out []Planned
 	lateLeft := late.Add(st.PendingLate)
-	st.PendingLate = decimal.Zero
+	lateFrom := st.PendingLateFrom
+	if !late.IsZero() {
+		lateFrom = mergeNames(lateFrom, in.LateFrom)
+	}
+	st.PendingLate, st.PendingLateFrom = decimal.Zero, nil
+	unit := decimal.New(1, -in.Decimals)
 	for h := first; !h.After(in.Through); h = h.Add(time.Hour) {
 		hourUsage := decimal.Zero
-		total := st.Settled
+		end := h.Add(time.Hour)
+		settle, open := false, false
 		for i := range segs {
 			sg := &segs[i]
 			if u, ok := sg.in.Hours[h.Unix()]; ok {
 				sg.usage = sg.usage.Add(u)
 				hourUsage = hourUsage.Add(u)
 			}
-			total = total.Add(sg.in.Band.Reportable(sg.usage))
+			settle = settle || sg.in.End.After(h) && !sg.in.End.After(end)
+			open = open || sg.in.End.After(end)
 		}
-		q := total.Sub(st.Reported)
-		st.Excess = decimal.Zero
-		if q.Sign() < 0 {
-			st.Excess = q.Neg()
-		}
-		if in.Decimals >= 0 {
-			q = q.Truncate(in.Decimals)
-		}
+		settle = settle || !open
 		st.LastHour = h
-		if q.Sign() <= 0 {
+		st.Excess = decimal.Zero
+		p := Planned{Hour: h, Usage: hourUsage}
+		q := position()
+		switch {
+		case q.Sign() < 0 && in.Negative:
+		case q.Sign() < 0 && in.Refund && settle:
+			// Nothing later in the period can net it: the target keeps
+			// billing it unless a person refunds it.
+			st.Refunded = st.Refunded.Add(q.Neg())
+			p.Refund = true
+			out = append(out, p.withQuantity(q))
+			continue
+		case q.Sign() < 0:
+			st.Excess = q.Neg()
 			continue
 		}
-		p := Planned{Hour: h, Quantity: q, Usage: hourUsage}
-		if lateLeft.Sign() > 0 {
-			p.Late, lateLeft = lateLeft, decimal.Zero
+		if in.Decimals >= 0 {
+			exact := q
+			q = q.Truncate(in.Decimals)
+			if frac := exact.Sub(q); settle && frac.Sign() > 0 {
+				if frac.GreaterThanOrEqual(unit.Div(decimal.NewFromInt(2))) {
+					q = q.Add(unit)
+					p.Rounding = unit.Sub(frac)
+				} else {
+					p.Rounding = frac.Neg()
+				}
+				st.Rounded = st.Rounded.Add(p.Rounding)
+			}
+		}
+		if q.IsZero() {
+			continue
+		}
+		if !lateLeft.IsZero() {
+			p.Late, p.LateFrom, lateLeft, lateFrom = lateLeft, lateFrom, decimal.Zero, nil
 		}
 		st.Reported = st.Reported.Add(q)
-		out = append(out, p)
+		out = append(out, p.withQuantity(q))
 	}
 	// New tracked state: every input segment with the usage seen through
 	// the last planned hour; segments past the lookback are settled.
@@ -234,6 +322,18 @@ func PlanStream(in PlanInput) (Stream, []Planned) {
 		st.Segments = append(st.Segments, SegmentState{Start: sg.in.Start, End: sg.in.End, Usage: sg.usage})
 	}
 	return st, out
+}
+
+func (p Planned) withQuantity(q decimal.Decimal) Planned {
+	p.Quantity = q
+	return p
+}
+
+// mergeNames is the sorted union of two lists of late-usage origins.
+func mergeNames(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // hourOf is the start of t's UTC hour.
@@ -250,6 +350,12 @@ func StreamID(target, subscriptionID, subject, dimension string) string {
 // idempotency key.
 func ReportID(target, subscriptionID, subject, dimension string, hour time.Time) string {
 	return "rpt_" + digest(target, subscriptionID, subject, dimension, fmt.Sprint(hour.UTC().Unix()))
+}
+
+// RefundID is the deterministic identity of a refund record (a report in
+// state refund) of the same stream and hour.
+func RefundID(target, subscriptionID, subject, dimension string, hour time.Time) string {
+	return "rfd_" + digest(target, subscriptionID, subject, dimension, fmt.Sprint(hour.UTC().Unix()), "refund")
 }
 
 func digest(parts ...string) string {

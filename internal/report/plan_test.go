@@ -175,3 +175,112 @@ func TestIDsAreDeterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestPlanExcessIsRecomputedWhenNoHourIsDue(t *testing.T) {
+	start, end := month()
+	// 300, 50 and 20 were reported, then a correction of -60 made an
+	// excess of 60, and the runner took back the 50 and the 20: Reported is
+	// 300 and usage 310. A late event with no hour due must not leave the
+	// old excess of 60 standing (it would take back the 300 too).
+	in := PlanInput{
+		Stream: Stream{LastHour: t0.Add(3 * time.Hour), Reported: d("300"), Excess: d("60"),
+			Segments: []SegmentState{{Start: start, End: end, Usage: d("310")}}},
+		Segments: []SegmentInput{{Start: start, End: end, From: t0.Add(4 * time.Hour), Base: d("315"), Band: Band{UnitSize: d("1")}}},
+		Through:  t0.Add(3 * time.Hour), Decimals: 0, Lookback: time.Hour,
+	}
+	st, got := PlanStream(in)
+	if len(got) != 0 || !st.Excess.IsZero() || !st.PendingLate.Equal(d("5")) {
+		t.Fatalf("got %+v, excess %s, pending late %s; want no report, no excess, 5 pending", got, st.Excess, st.PendingLate)
+	}
+	// A correction found with no hour due is an excess at once.
+	in.Segments[0].Base = d("250")
+	if st, _ = PlanStream(in); !st.Excess.Equal(d("50")) {
+		t.Fatalf("excess %s, want 50", st.Excess)
+	}
+}
+
+func TestPlanCorrectionsByTarget(t *testing.T) {
+	start, end := month()
+	last := end.Add(-time.Hour)
+	// 10 reported in hour 0, -4 in hour 1, nothing until the period's last
+	// hour, which has 1.
+	usage := hours("10", "-4")
+	usage[last.Unix()] = d("1")
+	base := PlanInput{
+		Segments: []SegmentInput{{Start: start, End: end, From: start, Band: Band{UnitSize: d("1")}, Hours: usage}},
+		Through:  last, Decimals: 0, Lookback: time.Hour,
+	}
+	t.Run("negative quantities", func(t *testing.T) {
+		in := base
+		in.Negative, in.Decimals = true, -1
+		st, got := PlanStream(in)
+		check(t, got, []want{{0, "10", ""}, {1, "-4", ""}, {int(last.Sub(t0) / time.Hour), "1", ""}})
+		if !st.Reported.Equal(d("7")) || !st.Excess.IsZero() {
+			t.Fatalf("reported %s excess %s", st.Reported, st.Excess)
+		}
+	})
+	t.Run("refund at the period's end", func(t *testing.T) {
+		in := base
+		in.Refund = true
+		st, got := PlanStream(in)
+		if len(got) != 2 || !got[1].Refund || !got[1].Quantity.Equal(d("-3")) || !got[1].Hour.Equal(last) {
+			t.Fatalf("got %+v, want 10 then a refund of 3 in the last hour", got)
+		}
+		if !st.Refunded.Equal(d("3")) || !st.Excess.IsZero() || !st.Reported.Equal(d("10")) {
+			t.Fatalf("refunded %s excess %s reported %s", st.Refunded, st.Excess, st.Reported)
+		}
+		// The next period reports its usage in full.
+		in.Stream = st
+		next := end.AddDate(0, 1, 0)
+		in.Segments = append(in.Segments, SegmentInput{Start: end, End: next, From: end, Band: Band{UnitSize: d("1")},
+			Hours: map[int64]decimal.Decimal{end.Unix(): d("2")}})
+		in.Segments[0].From, in.Segments[0].Base, in.Segments[0].Hours = end, d("7"), nil
+		in.Through = end
+		_, got = PlanStream(in)
+		if len(got) != 1 || got[0].Refund || !got[0].Quantity.Equal(d("2")) {
+			t.Fatalf("got %+v, want 2 in the next period", got)
+		}
+	})
+	t.Run("netted without refund (Canceler)", func(t *testing.T) {
+		st, got := PlanStream(base)
+		check(t, got, []want{{0, "10", ""}})
+		if !st.Excess.Equal(d("3")) {
+			t.Fatalf("excess %s, want 3", st.Excess)
+		}
+	})
+}
+
+func TestPlanFractionSettledAtPeriodEnd(t *testing.T) {
+	start, end := month()
+	last := end.Add(-time.Hour)
+	for _, tt := range []struct {
+		name, carried string
+		want          []want
+		rounded       string
+	}{
+		{"half rounds up", "2.5", []want{{0, "2", ""}, {int(last.Sub(t0) / time.Hour), "1", ""}}, "0.5"},
+		{"below half is dropped", "2.49", []want{{0, "2", ""}}, "-0.49"},
+		{"no fraction", "2", []want{{0, "2", ""}}, "0"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			in := PlanInput{
+				Segments: []SegmentInput{{Start: start, End: end, From: start, Band: Band{UnitSize: d("1")}, Hours: hours(tt.carried)}},
+				Through:  last, Decimals: 0, Lookback: time.Hour,
+			}
+			st, got := PlanStream(in)
+			check(t, got, tt.want)
+			if !st.Rounded.Equal(d(tt.rounded)) {
+				t.Fatalf("rounded %s, want %s", st.Rounded, tt.rounded)
+			}
+			// Nothing of it reaches the next period.
+			in.Stream = st
+			in.Segments[0].From, in.Segments[0].Base, in.Segments[0].Hours = end, d(tt.carried), nil
+			in.Segments = append(in.Segments, SegmentInput{Start: end, End: end.AddDate(0, 1, 0), From: end, Band: Band{UnitSize: d("1")},
+				Hours: map[int64]decimal.Decimal{end.Unix(): d("0.6")}})
+			in.Through = end.Add(time.Hour)
+			if _, got = PlanStream(in); len(got) != 0 {
+				t.Fatalf("the next period reports %+v for 0.6 of its own", got)
+			}
+		})
+	}
+}

@@ -23,7 +23,7 @@ import (
 	"github.com/tally-metering/tally/internal/ingest"
 	"github.com/tally-metering/tally/internal/meter"
 	"github.com/tally-metering/tally/internal/report"
-	"github.com/tally-metering/tally/internal/store"
+	"github.com/tally-metering/tally/internal/report/webhook"
 	"github.com/tally-metering/tally/internal/store/sqlite"
 	"github.com/tally-metering/tally/internal/usage"
 )
@@ -54,12 +54,19 @@ import (
 //	run [crash]                           plan, then send (crash: expect the
 //	                                      injected failure)
 //	restart                               a new runner over the same store
-//	expect report <target> <dimension> <hour> qty=<q> state=<state> [late=<q>] [resource=<id>]
+//	expect report <target> <dimension> <hour> qty=<q> state=<state> [late=<q>] [late-from=<a,b>] [rounding=<q>] [resource=<id>]
 //	expect reports <n>                    number of reports stored
 //	expect held <target> <resource> <dimension> <hour> <qty>   what the target accepted
 //	expect held-count <target> <n>        how many hours the target holds
 //	expect attempts <target> <dimension> <hour> <n>   attempts in a report's log
-//	expect alerts <kind> <n>              alerts raised so far (failed, expired, deadline)
+//	expect alerts <kind> <n>              alerts raised so far (failed, expired, deadline, refund)
+//	expect alert <kind> <word>…           an alert of that kind says every word
+//	expect posts hooks <type> <n>         signed webhook deliveries of that type
+//	                                      (usage, correction) the receiver took
+//
+// The target hooks is a real webhook sender posting to a receiver that
+// verifies every signature; its resource is the customer's key.
+//
 //	expect at-risk <target> <n>           reports the deadline watch sees at risk
 func TestScenarios(t *testing.T) {
 	files, err := filepath.Glob("testdata/scenarios/*.txt")
@@ -88,6 +95,8 @@ type scenario struct {
 	subs    map[string]string // name → id
 	plan    *billing.PlanInput
 	alerts  map[string]int // kind → count
+	alertMs map[string][]string
+	hooks   *hookReceiver
 	evN     int
 	file    string
 	line    int
@@ -131,6 +140,11 @@ func runScenario(t *testing.T, path string) {
 			s.mu.Unlock()
 		}
 	}
+	s.hooks = newHookReceiver(t)
+	hooks, err := webhook.New(webhook.Config{URL: s.hooks.url, Secret: hookSecret}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.outbox = &crashingOutbox{Outbox: st}
 	s.store = &failingStore{Store: st}
 	s.runner = &report.Runner{
@@ -139,6 +153,7 @@ func runScenario(t *testing.T, path string) {
 			{Name: "azure", Type: report.TypeAzure, Sender: s.targets["azure"]},
 			{Name: "aws", Type: report.TypeAWS, Sender: s.targets["aws"]},
 			{Name: "stripe", Type: report.TypeStripe, Sender: cancelingTarget{s.targets["stripe"]}},
+			{Name: "hooks", Type: report.TypeWebhook, Sender: hooks},
 		},
 		SettleDelay: 5 * time.Minute, Backoff: time.Second, MaxBackoff: time.Second, Now: s.clock, Log: log,
 		Alert: s.collectAlert,
@@ -407,6 +422,10 @@ func (s *scenario) collectAlert(_ context.Context, a report.Alert) {
 		s.alerts = map[string]int{}
 	}
 	s.alerts[a.Kind]++
+	if s.alertMs == nil {
+		s.alertMs = map[string][]string{}
+	}
+	s.alertMs[a.Kind] = append(s.alertMs[a.Kind], a.Message)
 }
 
 // flushPlan stores and publishes the plan being declared, if any.
@@ -458,11 +477,20 @@ func (s *scenario) expect(pos []string, opts map[string]string) {
 			if l := opts["late"]; l != "" && !r.Late.Equal(s.dec(l)) {
 				s.errorf("report %s %s %s: late %s, want %s", pos[1], pos[2], pos[3], r.Late, l)
 			}
+			if l, ok := opts["late-from"]; ok && strings.Join(r.LateFrom, ",") != l {
+				s.errorf("report %s %s %s: late from %q, want %q", pos[1], pos[2], pos[3], strings.Join(r.LateFrom, ","), l)
+			}
+			if l := opts["rounding"]; l != "" && !r.Rounding.Equal(s.dec(l)) {
+				s.errorf("report %s %s %s: rounding %s, want %s", pos[1], pos[2], pos[3], r.Rounding, l)
+			}
 			return
 		}
 		s.errorf("no report %s %s at %s", pos[1], pos[2], pos[3])
 	case "held":
-		ft := s.targets[pos[1]]
+		var ft holder = s.hooks
+		if pos[1] != "hooks" {
+			ft = s.targets[pos[1]]
+		}
 		got, ok := ft.held(pos[2], pos[3], s.time(pos[4]))
 		if !ok || !got.Equal(s.dec(pos[5])) {
 			s.errorf("%s holds %s (present %v) for %s %s %s, want %s", pos[1], got, ok, pos[2], pos[3], pos[4], pos[5])
@@ -471,6 +499,22 @@ func (s *scenario) expect(pos []string, opts map[string]string) {
 		n, _ := strconv.Atoi(pos[2])
 		if got := s.alerts[pos[1]]; got != n {
 			s.errorf("%d %s alerts, want %d", got, pos[1], n)
+		}
+	case "alert":
+		for _, m := range s.alertMs[pos[1]] {
+			all := true
+			for _, w := range pos[2:] {
+				all = all && strings.Contains(m, w)
+			}
+			if all {
+				return
+			}
+		}
+		s.errorf("no %s alert says %q: %q", pos[1], pos[2:], s.alertMs[pos[1]])
+	case "posts":
+		n, _ := strconv.Atoi(pos[3])
+		if got := s.hooks.posts(pos[2]); got != n {
+			s.errorf("the webhook receiver took %d signed %s deliveries, want %d", got, pos[2], n)
 		}
 	case "at-risk":
 		n, _ := strconv.Atoi(pos[2])
@@ -496,182 +540,14 @@ func (s *scenario) expect(pos []string, opts map[string]string) {
 		s.errorf("no report %s %s at %s", pos[1], pos[2], pos[3])
 	case "held-count":
 		n, _ := strconv.Atoi(pos[2])
-		if got := s.targets[pos[1]].count(); got != n {
+		var ft holder = s.hooks
+		if pos[1] != "hooks" {
+			ft = s.targets[pos[1]]
+		}
+		if got := ft.count(); got != n {
 			s.errorf("%s holds %d hours, want %d", pos[1], got, n)
 		}
 	default:
 		s.fatalf("unknown expectation %q", pos[0])
 	}
-}
-
-// fakeTarget follows the marketplaces' rules: first write wins per
-// resource, dimension and hour; hours older than the window expire.
-type fakeTarget struct {
-	mu     sync.Mutex
-	now    func() time.Time
-	caps   report.Capabilities
-	got    map[string]decimal.Decimal
-	faults []string
-	// advance moves the scenario's clock (a slow call).
-	advance func(time.Duration)
-	// calls counts Send calls in the current run; stop ends the run's
-	// context past maxCallsPerRun.
-	calls int
-	stop  func()
-	// refuseCancel is how many more cancellations are refused.
-	refuseCancel int
-}
-
-// maxCallsPerRun is more Send calls than any scenario's run needs.
-const maxCallsPerRun = 1000
-
-func newFakeTarget(now func() time.Time, caps report.Capabilities) *fakeTarget {
-	return &fakeTarget{now: now, caps: caps, got: map[string]decimal.Decimal{}}
-}
-
-func (f *fakeTarget) inject(kind string, n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if kind == "refuse-cancel" {
-		f.refuseCancel += n
-		return
-	}
-	for range n {
-		f.faults = append(f.faults, kind)
-	}
-}
-
-func key(res, dim string, hour time.Time) string {
-	return res + "|" + dim + "|" + hour.UTC().Format(time.RFC3339)
-}
-
-func resourceOf(r report.Resource) string {
-	if r.AzureResourceID != "" {
-		return r.AzureResourceID
-	}
-	if r.AzureResourceURI != "" {
-		return r.AzureResourceURI
-	}
-	if r.StripeCustomerID != "" {
-		return r.StripeCustomerID
-	}
-	return r.AWSCustomerIdentifier
-}
-
-func (f *fakeTarget) held(res, dim string, hour time.Time) (decimal.Decimal, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	v, ok := f.got[key(res, dim, hour)]
-	return v, ok
-}
-
-func (f *fakeTarget) count() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.got)
-}
-
-func (f *fakeTarget) Capabilities() report.Capabilities { return f.caps }
-
-func (f *fakeTarget) Send(ctx context.Context, items []report.Item) ([]report.Result, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	fault := ""
-	if len(f.faults) > 0 {
-		fault, f.faults = f.faults[0], f.faults[1:]
-	}
-	if f.calls++; f.calls > maxCallsPerRun && f.stop != nil {
-		f.stop()
-	}
-	if fault == "slow" {
-		f.advance(time.Minute)
-		return nil, fmt.Errorf("503 service unavailable after a minute")
-	}
-	if fault == "5xx" {
-		return nil, fmt.Errorf("503 service unavailable")
-	}
-	out := make([]report.Result, len(items))
-	for i, it := range items {
-		if !it.Quantity.IsPositive() {
-			out[i] = report.Result{Outcome: report.Rejected, Code: "InvalidQuantity"}
-			continue
-		}
-		if f.caps.Decimals >= 0 && !it.Quantity.Equal(it.Quantity.Truncate(f.caps.Decimals)) {
-			out[i] = report.Result{Outcome: report.Rejected, Code: "InvalidQuantity", Message: "too many decimals: " + it.Quantity.String()}
-			continue
-		}
-		switch {
-		case fault == "reject":
-			out[i] = report.Result{Outcome: report.Rejected, Code: "ResourceNotFound"}
-			continue
-		case fault == "expire" || f.now().Sub(it.Hour) > f.caps.Window:
-			out[i] = report.Result{Outcome: report.Expired, Code: "Expired"}
-			continue
-		}
-		k := key(resourceOf(it.Resource), it.Dimension, it.Hour)
-		if _, dup := f.got[k]; dup {
-			out[i] = report.Result{Outcome: report.Duplicate, Code: "Duplicate"}
-			continue
-		}
-		f.got[k] = it.Quantity
-		out[i] = report.Result{Outcome: report.Accepted, Code: "Accepted", Response: json.RawMessage(`{"status":"Accepted"}`)}
-	}
-	if fault == "drop" {
-		return nil, fmt.Errorf("connection reset after the target accepted")
-	}
-	return out, nil
-}
-
-var _ store.Store = (*sqlite.DB)(nil)
-
-// cancelingTarget is a fakeTarget that takes back accepted reports within
-// 24 hours of accepting them, as Stripe's meter event adjustments do.
-type cancelingTarget struct{ *fakeTarget }
-
-func (c cancelingTarget) CancelWindow() time.Duration { return 24 * time.Hour }
-
-func (c cancelingTarget) Cancel(_ context.Context, it report.Item) (report.Result, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k := key(resourceOf(it.Resource), it.Dimension, it.Hour)
-	if _, ok := c.got[k]; !ok {
-		return report.Result{Outcome: report.Rejected, Code: "resource_missing"}, nil
-	}
-	if c.refuseCancel > 0 {
-		c.refuseCancel--
-		return report.Result{Outcome: report.Rejected, Code: "invalid_request_error"}, nil
-	}
-	delete(c.got, k)
-	return report.Result{Outcome: report.Accepted, Code: "200"}, nil
-}
-
-// failingStore fails GetCustomer on demand, as a store does under a
-// transient error.
-type failingStore struct {
-	store.Store
-	failCustomer int
-}
-
-func (f *failingStore) GetCustomer(ctx context.Context, idOrKey string) (billing.Customer, error) {
-	if f.failCustomer > 0 {
-		f.failCustomer--
-		return billing.Customer{}, fmt.Errorf("injected store error")
-	}
-	return f.Store.GetCustomer(ctx, idOrKey)
-}
-
-// crashingOutbox fails RecordDeliveries on demand without storing
-// anything: what the store sees when tally dies between sending reports and
-// recording the answer.
-type crashingOutbox struct {
-	report.Outbox
-	failRecord int
-}
-
-func (o *crashingOutbox) RecordDeliveries(ctx context.Context, ds []report.Delivery, now time.Time) error {
-	if o.failRecord > 0 {
-		o.failRecord--
-		return fmt.Errorf("injected crash before recording %d deliveries", len(ds))
-	}
-	return o.Outbox.RecordDeliveries(ctx, ds, now)
 }

@@ -61,8 +61,14 @@ type Item struct {
 	// Hour is the start of the UTC hour the usage belongs to.
 	Hour time.Time
 	// Quantity is in the target's units (already divided by the unit
-	// size), positive, with no more decimals than the target accepts.
+	// size), with no more decimals than the target accepts; positive,
+	// unless the target takes negative quantities (Capabilities.Negative)
+	// and usage was corrected downwards.
 	Quantity decimal.Decimal
+	// Late is how much of the usage behind Quantity (meter units) belongs
+	// to hours reported earlier, LateFrom which hours (see Report).
+	Late     decimal.Decimal
+	LateFrom []string
 	// Attempt counts sends of this report, 1 on the first.
 	Attempt int
 }
@@ -115,6 +121,11 @@ type Capabilities struct {
 	// report per hour). A report first sent longer ago whose outcome is
 	// unknown is not resent blindly: it fails with an alert.
 	DedupeWindow time.Duration
+	// Negative says the target takes negative quantities: usage corrected
+	// downwards is reported to it as a negative quantity (a webhook
+	// receiver, the vendor's own system). Other targets net it against
+	// later usage or take reports back (Canceler).
+	Negative bool
 }
 
 // Sender delivers reports to one target. Implementations are safe for

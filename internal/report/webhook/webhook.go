@@ -13,8 +13,17 @@
 //
 // The body is a Payload:
 //
-//	{"id":"…","resource":{"customerId":"…","customerKey":"acme","subscriptionId":"…"},
+//	{"id":"…","type":"usage","resource":{"customerId":"…","customerKey":"acme","subscriptionId":"…"},
 //	 "dimension":"extra_emails","hour":"2026-11-22T09:00:00Z","quantity":"2.396","attempt":1}
+//
+// Quantities add up: the receiver bills the sum of the quantities it took
+// for a customer and dimension. Usage corrected downwards arrives as a
+// report of type "correction" with a negative quantity, to be subtracted;
+// its hour is the hour in which tally reported it, and lateFrom names the
+// hours the corrected usage belongs to:
+//
+//	{"id":"…","type":"correction",…,"hour":"2026-11-22T12:00:00Z","quantity":"-60",
+//	 "late":"-60","lateFrom":["2026-11-22T10:00:00Z"],"attempt":1}
 //
 // A receiver checks a delivery with Verify before trusting it:
 //
@@ -152,7 +161,9 @@ func (c Config) LogValue() slog.Value {
 // Payload is the body of a delivery.
 type Payload struct {
 	// ID is the report's identity, also sent as webhook-id.
-	ID       string   `json:"id"`
+	ID string `json:"id"`
+	// Type is TypeUsage, or TypeCorrection for a negative quantity.
+	Type     string   `json:"type"`
 	Resource Resource `json:"resource"`
 	// Dimension is the target's name for what is billed.
 	Dimension string `json:"dimension"`
@@ -161,9 +172,24 @@ type Payload struct {
 	// Quantity is a decimal number as a string, so that no digit is
 	// lost to floating point.
 	Quantity string `json:"quantity"`
+	// Late is how much of the usage behind the quantity (meter units)
+	// belongs to hours reported earlier (negative for a correction), and
+	// LateFrom names those hours: RFC 3339 hours, or "start/end" intervals
+	// of hours that were recounted (a meter changed).
+	Late     string   `json:"late,omitempty"`
+	LateFrom []string `json:"lateFrom,omitempty"`
 	// Attempt counts deliveries of this report, 1 on the first.
 	Attempt int `json:"attempt"`
 }
+
+// Payload types.
+const (
+	// TypeUsage is a report of usage: add its quantity.
+	TypeUsage = "usage"
+	// TypeCorrection is usage corrected downwards after it was reported:
+	// its quantity is negative; add it (subtract the usage) too.
+	TypeCorrection = "correction"
+)
 
 // Resource is who the report bills.
 type Resource struct {
@@ -208,9 +234,10 @@ func New(cfg Config, client *http.Client) (*Sender, error) {
 func (s *Sender) String() string { return "webhook.Sender{" + s.cfg.redactedURL() + "}" }
 
 // Capabilities returns the webhook's rules: one report per request, any
-// number of decimal places, no time limit.
+// number of decimal places, negative quantities (corrections), no time
+// limit.
 func (s *Sender) Capabilities() report.Capabilities {
-	return report.Capabilities{MaxBatch: 1, Decimals: -1, Window: 0}
+	return report.Capabilities{MaxBatch: 1, Decimals: -1, Window: 0, Negative: true}
 }
 
 // Send posts each item (one per request) and returns one Result per item,
@@ -239,8 +266,9 @@ func (s *Sender) send(ctx context.Context, it report.Item) (report.Result, error
 	if err := checkID(it.ID); err != nil {
 		return report.Result{Outcome: report.Rejected, Code: CodeInvalidItem, Message: err.Error()}, nil
 	}
-	body, err := json.Marshal(Payload{
-		ID: it.ID,
+	p := Payload{
+		ID:   it.ID,
+		Type: TypeUsage,
 		Resource: Resource{
 			CustomerID:     it.Resource.CustomerID,
 			CustomerKey:    it.Resource.CustomerKey,
@@ -250,8 +278,16 @@ func (s *Sender) send(ctx context.Context, it report.Item) (report.Result, error
 		Dimension: it.Dimension,
 		Hour:      it.Hour.UTC().Format(time.RFC3339),
 		Quantity:  it.Quantity.String(),
+		LateFrom:  it.LateFrom,
 		Attempt:   it.Attempt,
-	})
+	}
+	if it.Quantity.Sign() < 0 {
+		p.Type = TypeCorrection
+	}
+	if !it.Late.IsZero() {
+		p.Late = it.Late.String()
+	}
+	body, err := json.Marshal(p)
 	if err != nil {
 		return report.Result{}, fmt.Errorf("encode: %w", err)
 	}

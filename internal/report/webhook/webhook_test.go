@@ -168,7 +168,7 @@ func TestSendSignedReport(t *testing.T) {
 	if err := VerifyAt(vectorSecret, req.Header, body, now.Add(time.Minute)); err != nil {
 		t.Errorf("the receiver cannot verify the delivery: %v", err)
 	}
-	wantBody := `{"id":"webhook/sub_1/emails/2026-11-22T09:00:00Z",` +
+	wantBody := `{"id":"webhook/sub_1/emails/2026-11-22T09:00:00Z","type":"usage",` +
 		`"resource":{"customerId":"cus_1","customerKey":"acme","subscriptionId":"sub_1","subject":"eu-1"},` +
 		`"dimension":"emails","hour":"2026-11-22T09:00:00Z","quantity":"2.396000000000000000000001","attempt":3}`
 	if string(body) != wantBody {
@@ -176,6 +176,32 @@ func TestSendSignedReport(t *testing.T) {
 	}
 	if bytes.Contains(body, []byte("whsec_")) || strings.Contains(fmt.Sprint(req.Header), "MfKQ9r8G") {
 		t.Errorf("the secret travels with the delivery")
+	}
+}
+
+// A correction (usage corrected downwards) is one signed report of type
+// correction with a negative quantity, naming the hours it corrects.
+func TestSendSignedCorrection(t *testing.T) {
+	s, rc := setup(t, func(w http.ResponseWriter, r *http.Request) {})
+	if !s.Capabilities().Negative {
+		t.Fatal("the webhook target does not take corrections (negative quantities)")
+	}
+	it := testItem()
+	it.ID, it.Hour = "rpt_correction", time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	it.Quantity, it.Late, it.LateFrom = decimal.RequireFromString("-60"), decimal.RequireFromString("-60"), []string{"2026-11-22T10:00:00Z"}
+	rs, err := s.Send(t.Context(), []report.Item{it})
+	if err != nil || len(rs) != 1 || rs[0].Outcome != report.Accepted {
+		t.Fatalf("results %+v, %v", rs, err)
+	}
+	reqs, bodies := rc.got()
+	if err := VerifyAt(vectorSecret, reqs[0].Header, bodies[0], now); err != nil {
+		t.Errorf("the receiver cannot verify the correction: %v", err)
+	}
+	want := `{"id":"rpt_correction","type":"correction",` +
+		`"resource":{"customerId":"cus_1","customerKey":"acme","subscriptionId":"sub_1","subject":"eu-1"},` +
+		`"dimension":"emails","hour":"2026-11-22T12:00:00Z","quantity":"-60","late":"-60","lateFrom":["2026-11-22T10:00:00Z"],"attempt":3}`
+	if string(bodies[0]) != want {
+		t.Errorf("body\n got %s\nwant %s", bodies[0], want)
 	}
 }
 
@@ -308,7 +334,7 @@ func TestSendSeveralAndInvalidItems(t *testing.T) {
 
 func TestCapabilities(t *testing.T) {
 	s, _ := setup(t, nil)
-	if diff := cmp.Diff(report.Capabilities{MaxBatch: 1, Decimals: -1, Window: 0}, s.Capabilities()); diff != "" {
+	if diff := cmp.Diff(report.Capabilities{MaxBatch: 1, Decimals: -1, Window: 0, Negative: true}, s.Capabilities()); diff != "" {
 		t.Error(diff)
 	}
 }
@@ -441,4 +467,38 @@ func FuzzVerify(f *testing.F) {
 			t.Errorf("accepted a forgery: id %q, timestamp %q, signature %q, body %q", id, ts, sig, body)
 		}
 	})
+}
+
+// The correction shown in docs/reporting.md is what the sender posts and
+// verifies under the specification's test secret.
+func TestDocumentedCorrection(t *testing.T) {
+	const (
+		id   = "rpt_95dbbb84ba96321aea79d364abab3506"
+		ts   = "1772334301"
+		sig  = "v1,mL4JO2eY5Vabm7lGuaMitUud0MhgbaINuPpZNgKNVdE="
+		body = `{"id":"rpt_95dbbb84ba96321aea79d364abab3506","type":"correction","resource":{"customerId":"c-acme","customerKey":"acme","subscriptionId":"s-s1"},"dimension":"api_calls","hour":"2026-03-01T03:00:00Z","quantity":"-60","late":"-60","lateFrom":["2026-03-01T01:00:00Z"],"attempt":1}`
+	)
+	at := time.Unix(1772334301, 0)
+	if got := report.ReportID("hooks", "s-s1", "", "api_calls", time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)); got != id {
+		t.Errorf("report id %s, documented %s", got, id)
+	}
+	s, rc := setup(t, func(w http.ResponseWriter, r *http.Request) {})
+	s.now = func() time.Time { return at }
+	it := report.Item{ID: id, Resource: report.Resource{CustomerID: "c-acme", CustomerKey: "acme", SubscriptionID: "s-s1"}, Dimension: "api_calls",
+		Hour: time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC), Quantity: decimal.RequireFromString("-60"), Late: decimal.RequireFromString("-60"),
+		LateFrom: []string{"2026-03-01T01:00:00Z"}, Attempt: 1}
+	if _, err := s.Send(t.Context(), []report.Item{it}); err != nil {
+		t.Fatal(err)
+	}
+	reqs, bodies := rc.got()
+	if string(bodies[0]) != body || reqs[0].Header.Get(HeaderTimestamp) != ts || reqs[0].Header.Get(HeaderSignature) != sig {
+		t.Errorf("posted %s with %s %s, documented %s with %s %s", bodies[0], reqs[0].Header.Get(HeaderTimestamp), reqs[0].Header.Get(HeaderSignature), body, ts, sig)
+	}
+	h := http.Header{}
+	h.Set(HeaderID, id)
+	h.Set(HeaderTimestamp, ts)
+	h.Set(HeaderSignature, sig)
+	if err := VerifyAt(vectorSecret, h, []byte(body), at); err != nil {
+		t.Errorf("the documented correction does not verify: %v", err)
+	}
 }
