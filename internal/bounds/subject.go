@@ -32,7 +32,7 @@ func CheckSubject(s string) error {
 	case s == "":
 		return fmt.Errorf("is empty; a subject is a non-empty string")
 	case len(s) > MaxSubjectBytes:
-		return fmt.Errorf("%s is %d bytes long, at most %d allowed", quote(s), len(s), MaxSubjectBytes)
+		return fmt.Errorf("%s is %d bytes long, at most %d allowed", QuoteText(s), len(s), MaxSubjectBytes)
 	}
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
@@ -46,13 +46,13 @@ func CheckSubject(s string) error {
 		r, n := utf8.DecodeRuneInString(s[i:])
 		switch {
 		case r == utf8.RuneError && n == 1:
-			return fmt.Errorf("%s is not valid UTF-8 (at byte %d)", quote(s), i)
+			return fmt.Errorf("%s is not valid UTF-8 (at byte %d)", QuoteText(s), i)
 		case unicode.IsControl(r):
 			return controlError(s, r, i)
 		case r == '\u2028' || r == '\u2029':
-			return fmt.Errorf("%s holds the line or paragraph separator %U at byte %d; subjects can't contain line breaks", quote(s), r, i)
+			return fmt.Errorf("%s holds the line or paragraph separator %U at byte %d; subjects can't contain line breaks", QuoteText(s), r, i)
 		case unicode.Is(unicode.Bidi_Control, r):
-			return fmt.Errorf("%s holds the bidirectional formatting character %U at byte %d; subjects can't contain them", quote(s), r, i)
+			return fmt.Errorf("%s holds the bidirectional formatting character %U at byte %d; subjects can't contain them", QuoteText(s), r, i)
 		}
 		i += n
 	}
@@ -60,5 +60,5 @@ func CheckSubject(s string) error {
 }
 
 func controlError(s string, r rune, i int) error {
-	return fmt.Errorf("%s holds the control character %U at byte %d; subjects can't contain control characters", quote(s), r, i)
+	return fmt.Errorf("%s holds the control character %U at byte %d; subjects can't contain control characters", QuoteText(s), r, i)
 }

@@ -39,10 +39,10 @@ var ErrTimeRange = errors.New("times must lie in years 0001–9999 in UTC")
 func ParseTime(s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil || !strictRFC3339(s) {
-		return time.Time{}, fmt.Errorf("%s is not an RFC 3339 time (like 2026-06-20T10:00:00Z)", quote(s))
+		return time.Time{}, fmt.Errorf("%s is not an RFC 3339 time (like 2026-06-20T10:00:00Z)", QuoteText(s))
 	}
 	if err := checkTime(t); err != nil {
-		return time.Time{}, fmt.Errorf("%s %w", quote(s), err)
+		return time.Time{}, fmt.Errorf("%s %w", QuoteText(s), err)
 	}
 	return t.UTC(), nil
 }
@@ -108,8 +108,9 @@ func strictRFC3339(s string) bool {
 	return (off[0] < '2' || off[0] == '2' && off[1] <= '3') && off[3] <= '5'
 }
 
-// quote quotes s for an error message, shortening it to about 64 bytes.
-func quote(s string) string {
+// QuoteText quotes s for an error message, shortening it to about 64
+// bytes (Quote is shorter still, for numbers).
+func QuoteText(s string) string {
 	const max = 64
 	if len(s) <= max {
 		return strconv.Quote(s)

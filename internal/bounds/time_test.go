@@ -123,7 +123,7 @@ func FuzzParseTime(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		got, err := ParseTime(s)
 		if err != nil {
-			if !strings.Contains(err.Error(), quote(s)) {
+			if !strings.Contains(err.Error(), QuoteText(s)) {
 				t.Errorf("ParseTime(%q) error %q does not quote the input", s, err)
 			}
 			return

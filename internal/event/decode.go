@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tally-metering/tally/internal/bounds"
 )
@@ -140,7 +138,7 @@ func parseContentType(contentType string) (format, error) {
 	case strings.TrimSpace(contentType) == "":
 		return 0, fmt.Errorf("%w: the request has no Content-Type; send %s", ErrUnsupportedMediaType, acceptedTypes)
 	}
-	return 0, fmt.Errorf("%w %s; send %s", ErrUnsupportedMediaType, quoteTrunc(contentType), acceptedTypes)
+	return 0, fmt.Errorf("%w %s; send %s", ErrUnsupportedMediaType, bounds.QuoteText(contentType), acceptedTypes)
 }
 
 // span is where an attribute's value lies in the scanned buffer. For a
@@ -531,7 +529,7 @@ func (d *decoder) build(idx int, buf []byte, start, end int) {
 	case kindString:
 		if sp.esc || string(buf[sp.start:sp.end]) != "1.0" {
 			if v := d.stringValue(buf, sp); v != "1.0" {
-				d.problem(idx, "specversion", `must be "1.0", got %s`, quoteTrunc(v))
+				d.problem(idx, "specversion", `must be "1.0", got %s`, bounds.QuoteText(v))
 			}
 		}
 	default:
@@ -566,7 +564,7 @@ func (d *decoder) build(idx int, buf []byte, start, end int) {
 			if errors.Is(err, bounds.ErrTimeRange) {
 				d.problem(idx, "time", "%v", err)
 			} else {
-				d.problem(idx, "time", "must be an RFC 3339 timestamp, got %s", quoteTrunc(string(v)))
+				d.problem(idx, "time", "must be an RFC 3339 timestamp, got %s", bounds.QuoteText(string(v)))
 			}
 			break
 		}
@@ -602,7 +600,7 @@ func (d *decoder) build(idx int, buf []byte, start, end int) {
 				v = buf[sp.start:sp.end]
 			}
 			if !isJSONMediaType(v) {
-				d.problem(idx, "datacontenttype", "must be a JSON media type (application/json or a +json type) when data is present, got %s", quoteTrunc(string(v)))
+				d.problem(idx, "datacontenttype", "must be a JSON media type (application/json or a +json type) when data is present, got %s", bounds.QuoteText(string(v)))
 			}
 		}
 	default:
@@ -707,19 +705,6 @@ func isJSONMediaType(mt []byte) bool {
 		bytes.EqualFold(mt[len(mt)-len("+json"):], []byte("+json"))
 }
 
-// quoteTrunc quotes s for an error message, shortening it to about 64
-// bytes.
-func quoteTrunc(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return strconv.Quote(s)
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strconv.Quote(s[:cut]) + fmt.Sprintf(" (%d bytes in all)", len(s))
-}
 
 // parseTime parses an RFC 3339 timestamp within the bounds every entry
 // point keeps (bounds.ParseTime) and returns it in UTC. Timestamps of the

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -293,7 +294,7 @@ func (db *DB) ListEvents(ctx context.Context, f store.EventFilter) ([]store.Stor
 			args = append(args, s)
 		}
 	}
-	for _, sub := range sortedKeys(f.Within) {
+	for _, sub := range slices.Sorted(maps.Keys(f.Within)) {
 		// Events of sub count only in its spans (whole minutes, so an
 		// event's minute is in a span exactly when its time is).
 		spans := f.Within[sub]
@@ -470,13 +471,3 @@ func (db *DB) Health() error {
 	return nil
 }
 
-// sortedKeys lists m's keys in order, so that a query's text and
-// arguments do not depend on map order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
