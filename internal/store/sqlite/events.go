@@ -470,4 +470,3 @@ func (db *DB) Health() error {
 	}
 	return nil
 }
-
