@@ -27,7 +27,7 @@ type importClock struct {
 	t  time.Time
 }
 
-func (c *importClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *importClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *importClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 // startImportServer runs `tally serve` in-process on data with the clock;
