@@ -40,7 +40,10 @@ const maxImportLine = 2 << 20
 
 // importLine is one line (NDJSON) or record (CSV) of an input file.
 type importLine struct {
-	no  int   // 1-based line number where it starts
+	no  int // 1-based line number where it starts
+	// last is the line it ends on: a CSV record's quoted field may hold
+	// line breaks.
+	last int
 	end int64 // byte offset just after it: where a resumed read starts
 	// kind is what the line holds; "" when that can't be told (err says
 	// why).
@@ -184,7 +187,7 @@ func (in *importFile) lines(from int64, fromLine int, fn func(importLine) (bool,
 		}
 		off += int64(n)
 		no++
-		l := importLine{no: no, end: off}
+		l := importLine{no: no, last: no, end: off}
 		switch trimmed := bytes.TrimSpace(line); {
 		case long:
 			l.err = fmt.Errorf("line longer than %d bytes", maxImportLine)
@@ -278,11 +281,15 @@ func (in *importFile) csvLines(f *os.File, from int64, fromLine int, fn func(imp
 		if err == nil {
 			line, _ := r.FieldPos(0)
 			l.no = baseLine + line
+			l.last = l.no
+			for _, f := range rec {
+				l.last += strings.Count(f, "\n")
+			}
 		}
 		var pe *csv.ParseError
 		switch {
 		case errors.As(err, &pe):
-			l.no = baseLine + pe.StartLine
+			l.no, l.last = baseLine+pe.StartLine, baseLine+pe.Line
 			l.err = fmt.Errorf("not a CSV record: %v", pe.Err)
 		case err != nil:
 			return fmt.Errorf("%s: read: %w", in.path, err)

@@ -38,8 +38,8 @@ type fileState struct {
 	Phases map[importKind]*phaseState `json:"phases"`
 }
 
-// phaseState is how far one pass over a file got: every line before
-// byte Offset (line Line) is done — imported, found already there, or
+// phaseState is how far one pass over a file got: every line up to byte
+// Offset (the end of line Line) is done — imported, found already there, or
 // reported as failed.
 type phaseState struct {
 	Offset int64 `json:"offset"`
@@ -111,7 +111,7 @@ func (fs *fileState) phase(kind importKind) *phaseState {
 // advance records that every line up to l is done in p.
 func (st *importState) advance(p *phaseState, l importLine) {
 	if l.end > p.Offset {
-		p.Offset, p.Line = l.end, l.no
+		p.Offset, p.Line = l.end, l.last
 		st.dirty = true
 	}
 }
