@@ -40,11 +40,11 @@ const maxImportLine = 2 << 20
 
 // importLine is one line (NDJSON) or record (CSV) of an input file.
 type importLine struct {
-	no  int // 1-based line number where it starts
+	no int // 1-based line number where it starts
 	// last is the line it ends on: a CSV record's quoted field may hold
 	// line breaks.
 	last int
-	end int64 // byte offset just after it: where a resumed read starts
+	end  int64 // byte offset just after it: where a resumed read starts
 	// kind is what the line holds; "" when that can't be told (err says
 	// why).
 	kind importKind
