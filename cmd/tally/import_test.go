@@ -311,8 +311,8 @@ func TestImportResume(t *testing.T) {
 	}
 
 	// Another server's state is not this one's: it starts over, harmlessly.
-	code, out, errs = runImportCmd(t, "--url="+s.URL, "--state="+state, "--batch=50", file)
-	if code != 0 || !strings.Contains(errs, "starting from the beginning") {
+	code, out, errs = runImportCmd(t, "--url="+s.URL, "--state="+state, "--batch=50", "--progress=always", file)
+	if code != 0 || !strings.Contains(errs, "starting from the beginning") || !strings.Contains(errs, "\r\033[K") {
 		t.Errorf("import to another URL: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}
 	wantLines(t, out, "customers:      0 created, 1 unchanged", "events:         40 sent")
