@@ -62,6 +62,7 @@ func commands() []command {
 		{"keys", "create, list and revoke API keys in a data directory", runKeys, false},
 		{"portal", "rotate the portal token signing key", runPortal, false},
 		{"reports", "list usage reports to marketplaces and their delivery", runReports, false},
+		{"import", "load customers, subscriptions and events from NDJSON or CSV files", runImport, false},
 		{"version", "print the version", runVersion, false},
 		{"querybench", "time usage queries for random subjects (for benchmarks)", runQueryBench, true},
 		{"nullserver", "serve an ingest endpoint that discards everything (for benchmarks)", runNullServer, true},

@@ -134,11 +134,39 @@ type CustomerInput struct {
 	Metadata map[string]string `json:"metadata"`
 	Subjects []string          `json:"subjects"`
 	External ExternalRefs      `json:"external"`
+	// CreatedAt, when set, is when the customer came into being, which
+	// may be before it was created in tally (a customer imported with its
+	// history): its subscriptions may start from then, and the subjects
+	// it is created with are its own from then (see store.Customers). Nil
+	// means the moment of the request. It can't be in the future, and a
+	// customer's createdAt never changes once it is created.
+	CreatedAt *time.Time `json:"createdAt,omitempty"`
 }
 
-// Validate checks in and returns a *ValidationError joining every field
-// error, or nil.
+// earliestCreated bounds customers' createdAt, as earliestStart bounds
+// subscriptions' starts: a customer can't be older than its subscriptions
+// may be.
+var earliestCreated = earliestStart
+
+// Validate checks in by itself and returns a *ValidationError joining
+// every field error, or nil. Whether a createdAt lies in the future needs
+// a clock: ValidateAt checks that too.
 func (in CustomerInput) Validate() error {
+	return invalid("customer", in.fieldErrors())
+}
+
+// ValidateAt is Validate for a customer created at now: it also refuses a
+// createdAt after now, naming the field.
+func (in CustomerInput) ValidateAt(now time.Time) error {
+	errs := in.fieldErrors()
+	if in.CreatedAt != nil && in.CreatedAt.After(now) {
+		errs = append(errs, fmt.Errorf("createdAt: %s is in the future (it is %s now); a customer can be created in the past, not in the future",
+			in.CreatedAt.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339)))
+	}
+	return invalid("customer", errs)
+}
+
+func (in CustomerInput) fieldErrors() []error {
 	var errs []error
 	errs = append(errs, validateKey("key", in.Key)...)
 	errs = append(errs, validateName("name", in.Name, true)...)
@@ -167,7 +195,10 @@ func (in CustomerInput) Validate() error {
 		seen[s] = true
 	}
 	errs = append(errs, in.External.validate(seen)...)
-	return invalid("customer", errs)
+	if in.CreatedAt != nil && in.CreatedAt.Before(earliestCreated) {
+		errs = append(errs, fmt.Errorf("createdAt: %s is out of range (1970 or later)", in.CreatedAt.UTC().Format(time.RFC3339Nano)))
+	}
+	return errs
 }
 
 func (x ExternalRefs) validate(subjects map[string]bool) []error {
@@ -224,7 +255,8 @@ func (x ExternalRefs) validate(subjects map[string]bool) []error {
 
 var awsAccountRE = regexp.MustCompile(`^[0-9]{12}$`)
 
-// Customer returns the customer in describes, with the given id and times.
+// Customer returns the customer in describes, with the given id and times
+// (created is the caller's choice: in.CreatedAt is not looked at).
 func (in CustomerInput) Customer(id string, created, updated time.Time) Customer {
 	subjects := append([]string{}, in.Subjects...)
 	sort.Strings(subjects)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -38,6 +39,43 @@ func TestCustomerInputValidate(t *testing.T) {
 			tc.edit(&in)
 			checkFieldErrors(t, in.Validate(), tc.want)
 		})
+	}
+}
+
+// TestCustomerInputCreatedAt: a customer may be created in the past (an
+// import), not before 1970 and, given a clock, not in the future; the error
+// names the field and joins the others.
+func TestCustomerInputCreatedAt(t *testing.T) {
+	now := time.Date(2026, 7, 25, 9, 0, 0, 0, time.UTC)
+	at := func(s string) *time.Time {
+		v, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &v
+	}
+	tests := []struct {
+		name      string
+		createdAt *time.Time
+		key       string
+		want      []string
+	}{
+		{"unset", nil, "contoso", nil},
+		{"in the past", at("2026-06-01T00:00:00Z"), "contoso", nil},
+		{"now", &now, "contoso", nil},
+		{"a nanosecond ahead", at("2026-07-25T09:00:00.000000001Z"), "contoso", []string{"createdAt:"}},
+		{"in the future, with another error", at("2026-08-01T00:00:00+02:00"), ".bad", []string{"key:", "createdAt:"}},
+		{"before 1970", at("1969-12-31T23:59:59Z"), "contoso", []string{"createdAt:"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := CustomerInput{Key: tc.key, Name: "Contoso", Currency: "EUR", CreatedAt: tc.createdAt}
+			checkFieldErrors(t, in.ValidateAt(now), tc.want)
+		})
+	}
+	// Validate alone has no clock: the future is not its business.
+	if err := (CustomerInput{Key: "c", Name: "C", Currency: "EUR", CreatedAt: at("2999-01-01T00:00:00Z")}).Validate(); err != nil {
+		t.Errorf("Validate with a future createdAt: %v, want nil", err)
 	}
 }
 

@@ -32,7 +32,8 @@ func (s *Server) createCustomer(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := in.Validate(); err != nil {
+	now := s.Now().UTC()
+	if err := in.ValidateAt(now); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -41,8 +42,13 @@ func (s *Server) createCustomer(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	now := s.Now().UTC()
-	c := in.Customer(id, now, now)
+	// A customer imported with its history was created before now: its
+	// subjects are its own, and its subscriptions may start, from then.
+	created := now
+	if in.CreatedAt != nil {
+		created = in.CreatedAt.UTC()
+	}
+	c := in.Customer(id, created, now)
 	if err := s.Store.CreateCustomer(r.Context(), c); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -84,7 +90,8 @@ func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) {
 }
 
 // updateCustomer replaces a live customer's fields (all of them: an omitted
-// optional field is cleared), keeping its id and createdAt.
+// optional field is cleared), keeping its id and createdAt (which the body
+// may repeat, not change).
 func (s *Server) updateCustomer(w http.ResponseWriter, r *http.Request) {
 	var in billing.CustomerInput
 	if err := decodeJSON(w, r, &in); err != nil {
@@ -105,6 +112,13 @@ func (s *Server) updateCustomer(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := in.Validate(); err != nil {
 		s.writeError(w, r, err)
+		return
+	}
+	// createdAt may be sent back as read, but never changes: moving it
+	// would rewrite whose usage the customer's subjects were.
+	if in.CreatedAt != nil && !in.CreatedAt.Equal(old.CreatedAt) {
+		s.writeError(w, r, &billing.ValidationError{What: "customer", Err: fmt.Errorf("createdAt: %s differs from the customer's %s; a customer's createdAt can't change (omit it)",
+			in.CreatedAt.UTC().Format(time.RFC3339Nano), old.CreatedAt.UTC().Format(time.RFC3339Nano))})
 		return
 	}
 	c := in.Customer(old.ID, old.CreatedAt, s.Now().UTC())

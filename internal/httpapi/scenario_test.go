@@ -4,9 +4,10 @@ package httpapi_test
 // subtest on a fresh API harness (an empty store and the injected clock at
 // apiStart). A scenario is a list of directives, one per line; blank lines
 // are ignored and '#' starts a comment (at the start of a line or after
-// white space). Every directive talks to the HTTP API (or, for finalize, to
-// the invoicing job the server runs), and every expectation is checked
-// against a real API response. A failure names the file and line.
+// white space). Every directive talks to the HTTP API (or, for finalize,
+// finalizer and settle, to the invoicing job the server runs), and every
+// expectation is checked against a real API response. A failure names the
+// file and line.
 //
 // Words are separated by white space; NAME=VALUE words are options, the
 // others are positional. Times are RFC 3339.
@@ -18,8 +19,9 @@ package httpapi_test
 //	meter SLUG COUNT type=EVENTTYPE
 //	meter SLUG SUM type=EVENTTYPE value=$.JSONPATH
 //	    POST /api/v1/meters (also MAX, MIN, …: any aggregation).
-//	customer KEY CURRENCY [subjects=A,B,…]
-//	    POST /api/v1/customers.
+//	customer KEY CURRENCY [subjects=A,B,…] [created=TIME]
+//	    POST /api/v1/customers; created= is its createdAt (a customer
+//	    imported with its history).
 //	subjects CUSTOMER [A,B,…]
 //	    PUT /api/v1/customers/CUSTOMER with its fields as they are and
 //	    these subjects (none when omitted): moves subjects in or out.
@@ -46,6 +48,14 @@ package httpapi_test
 //	finalize [count=N]
 //	    Run the invoicing job (FinalizeDue, default 24 h grace) at the
 //	    clock; with count=N, expect N periods finalized.
+//	finalizer [every=DURATION]
+//	    Start the finalizer as tally serve runs it (the invoicing job's Run
+//	    loop, default every 10ms of real time) with the server clock: from
+//	    then on, periods are finalized by the server itself as the clock
+//	    passes their end plus the grace period.
+//	settle
+//	    Wait until the running finalizer has made a whole run that began
+//	    after this line (so it has seen every earlier line and the clock).
 //
 // Expectations (FIELD is a JSON field name of the response; VALUE is
 // compared as text, times as instants, null matches a null or missing field)
@@ -76,6 +86,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,6 +126,9 @@ type scenario struct {
 	subs map[string]string // name → subscription id
 	plan map[string]any    // plan being collected, posted before the next directive
 	seq  int
+	// runs counts the running finalizer's runs begun (its clock reads);
+	// nil until the finalizer directive.
+	runs *atomic.Int64
 }
 
 func runScenario(t *testing.T, file string) {
@@ -257,10 +271,13 @@ func (s *scenario) exec(l scenarioLine) {
 		}
 		s.call("POST", "/api/v1/meters", m, http.StatusCreated)
 	case "customer":
-		s.need(l, 3, "customer KEY CURRENCY [subjects=A,B]")
+		s.need(l, 3, "customer KEY CURRENCY [subjects=A,B] [created=TIME]")
 		c := map[string]any{"key": l.pos[1], "name": l.pos[1], "currency": l.pos[2]}
 		if v, ok := l.opts["subjects"]; ok {
 			c["subjects"] = strings.Split(v, ",")
+		}
+		if v, ok := l.opts["created"]; ok {
+			c["createdAt"] = v
 		}
 		s.call("POST", "/api/v1/customers", c, http.StatusCreated)
 	case "subjects":
@@ -360,11 +377,61 @@ func (s *scenario) exec(l scenarioLine) {
 		if want, ok := l.opts["count"]; ok && strconv.Itoa(n) != want {
 			s.errorf("finalize: %d periods finalized, want %s", n, want)
 		}
+	case "finalizer":
+		s.startFinalizer(l)
+	case "settle":
+		s.settle()
 	case "expect":
 		s.need(l, 2, "expect invoices|invoice|line|subscription|usage …")
 		s.expect(l)
 	default:
 		s.fatalf("unknown directive %q", l.pos[0])
+	}
+}
+
+// startFinalizer runs the invoicing job's Run loop, as tally serve does,
+// with the server clock, until the test ends.
+func (s *scenario) startFinalizer(l scenarioLine) {
+	s.t.Helper()
+	if s.runs != nil {
+		s.fatalf("the finalizer is running already")
+	}
+	every := 10 * time.Millisecond
+	if v, ok := l.opts["every"]; ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			s.fatalf("every=%q: want a positive duration", v)
+		}
+		every = d
+	}
+	s.runs = new(atomic.Int64)
+	runs, clock := s.runs, s.h.clock
+	now := func() time.Time {
+		runs.Add(1)
+		return clock.Now()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.fin.Run(ctx, every, now) }()
+	s.t.Cleanup(func() { cancel(); <-done })
+}
+
+// settle waits until the finalizer has begun a run after this call and
+// finished it: Run reads the clock once at the start of each run, so the
+// second read from now on comes after a whole run that saw everything
+// before.
+func (s *scenario) settle() {
+	s.t.Helper()
+	if s.runs == nil {
+		s.fatalf("settle: no finalizer is running (add a finalizer line)")
+	}
+	want := s.runs.Load() + 2
+	deadline := time.Now().Add(30 * time.Second)
+	for s.runs.Load() < want {
+		if time.Now().After(deadline) {
+			s.fatalf("settle: the finalizer made no whole run in 30s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -37,7 +37,11 @@ func (e *SubjectTakenError) Unwrap() error { return ErrConflict }
 // ignored.
 type Customers interface {
 	// CreateCustomer stores a new customer and its subjects, owned from
-	// c.CreatedAt, in one transaction; ErrConflict if the id or key is
+	// c.CreatedAt, in one transaction. c.CreatedAt may be before the write
+	// (a customer imported with its history, whose UpdatedAt is the write):
+	// a subject is then its own from that minute, or since the beginning of
+	// time when no customer owned it before, but never before another
+	// customer's ownership of it ended. ErrConflict if the id or key is
 	// taken by a live customer, a *SubjectTakenError if a subject belongs
 	// to another live customer.
 	CreateCustomer(ctx context.Context, c billing.Customer) error

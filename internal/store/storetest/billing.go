@@ -183,6 +183,7 @@ func testCustomers(t *testing.T, b Backend) {
 		t.Errorf("ListCustomers(all) (-want +got):\n%s", diff)
 	}
 	t.Run("SubjectHistory", func(t *testing.T) { testSubjectHistory(t, b) })
+	t.Run("CreatedInThePast", func(t *testing.T) { testCreatedInThePast(t, b) })
 }
 
 func timePtr(t time.Time) *time.Time { return &t }
@@ -338,6 +339,53 @@ func testSubjectHistory(t *testing.T, b Backend) {
 		if got != want {
 			t.Fatalf("minute %s of s1 is %s's, want %s's", m.Format(time.RFC3339), got, want)
 		}
+	}
+}
+
+// testCreatedInThePast: a customer created with a CreatedAt before the
+// write (imported with its history, UpdatedAt the write's instant) owns the
+// subjects it is created with from CreatedAt's minute, not from the write:
+// since the beginning of time for a subject nobody owned, and from the end
+// of the last ownership for one another customer gave up after CreatedAt,
+// so that no minute of a subject's usage is two customers'.
+func testCreatedInThePast(t *testing.T, b Backend) {
+	e := newEnv(t, b)
+	s, ctx := e.s, ctxOf(t)
+	now := bt0.Add(35 * 24 * time.Hour)
+	early := bt0.Add(-19 * 24 * time.Hour).Add(90 * time.Second) // within a minute
+	gone := bt0.Add(-5 * 24 * time.Hour).Add(30 * time.Second)
+
+	// "moved" was A's until gone; "old" was B's until early-ish, before
+	// the import's CreatedAt minute ends.
+	a := billing.Customer{ID: "a", Key: "a", Name: "A", Currency: "EUR", Subjects: []string{"moved"}, CreatedAt: bt0.Add(-60 * 24 * time.Hour), UpdatedAt: bt0.Add(-60 * 24 * time.Hour)}
+	bc := billing.Customer{ID: "b", Key: "b", Name: "B", Currency: "EUR", Subjects: []string{"old"}, CreatedAt: a.CreatedAt, UpdatedAt: a.CreatedAt}
+	for _, c := range []billing.Customer{a, bc} {
+		if err := s.CreateCustomer(ctx, c); err != nil {
+			t.Fatalf("CreateCustomer(%s): %v", c.ID, err)
+		}
+	}
+	if err := s.DeleteCustomer(ctx, "a", gone); err != nil {
+		t.Fatalf("DeleteCustomer(a): %v", err)
+	}
+	if err := s.DeleteCustomer(ctx, "b", early.Add(-time.Hour)); err != nil {
+		t.Fatalf("DeleteCustomer(b): %v", err)
+	}
+
+	imp := billing.Customer{ID: "i", Key: "imported", Name: "Imported", Currency: "EUR", Subjects: []string{"fresh", "moved", "old"}, CreatedAt: early, UpdatedAt: now}
+	if err := s.CreateCustomer(ctx, imp); err != nil {
+		t.Fatalf("CreateCustomer(imported): %v", err)
+	}
+	got, err := s.GetCustomer(ctx, "imported")
+	if err != nil {
+		t.Fatalf("GetCustomer(imported): %v", err)
+	}
+	if !got.CreatedAt.Equal(early) || !got.UpdatedAt.Equal(now) {
+		t.Errorf("imported: CreatedAt %s, UpdatedAt %s; want %s, %s", got.CreatedAt, got.UpdatedAt, early, now)
+	}
+	fromMoved, fromOld := ceilMinute(gone), early.Truncate(time.Minute)
+	want := []billing.Ownership{{Subject: "fresh"}, {Subject: "old", From: &fromOld}, {Subject: "moved", From: &fromMoved}}
+	if diff := cmp.Diff(want, got.SubjectHistory, billingOpts); diff != "" {
+		t.Errorf("SubjectHistory of the imported customer (-want +got):\n%s", diff)
 	}
 }
 
