@@ -266,12 +266,12 @@ func (s *Service) adjustments(ctx context.Context, r *usageReader, x *subject) (
 				pk, pv = sg.Plan.Key, sg.Plan.Version
 			}
 			for _, pc := range sg.Plan.Charges {
-				q, a := billing.Billed(inv, x.finalized[i+1:], pc.Key, pk, pv)
-				adj, ok, err := billing.NewAdjustment(inv, pc, sg.Usage[pc.Key], q, a)
+				q, a := billing.Billed(inv, x.finalized[i+1:], nil, pc.Key, pk, pv)
+				adj, ok, err := billing.NewCorrection(inv, pc, sg.Usage[pc.Key], q, a)
 				if err != nil {
 					return nil, fmt.Errorf("invoice %s: %w", inv.ID, err)
 				}
-				if ok {
+				if ok && adj.Amount.IsPositive() {
 					adj.PlanKey, adj.PlanVersion = pk, pv
 					out = append(out, adj)
 				}
