@@ -2,12 +2,18 @@ package invoicing_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tally-metering/tally/internal/billing"
+	"github.com/tally-metering/tally/internal/ingest"
 	"github.com/tally-metering/tally/internal/invoicing"
+	"github.com/tally-metering/tally/internal/meter"
 	"github.com/tally-metering/tally/internal/store"
 )
 
@@ -117,4 +123,49 @@ func mustSub(t *testing.T, f *fixture, id string) billing.Subscription {
 		t.Fatal(err)
 	}
 	return sub
+}
+
+// TestMeterChangeCorrections: a changed meter corrects finalized periods
+// (here: a credit) unless Corrections.KeepOnMeterChange leaves them as
+// billed.
+func TestMeterChangeCorrections(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			f := newFixture(t)
+			ctx := context.Background()
+			f.addCustomers(0, 1, periodStart, 0)
+			f.event("a", "subj-0", periodStart.Add(time.Hour), 2500)
+			f.event("b", "subj-0", periodStart.Add(2*time.Hour), 500)
+			svc := &invoicing.Service{Store: f.st, Usage: f.svc.Usage, Stable: f.svc.Stable, Grace: invoicing.DefaultGrace, Late: f.st,
+				Corrections: invoicing.Corrections{KeepOnMeterChange: keep}}
+			june := periodEnd.Add(invoicing.DefaultGrace)
+			if n, err := svc.FinalizeDue(ctx, june); err != nil || n != 1 {
+				t.Fatalf("FinalizeDue of June: %d, %v", n, err)
+			}
+			// 3,000 bytes: 3 packages. Counting events instead makes 2
+			// bytes: 1 package, 2.00 less.
+			changed := june.Add(time.Hour)
+			pipe := ingest.New(f.st, func() time.Time { return changed }, slog.New(slog.DiscardHandler), ingest.NewMetrics(prometheus.NewRegistry()), ingest.Config{})
+			t.Cleanup(pipe.Close)
+			if err := pipe.LoadMeters(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pipe.UpdateMeter(ctx, "bytes", meter.Meter{Slug: "bytes", EventType: "request", Aggregation: meter.Count}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := svc.FinalizeDue(ctx, changed.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			cns, err := f.st.ListCreditNotes(ctx, store.CreditNoteFilter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case keep && len(cns) != 0:
+				t.Errorf("credit notes %+v; want none, June stays as billed", cns)
+			case !keep && (len(cns) != 1 || cns[0].Total.StringFixed(2) != "2.00"):
+				t.Errorf("credit notes %+v; want one of 2.00", cns)
+			}
+		})
+	}
 }
