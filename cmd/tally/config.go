@@ -29,6 +29,22 @@ type billingConfig struct {
 	// GracePeriod is how long after a billing period's end its invoice is
 	// finalized (nil: invoicing.DefaultGrace, 24h).
 	GracePeriod *time.Duration `yaml:"gracePeriod"`
+	// CorrectionWindow is how long after a period's end late usage still
+	// corrects it (adjustment or credit note); 0, the default, is no
+	// limit.
+	CorrectionWindow time.Duration `yaml:"correctionWindow"`
+	// RebillOnMeterChange says whether a changed meter definition
+	// corrects finalized periods (nil: true).
+	RebillOnMeterChange *bool `yaml:"rebillOnMeterChange"`
+}
+
+// corrections are the configured choices about correcting finalized
+// periods.
+func (b billingConfig) corrections() invoicing.Corrections {
+	return invoicing.Corrections{
+		Window:            b.CorrectionWindow,
+		KeepOnMeterChange: b.RebillOnMeterChange != nil && !*b.RebillOnMeterChange,
+	}
 }
 
 // grace is the configured grace period or the default.
@@ -95,6 +111,9 @@ func loadFileConfig(path string) (fileConfig, error) {
 	errs = append(errs, c.Reporting.validate()...)
 	if g := c.Billing.GracePeriod; g != nil && *g < 0 {
 		errs = append(errs, errors.New("billing.gracePeriod: must not be negative"))
+	}
+	if c.Billing.CorrectionWindow < 0 {
+		errs = append(errs, errors.New("billing.correctionWindow: must not be negative (0 is no limit)"))
 	}
 	for i, m := range c.Meters {
 		if err := m.meter().Validate(); err != nil {

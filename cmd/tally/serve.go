@@ -177,7 +177,7 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 
 	srv := httpapi.New(httpapi.Config{
 		Store: st, Pipeline: pipe, Usage: &usage.Service{Store: st}, Auth: authn, Outbox: st, Reporter: reporter,
-		Now: now, Log: log, Registry: reg, Gatherer: reg,
+		Now: now, Log: log, Registry: reg, Gatherer: reg, Corrections: cfg.Billing.corrections(),
 		MaxBodyBytes:       cfg.Ingest.MaxBodyBytes,
 		Limits:             event.Limits{MaxEvents: maxEventsOr(cfg.Ingest.MaxEvents), MaxFutureSkew: cfg.Ingest.MaxFutureSkew},
 		OpenAPI:            api.OpenAPI,
@@ -196,7 +196,7 @@ func serve(ctx context.Context, f serveFlags, cfg fileConfig, log *slog.Logger, 
 	})
 	// Finalize invoices whose period ended more than the grace period ago:
 	// at start (resuming after a restart) and every minute.
-	invoices := &invoicing.Service{Store: st, Usage: &usage.Service{Store: st}, Stable: pipe.MetersStable, Grace: cfg.Billing.grace(), Log: log.With("component", "invoicing"), Late: st}
+	invoices := &invoicing.Service{Store: st, Usage: &usage.Service{Store: st}, Stable: pipe.MetersStable, Grace: cfg.Billing.grace(), Log: log.With("component", "invoicing"), Late: st, Corrections: cfg.Billing.corrections()}
 	ictx, stopInvoices := context.WithCancel(ctx)
 	invoicesDone := make(chan struct{})
 	go func() { defer close(invoicesDone); invoices.Run(ictx, time.Minute, now) }()

@@ -114,8 +114,9 @@ type InvoiceLine struct {
 	SegmentEnd   *time.Time `json:"segmentEnd,omitempty"`
 }
 
-// Adjustment is late usage of a finalized period, billed on a later
-// invoice (see NewAdjustment).
+// Adjustment is a correction of a finalized period's charge (see
+// NewCorrection): billed on a later invoice when Amount is positive,
+// credited on a credit note when it is negative.
 type Adjustment struct {
 	Invoice     string
 	PeriodStart time.Time
@@ -123,11 +124,12 @@ type Adjustment struct {
 	ChargeKey   string
 	Meter       string
 	// Quantity is the usage not billed yet: the period's usage now minus
-	// what its invoice (and earlier adjustments) billed.
+	// what its invoice, earlier adjustments and credit notes accounted for
+	// (negative when usage went down).
 	Quantity decimal.Decimal
-	// Amount is what that usage costs, already in the currency's minor
-	// unit: the rounded price of the period's usage now minus the rounded
-	// amounts billed for it so far.
+	// Amount is the correction, already in the currency's minor unit: the
+	// rounded price of the period's usage now minus the rounded amounts
+	// billed for it so far, net of credit. Negative: owed to the customer.
 	Amount decimal.Decimal
 	// PlanKey and PlanVersion name the plan of the segment adjusted when
 	// the period was split by a plan change; empty otherwise.
@@ -162,7 +164,8 @@ func ParseInvoiceID(id string) (sub string, start time.Time, ok bool) {
 // BuildInvoice builds the draft invoice of sub on plan (the plan version
 // sub is on) for period from usage, the meter value of each charge over
 // the whole period keyed by charge key (a missing key is zero usage), plus
-// one adjustment line per entry of adjustments.
+// one adjustment line per entry of adjustments, each of which must have a
+// positive Amount (a correction owed to the customer is a CreditNote).
 //
 // Lines come in this order: the base fee (prorated by time for a partial
 // or cut-short period, as in View), each charge in plan order, then the
@@ -206,12 +209,22 @@ func BuildInvoice(sub Subscription, plan Plan, period Period, usage map[string]d
 		})
 	}
 	for _, a := range adjustments {
+		if !a.Amount.IsPositive() {
+			return Invoice{}, nonPositiveAdjustment(a)
+		}
 		inv.Lines = append(inv.Lines, adjustmentLine(a, digits))
 	}
 	for _, l := range inv.Lines {
 		inv.Total = inv.Total.Add(l.Amount)
 	}
 	return inv, nil
+}
+
+// nonPositiveAdjustment is the error of an adjustment that would lower an
+// invoice: money owed to the customer goes on a credit note, so that no
+// invoice total is ever negative.
+func nonPositiveAdjustment(a Adjustment) error {
+	return fmt.Errorf("adjustment of invoice %s charge %s: amount %s is not positive; credit it on a credit note", a.Invoice, a.ChargeKey, a.Amount)
 }
 
 // SegmentUsage is one segment of a period split by a plan change: its
@@ -263,40 +276,52 @@ func BuildSegmentedInvoice(sub Subscription, period Period, segs []SegmentUsage,
 	return inv, nil
 }
 
-// Billed is the quantity and rounded amount inv (a finalized invoice) and
-// the adjustment lines in later invoices bill for charge key of inv's
-// period: the usage line plus every adjustment line pointing to inv. When
-// planKey is set, only lines of that plan version count (a period split by
-// a plan change); lines without a plan always do.
-func Billed(inv Invoice, later []Invoice, key, planKey string, planVersion int) (quantity, amount decimal.Decimal) {
-	match := func(l InvoiceLine) bool {
-		return l.Key == key && (planKey == "" || l.PlanKey == "" || (l.PlanKey == planKey && l.PlanVersion == planVersion))
+// Billed is the quantity and rounded amount billed so far, net of
+// credit, for charge key of inv's period (inv is a finalized invoice): its
+// usage line, plus every adjustment line of the later finalized invoices
+// pointing to inv, minus every line of credits pointing to inv (a credit
+// line's quantity, usually negative, is added as it is). When planKey is
+// set, only lines of that plan version count (a period split by a plan
+// change); lines without a plan always do.
+func Billed(inv Invoice, later []Invoice, credits []CreditNote, key, planKey string, planVersion int) (quantity, amount decimal.Decimal) {
+	match := func(k, pk string, pv int) bool {
+		return k == key && (planKey == "" || pk == "" || (pk == planKey && pv == planVersion))
 	}
 	for _, l := range inv.Lines {
-		if l.Kind == LineUsage && match(l) {
+		if l.Kind == LineUsage && match(l.Key, l.PlanKey, l.PlanVersion) {
 			quantity, amount = quantity.Add(l.Quantity), amount.Add(l.Amount)
 		}
 	}
 	for _, o := range later {
 		for _, l := range o.Lines {
-			if l.Kind == LineAdjustment && match(l) && l.AdjustsInvoice == inv.ID {
+			if l.Kind == LineAdjustment && match(l.Key, l.PlanKey, l.PlanVersion) && l.AdjustsInvoice == inv.ID {
 				quantity, amount = quantity.Add(l.Quantity), amount.Add(l.Amount)
+			}
+		}
+	}
+	for _, cn := range credits {
+		for _, l := range cn.Lines {
+			if l.Invoice == inv.ID && match(l.Key, l.PlanKey, l.PlanVersion) {
+				quantity, amount = quantity.Add(l.Quantity), amount.Sub(l.Amount)
 			}
 		}
 	}
 	return quantity, amount
 }
 
-// NewAdjustment returns the adjustment of charge pc of the finalized
+// NewCorrection returns the correction of charge pc of the finalized
 // invoice inv when the period's usage is now usage and billedQty and
-// billedAmount were billed for it so far (see Billed); ok is false when
-// nothing is left to bill. The amount is the rounded price of usage
-// minus billedAmount, so that the amounts billed for the period add up to
-// exactly what an invoice with all its usage would have shown.
-func NewAdjustment(inv Invoice, pc PlanCharge, usage, billedQty, billedAmount decimal.Decimal) (a Adjustment, ok bool, err error) {
-	if !usage.GreaterThan(billedQty) {
-		return Adjustment{}, false, nil
-	}
+// billedAmount were billed for it so far, net of credit (see Billed); ok
+// is false when the amounts already match. The one formula serves both
+// directions: Amount is the rounded price of usage now minus
+// billedAmount, and Quantity is usage minus billedQty. A positive Amount
+// is owed by the customer (an adjustment line on an open invoice), a
+// negative one is owed to the customer (a credit note line). The signs of
+// Quantity and Amount may differ: under volume pricing one unit less can
+// cost more, and one unit more can cost less. Either way the amounts
+// billed and credited for the period add up to exactly what an invoice
+// with all its usage would show.
+func NewCorrection(inv Invoice, pc PlanCharge, usage, billedQty, billedAmount decimal.Decimal) (a Adjustment, ok bool, err error) {
 	line, err := Rate(pc.Charge(), usage)
 	if err != nil {
 		return Adjustment{}, false, fmt.Errorf("charge %s: %w", pc.Key, err)
@@ -305,9 +330,13 @@ func NewAdjustment(inv Invoice, pc PlanCharge, usage, billedQty, billedAmount de
 	if err != nil {
 		return Adjustment{}, false, err
 	}
+	delta := amount.Sub(billedAmount)
+	if delta.IsZero() {
+		return Adjustment{}, false, nil
+	}
 	return Adjustment{
 		Invoice: inv.ID, PeriodStart: inv.PeriodStart, PeriodEnd: inv.PeriodEnd, ChargeKey: pc.Key, Meter: pc.Meter,
-		Quantity: usage.Sub(billedQty), Amount: amount.Sub(billedAmount),
+		Quantity: usage.Sub(billedQty), Amount: delta,
 	}, true, nil
 }
 
@@ -334,6 +363,9 @@ func BuildAdjustmentInvoice(sub Subscription, plan Plan, index int, at time.Time
 		PeriodIndex: index, PeriodStart: at, PeriodEnd: at,
 	}
 	for _, a := range adjustments {
+		if !a.Amount.IsPositive() {
+			return Invoice{}, nonPositiveAdjustment(a)
+		}
 		inv.Lines = append(inv.Lines, adjustmentLine(a, digits))
 	}
 	for _, l := range inv.Lines {

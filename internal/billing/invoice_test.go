@@ -113,11 +113,11 @@ func TestAdjustment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, a := Billed(closed, nil, "emails", "", 0)
-	if _, ok, _ := NewAdjustment(closed, plan.Charges[0], dec("935"), q, a); ok {
+	q, a := Billed(closed, nil, nil, "emails", "", 0)
+	if _, ok, _ := NewCorrection(closed, plan.Charges[0], dec("935"), q, a); ok {
 		t.Error("adjustment without late usage")
 	}
-	adj, ok, err := NewAdjustment(closed, plan.Charges[0], dec("2100"), q, a)
+	adj, ok, err := NewCorrection(closed, plan.Charges[0], dec("2100"), q, a)
 	if err != nil || !ok || adj.Quantity.String() != "1165" || adj.Amount.StringFixed(2) != "10.00" {
 		t.Fatalf("adjustment %+v %v %v", adj, ok, err)
 	}
@@ -130,9 +130,101 @@ func TestAdjustment(t *testing.T) {
 	if l.Kind != LineAdjustment || l.AdjustsInvoice != closed.ID || !l.AdjustsPeriodStart.Equal(period.Start) || inv.Total.StringFixed(2) != "20.00" {
 		t.Errorf("adjustment line %+v total %s", l, inv.Total)
 	}
-	q, a = Billed(closed, []Invoice{inv}, "emails", "", 0)
+	q, a = Billed(closed, []Invoice{inv}, nil, "emails", "", 0)
 	if q.String() != "2100" || a.StringFixed(2) != "10.00" {
 		t.Errorf("billed after adjustment %s %s", q, a)
+	}
+}
+
+// TestCorrectionBothDirections checks the one formula of corrections: the
+// rounded price of the period's usage now minus what was billed, net of
+// credit, whichever way usage and price moved.
+func TestCorrectionBothDirections(t *testing.T) {
+	sub, plan := exampleSub(), mailProPlan()
+	volume := PlanCharge{Key: "calls", Meter: "calls", Pricing: Pricing{Model: ModelVolume, Tiers: []Tier{
+		{UpTo: decp("5"), UnitPrice: dec("2.00")}, {UnitPrice: dec("1.00")},
+	}}}
+	plan.Charges = append(plan.Charges, volume)
+	period, _ := sub.CurrentPeriod(sub.Start)
+	tests := []struct {
+		name          string
+		charge        PlanCharge
+		billed, now   string
+		wantQ, wantA  string // "" for no correction
+		wantCreditAmt string // the credit note line's amount, for negative ones
+	}{
+		// The October example: 12,345 billed 60.00 for e-mails; a late
+		// -12000 leaves 345, within the included 1,000.
+		{"usage down, credit", plan.Charges[0], "12345", "345", "-12000", "-60.00", "60.00"},
+		{"usage up, adjustment", plan.Charges[0], "12345", "13345", "1000", "5.00", ""},
+		{"usage down within a package, nothing", plan.Charges[0], "12345", "12001", "", "", ""},
+		// Volume: 6 units cost 6.00, 5 cost 10.00.
+		{"volume one less costs more", volume, "6", "5", "-1", "4.00", ""},
+		{"volume one more costs less", volume, "5", "6", "1", "-4.00", "4.00"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			closed, err := BuildInvoice(sub, plan, period, map[string]decimal.Decimal{tc.charge.Key: dec(tc.billed)}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q, a := Billed(closed, nil, nil, tc.charge.Key, "", 0)
+			c, ok, err := NewCorrection(closed, tc.charge, dec(tc.now), q, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantA == "" {
+				if ok {
+					t.Fatalf("correction %+v, want none", c)
+				}
+				return
+			}
+			if !ok || c.Quantity.String() != tc.wantQ || c.Amount.StringFixed(2) != tc.wantA {
+				t.Fatalf("correction quantity %s amount %s (ok %v), want %s %s", c.Quantity, c.Amount, ok, tc.wantQ, tc.wantA)
+			}
+			cn, issued, err := BuildCreditNote(sub, "EUR", 1, period.End, []Adjustment{c})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantCreditAmt == "" {
+				if issued {
+					t.Fatalf("credit note %+v for a positive correction", cn)
+				}
+				if _, err := BuildInvoice(sub, plan, period, nil, []Adjustment{c}); err != nil {
+					t.Fatalf("adjustment line: %v", err)
+				}
+				return
+			}
+			if !issued || len(cn.Lines) != 1 || cn.Total.StringFixed(2) != tc.wantCreditAmt || cn.Lines[0].Invoice != closed.ID || cn.ID != CreditNoteID(sub.ID, 1) {
+				t.Fatalf("credit note %+v", cn)
+			}
+			if _, err := BuildInvoice(sub, plan, period, nil, []Adjustment{c}); err == nil {
+				t.Error("BuildInvoice took a negative adjustment")
+			}
+			// Once credited, nothing is left to correct; usage going back
+			// up is billed again.
+			q, a = Billed(closed, nil, []CreditNote{cn}, tc.charge.Key, "", 0)
+			if _, ok, _ := NewCorrection(closed, tc.charge, dec(tc.now), q, a); ok {
+				t.Errorf("credited twice: billed %s %s", q, a)
+			}
+			back, ok, _ := NewCorrection(closed, tc.charge, dec(tc.billed), q, a)
+			if !ok || back.Amount.StringFixed(2) != tc.wantCreditAmt || !back.Quantity.Equal(dec(tc.wantQ).Neg()) {
+				t.Errorf("usage back up: %+v %v", back, ok)
+			}
+		})
+	}
+}
+
+func TestCreditNoteIDRoundTrip(t *testing.T) {
+	id := CreditNoteID("sub_a_b", 12)
+	sub, n, ok := ParseCreditNoteID(id)
+	if !ok || sub != "sub_a_b" || n != 12 {
+		t.Errorf("ParseCreditNoteID(%q) = %q %d %v", id, sub, n, ok)
+	}
+	for _, bad := range []string{"", "cn_", "cn_x", "cn_x_0", "cn_x_y", "inv_x_1"} {
+		if _, _, ok := ParseCreditNoteID(bad); ok {
+			t.Errorf("ParseCreditNoteID(%q) ok", bad)
+		}
 	}
 }
 
@@ -242,10 +334,9 @@ func TestInvoiceTotalIsSumOfLinesProperty(t *testing.T) {
 		}
 		var adj []Adjustment
 		for range rng.IntN(3) {
-			a := num(100000, int(digits))
-			if rng.IntN(3) == 0 {
-				a = a.Neg()
-			}
+			// Adjustments are positive: a negative correction is credited
+			// on a credit note.
+			a := num(100000, int(digits)).Add(decimal.New(1, -digits))
 			adj = append(adj, Adjustment{Invoice: "inv_prev", PeriodStart: full.Start.AddDate(0, -1, 0), PeriodEnd: full.Start,
 				ChargeKey: "c0", Meter: "m", Quantity: num(1000, 2), Amount: a})
 		}

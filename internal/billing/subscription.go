@@ -341,3 +341,20 @@ func loadZone(tz string) (*time.Location, error) {
 	}
 	return loc, nil
 }
+
+// UsageEnd is the end, in whole minutes, of the usage that belongs to the
+// period or segment of s ending at end. Usage is rolled up per minute, and
+// a minute belongs to the part of the subscription it starts in: a part
+// ending mid-minute at a period boundary or a plan change ends at that
+// minute's start (the next part has the minute). The subscription's own
+// end is the exception: the minute containing a cancellation that is not
+// on a whole minute belongs to the last period, which has no successor to
+// take it, so UsageEnd is the next whole minute. Billing and reporting
+// both ask this function, so no minute is billed twice or never.
+func (s Subscription) UsageEnd(end time.Time) time.Time {
+	m := end.UTC().Truncate(time.Minute)
+	if s.CancelAt != nil && end.Equal(*s.CancelAt) && !m.Equal(end) {
+		return m.Add(time.Minute)
+	}
+	return m
+}

@@ -203,3 +203,24 @@ func TestOnPlanFromAndCheckNoOverlap(t *testing.T) {
 		t.Errorf("CheckNewSubscription of a deleted customer: %v", err)
 	}
 }
+
+func TestUsageEnd(t *testing.T) {
+	sub := exampleSub()
+	cancel := time.Date(2026, 7, 3, 12, 30, 45, 0, time.UTC)
+	minute := time.Date(2026, 7, 3, 12, 30, 0, 0, time.UTC)
+	if got := sub.UsageEnd(cancel); !got.Equal(minute) {
+		t.Errorf("UsageEnd of a mid-minute boundary = %s, want %s", got, minute)
+	}
+	sub.CancelAt = &cancel
+	if got := sub.UsageEnd(cancel); !got.Equal(minute.Add(time.Minute)) {
+		t.Errorf("UsageEnd of the cancellation = %s, want the next minute %s", got, minute.Add(time.Minute))
+	}
+	if got := sub.UsageEnd(cancel.Add(-time.Second)); !got.Equal(minute) {
+		t.Errorf("UsageEnd before the cancellation = %s, want %s", got, minute)
+	}
+	whole := minute
+	sub.CancelAt = &whole
+	if got := sub.UsageEnd(whole); !got.Equal(minute) {
+		t.Errorf("UsageEnd of a cancellation on a whole minute = %s, want %s", got, minute)
+	}
+}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/tally-metering/tally/api"
 	"github.com/tally-metering/tally/internal/auth"
+	"github.com/tally-metering/tally/internal/billing"
 	"github.com/tally-metering/tally/internal/httpapi"
 	"github.com/tally-metering/tally/internal/ingest"
 	"github.com/tally-metering/tally/internal/report"
@@ -300,6 +301,7 @@ type world struct {
 	aSub, bSub         string
 	aInvoice, bInvoice string
 	aReport, bReport   string
+	aCredit, bCredit   string
 	creds              map[string]string
 }
 
@@ -349,6 +351,23 @@ func setupWorld(t *testing.T) *world {
 	}
 	if err := h.st.CommitPlan(context.Background(), nil, reps, 0); err != nil {
 		t.Fatal(err)
+	}
+
+	// One credit note each, as the invoicing job would have issued them.
+	for _, c := range []struct {
+		customer, sub, invoice string
+		dst                    *string
+	}{{w.aID, w.aSub, w.aInvoice, &w.aCredit}, {w.bID, w.bSub, w.bInvoice, &w.bCredit}} {
+		cn, _, err := billing.BuildCreditNote(billing.Subscription{ID: c.sub, CustomerID: c.customer}, "EUR", 1, apiStart,
+			[]billing.Adjustment{{Invoice: c.invoice, PeriodStart: apiStart, PeriodEnd: apiStart.AddDate(0, 1, 0), ChargeKey: "emails", Meter: "emails",
+				Quantity: decimal.NewFromInt(-1000), Amount: decimal.NewFromInt(-5)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := h.st.IssueCreditNote(context.Background(), cn); err != nil {
+			t.Fatal(err)
+		}
+		*c.dst = cn.ID
 	}
 
 	_, w.creds["ingestA"] = h.createKey(`{"scope":"ingest","customer":"contoso"}`)
@@ -435,6 +454,13 @@ func TestAccessMatrix(t *testing.T) {
 		{"GET", "/api/v1/invoices", "/api/v1/invoices?subscription=" + w.bSub, "", "uuuufffffa"},
 		{"GET", "/api/v1/invoices/{id}", "/api/v1/invoices/" + w.aInvoice, "", "uuuufaffaa"},
 		{"GET", "/api/v1/invoices/{id}", "/api/v1/invoices/" + w.bInvoice, "", "uuuufffffa"},
+		{"GET", "/api/v1/credit-notes", "/api/v1/credit-notes", "", "uuuufaffaa"},
+		{"GET", "/api/v1/credit-notes", "/api/v1/credit-notes?customer=" + B, "", "uuuufffffa"},
+		{"GET", "/api/v1/credit-notes", "/api/v1/credit-notes?subscription=" + w.bSub, "", "uuuufffffa"},
+		{"GET", "/api/v1/credit-notes", "/api/v1/credit-notes?invoice=" + w.bInvoice, "", "uuuufaffaa"},
+		{"GET", "/api/v1/credit-notes/{id}", "/api/v1/credit-notes/" + w.aCredit, "", "uuuufaffaa"},
+		{"GET", "/api/v1/credit-notes/{id}", "/api/v1/credit-notes/" + w.bCredit, "", "uuuufffffa"},
+		{"GET", "/api/v1/credit-notes/{id}", "/api/v1/credit-notes/CN-000002", "", "uuuufffffa"},
 		{"GET", "/api/v1/keys", "/api/v1/keys", "", "uuuufffffa"},
 		{"POST", "/api/v1/keys", "/api/v1/keys", `{"scope":"nope"}`, "uuuufffffa"},
 		{"GET", "/api/v1/keys/{id}", "/api/v1/keys/key_nothing", "", "uuuufffffa"},
@@ -456,7 +482,7 @@ func TestAccessMatrix(t *testing.T) {
 		{"GET", "/api/v1/reports/{id}", "/api/v1/reports/" + w.bReport, "", "uuuufffffa"},
 		{"POST", "/api/v1/reports/{id}/retry", "/api/v1/reports/" + w.aReport + "/retry", "", "uuuufffffa"},
 	}
-	bMarkers := []string{"fabrikam", "fab-1", w.bID, w.bSub, w.bInvoice, w.bReport}
+	bMarkers := []string{"fabrikam", "fab-1", w.bID, w.bSub, w.bInvoice, w.bReport, w.bCredit}
 	covered := map[string]bool{}
 	var deniedEvents []string
 	for i, rw := range rows {

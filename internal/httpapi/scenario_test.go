@@ -68,6 +68,13 @@ package httpapi_test
 //	    That invoice's first line of that kind and key (e.g. usage/emails,
 //	    base_fee/base_fee, adjustment/emails); with @PLAN, the first one
 //	    whose planKey is PLAN (the lines of a period split by a plan change).
+//	expect creditnotes NAME [count=N]
+//	    GET /api/v1/credit-notes?subscription=: NAME has N credit notes
+//	    (and, with count=0, none).
+//	expect creditnote NAME N [lines=N] [FIELD=VALUE …]
+//	    NAME's N-th credit note (from 1, in the order of issue).
+//	expect creditline NAME N KEY [FIELD=VALUE …]
+//	    That credit note's first line for charge KEY.
 //	expect subscription NAME [FIELD=VALUE …]
 //	    GET /api/v1/subscriptions/{id}; currentPeriod.start and
 //	    currentPeriod.end reach into the current period.
@@ -554,6 +561,11 @@ func (s *scenario) invoices(name string) []any {
 	return asList(lookup(s.call("GET", "/api/v1/invoices?subscription="+s.sub(name), nil, http.StatusOK), "items"))
 }
 
+func (s *scenario) creditNotes(name string) []any {
+	s.t.Helper()
+	return asList(lookup(s.call("GET", "/api/v1/credit-notes?subscription="+s.sub(name), nil, http.StatusOK), "items"))
+}
+
 func (s *scenario) invoice(name, start string) any {
 	s.t.Helper()
 	items := s.invoices(name)
@@ -609,6 +621,38 @@ func (s *scenario) expect(l scenarioLine) {
 			}
 		}
 		s.errorf("%s: no such line in %s", what, showValue(lookup(inv, "lines")))
+	case "creditnotes":
+		s.need(l, 3, "expect creditnotes NAME [count=N]")
+		cns := s.creditNotes(l.pos[2])
+		if want, ok := l.opts["count"]; ok && strconv.Itoa(len(cns)) != want {
+			s.errorf("credit notes of %s: %d, want %s: %s", l.pos[2], len(cns), want, showValue(cns))
+		}
+	case "creditnote", "creditline":
+		s.need(l, 4, "expect creditnote NAME N [lines=N] [FIELD=VALUE …] | expect creditline NAME N KEY [FIELD=VALUE …]")
+		cns := s.creditNotes(l.pos[2])
+		n, err := strconv.Atoi(l.pos[3])
+		if err != nil || n < 1 || n > len(cns) {
+			s.fatalf("%s has no credit note %s: %s", l.pos[2], l.pos[3], showValue(cns))
+		}
+		cn := cns[n-1]
+		what := fmt.Sprintf("credit note %d of %s", n, l.pos[2])
+		if l.pos[1] == "creditnote" {
+			if want, ok := l.opts["lines"]; ok {
+				if got := len(asList(lookup(cn, "lines"))); strconv.Itoa(got) != want {
+					s.errorf("%s: %d lines, want %s: %s", what, got, want, showValue(lookup(cn, "lines")))
+				}
+			}
+			s.check(what, cn, l, "lines")
+			return
+		}
+		s.need(l, 5, "expect creditline NAME N KEY [FIELD=VALUE …]")
+		for _, line := range asList(lookup(cn, "lines")) {
+			if showValue(lookup(line, "key")) == l.pos[4] {
+				s.check(what+" line "+l.pos[4], line, l)
+				return
+			}
+		}
+		s.errorf("%s: no line for %s in %s", what, l.pos[4], showValue(lookup(cn, "lines")))
 	case "subscription":
 		s.need(l, 3, "expect subscription NAME [FIELD=VALUE …]")
 		v := s.call("GET", "/api/v1/subscriptions/"+s.sub(l.pos[2]), nil, http.StatusOK)

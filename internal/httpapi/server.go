@@ -30,9 +30,12 @@ type Config struct {
 	Store    store.Store
 	Pipeline *ingest.Pipeline
 	Usage    *usage.Service
-	Auth     auth.Authenticator
-	Now      func() time.Time
-	Log      *slog.Logger
+	// Corrections are the choices about correcting finalized periods,
+	// the same as the finalizer's, so drafts show what it will bill.
+	Corrections invoicing.Corrections
+	Auth        auth.Authenticator
+	Now         func() time.Time
+	Log         *slog.Logger
 	// Registry receives the HTTP metrics; Gatherer serves /metrics.
 	Registry prometheus.Registerer
 	Gatherer prometheus.Gatherer
@@ -124,7 +127,7 @@ func New(cfg Config) *Server {
 		cfg.Now = time.Now
 	}
 	s := &Server{Config: cfg, log: cfg.Log.With("component", "http"), mux: http.NewServeMux()}
-	s.invoices = &invoicing.Service{Store: cfg.Store, Usage: cfg.Usage}
+	s.invoices = &invoicing.Service{Store: cfg.Store, Usage: cfg.Usage, Corrections: cfg.Corrections}
 	if cfg.Pipeline != nil {
 		s.invoices.Stable = cfg.Pipeline.MetersStable
 	}
@@ -212,6 +215,8 @@ func (s *Server) routes() []routeDef {
 		r("POST", "/api/v1/subscriptions/{id}/change", admin, s.changeSubscription),
 		r("GET", "/api/v1/invoices", read(customerWide(customerInQuery)), s.listInvoices),
 		r("GET", "/api/v1/invoices/{id}", read(customerWide(invoiceInPath("id"))), s.getInvoice),
+		r("GET", "/api/v1/credit-notes", read(customerWide(customerInQuery)), s.listCreditNotes),
+		r("GET", "/api/v1/credit-notes/{id}", read(customerWide(creditNoteInPath("id"))), s.getCreditNote),
 		r("GET", "/api/v1/keys", admin, s.listKeys),
 		r("POST", "/api/v1/keys", admin, s.createKey),
 		r("GET", "/api/v1/keys/{id}", admin, s.getKey),

@@ -41,13 +41,38 @@ type Service struct {
 	Log *slog.Logger
 	// Late, if set, tells FinalizeDue which subjects received late events,
 	// so that it finds ended subscriptions whose late usage needs an
-	// adjustment invoice (see closingDraft) without reading every ended
-	// subscription's usage on every call.
+	// adjustment invoice (see closingDraft), and subscriptions whose
+	// finalized periods' usage went down and needs a credit note (see
+	// issueCredits), without reading every subscription's usage on every
+	// call.
 	Late LateEvents
+	// Corrections says which finalized periods late usage still corrects.
+	Corrections Corrections
 
-	lateMu    sync.Mutex
-	lateSeq   int64           // late events up to here are looked at
-	lateDirty map[string]bool // ended subscriptions to look at
+	lateMu      sync.Mutex
+	lateSeq     int64           // late events up to here are looked at
+	lateDirty   map[string]bool // ended subscriptions to look at
+	creditDirty map[string]bool // invoiced subscriptions to look at for credit
+	creditInit  bool            // every invoiced subscription was looked at once
+	metersSeen  time.Time       // the latest meter change looked at
+}
+
+// Corrections are the vendor's choices about correcting finalized
+// periods (billing.correctionWindow and billing.rebillOnMeterChange in
+// the configuration). The zero value corrects every finalized period for
+// ever, whatever changed its usage.
+type Corrections struct {
+	// Window, if positive, is how long after a period's end its usage is
+	// still corrected: late usage that changes a period whose end is
+	// more than Window before now is neither billed nor credited (the
+	// period is closed, as Stripe and Lago close periods). 0: no limit.
+	Window time.Duration
+	// KeepOnMeterChange, if set, leaves a charge of a finalized period as
+	// it was billed once its meter's definition changed after the period
+	// was finalized (a PUT of the meter rebuilds usage from the raw
+	// events; without this, that rebuilt usage is corrected like late
+	// usage). Late events of such a period are then not corrected either.
+	KeepOnMeterChange bool
 }
 
 // LateEvents lists stored events that arrived after their UTC hour had
@@ -185,6 +210,7 @@ type subject struct {
 	customer  billing.Customer
 	plans     map[string]billing.Plan // by planKey(id, version)
 	finalized []billing.Invoice       // ordered by period start
+	credits   []billing.CreditNote    // issued, in order
 }
 
 func planKey(id string, version int) string { return fmt.Sprintf("%s@%d", id, version) }
@@ -228,6 +254,11 @@ func (s *Service) load(ctx context.Context, sub billing.Subscription) (*subject,
 	if x.finalized, err = s.Store.ListInvoices(ctx, store.InvoiceFilter{SubscriptionID: sub.ID}); err != nil {
 		return nil, err
 	}
+	if len(x.finalized) > 0 {
+		if x.credits, err = s.Store.ListCreditNotes(ctx, store.CreditNoteFilter{SubscriptionID: sub.ID}); err != nil {
+			return nil, err
+		}
+	}
 	return x, nil
 }
 
@@ -238,7 +269,9 @@ func (s *Service) segments(ctx context.Context, r *usageReader, x *subject, p bi
 	out := make([]billing.SegmentUsage, 0, len(segs))
 	for _, sg := range segs {
 		plan := x.plans[planKey(sg.PlanID, sg.PlanVersion)]
-		u, err := r.periodUsage(ctx, x.customer, plan, sg.Period.Start, sg.Period.End)
+		// The minute of the subscription's end belongs to its last
+		// segment (see billing.Subscription.UsageEnd).
+		u, err := r.periodUsage(ctx, x.customer, plan, sg.Period.Start, x.sub.UsageEnd(sg.Period.End))
 		if err != nil {
 			return nil, err
 		}
@@ -247,14 +280,19 @@ func (s *Service) segments(ctx context.Context, r *usageReader, x *subject, p bi
 	return out, nil
 }
 
-// adjustments are the late usage of x's finalized periods not billed yet.
-// A period split by a plan change is adjusted per segment, on the
-// segment's plan.
-func (s *Service) adjustments(ctx context.Context, r *usageReader, x *subject) ([]billing.Adjustment, error) {
+// corrections are the corrections (billing.NewCorrection) of x's
+// finalized periods as of now, per charge: positive ones are billed as
+// adjustments, negative ones credited on a credit note. A period split by
+// a plan change is corrected per segment, on the segment's plan. Periods
+// closed to corrections (see Corrections) are skipped.
+func (s *Service) corrections(ctx context.Context, r *usageReader, x *subject, now time.Time) ([]billing.Adjustment, error) {
 	var out []billing.Adjustment
 	for i, inv := range x.finalized {
 		if inv.Kind == billing.InvoiceKindAdjustment {
 			continue // no usage of its own
+		}
+		if w := s.Corrections.Window; w > 0 && inv.PeriodEnd.Add(w).Before(now) {
+			continue // closed
 		}
 		segs, err := s.segments(ctx, r, x, billing.Period{Index: inv.PeriodIndex, Start: inv.PeriodStart, End: inv.PeriodEnd, FullStart: inv.PeriodStart})
 		if err != nil {
@@ -266,14 +304,23 @@ func (s *Service) adjustments(ctx context.Context, r *usageReader, x *subject) (
 				pk, pv = sg.Plan.Key, sg.Plan.Version
 			}
 			for _, pc := range sg.Plan.Charges {
-				q, a := billing.Billed(inv, x.finalized[i+1:], pc.Key, pk, pv)
-				adj, ok, err := billing.NewAdjustment(inv, pc, sg.Usage[pc.Key], q, a)
+				if s.Corrections.KeepOnMeterChange && inv.FinalizedAt != nil {
+					m, err := r.meter(ctx, pc.Meter)
+					if err != nil {
+						return nil, fmt.Errorf("invoice %s: charge %s: meter %s: %v", inv.ID, pc.Key, pc.Meter, err)
+					}
+					if m.UpdatedAt.After(*inv.FinalizedAt) {
+						continue
+					}
+				}
+				q, a := billing.Billed(inv, x.finalized[i+1:], x.credits, pc.Key, pk, pv)
+				c, ok, err := billing.NewCorrection(inv, pc, sg.Usage[pc.Key], q, a)
 				if err != nil {
 					return nil, fmt.Errorf("invoice %s: %w", inv.ID, err)
 				}
 				if ok {
-					adj.PlanKey, adj.PlanVersion = pk, pv
-					out = append(out, adj)
+					c.PlanKey, c.PlanVersion = pk, pv
+					out = append(out, c)
 				}
 			}
 		}
@@ -281,18 +328,37 @@ func (s *Service) adjustments(ctx context.Context, r *usageReader, x *subject) (
 	return out, nil
 }
 
+// adjustments are the positive corrections of x's finalized periods: what
+// the customer owes for them and was not billed yet.
+func (s *Service) adjustments(ctx context.Context, r *usageReader, x *subject, now time.Time) ([]billing.Adjustment, error) {
+	cs, err := s.corrections(ctx, r, x, now)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(cs, func(c billing.Adjustment) bool { return !c.Amount.IsPositive() }), nil
+}
+
 // draft builds the draft of period p, one set of lines per plan segment;
 // the earliest open period carries the adjustments for late usage of
 // finalized periods. Its errors name the subscription.
-func (s *Service) draft(ctx context.Context, r *usageReader, x *subject, p billing.Period, earliestOpen bool) (billing.Invoice, error) {
+func (s *Service) draft(ctx context.Context, r *usageReader, x *subject, p billing.Period, earliestOpen bool, now time.Time) (billing.Invoice, error) {
 	segs, err := s.segments(ctx, r, x, p)
 	if err != nil {
 		return billing.Invoice{}, fmt.Errorf("subscription %s: period %s: %v", x.sub.ID, p.Start.UTC().Format(time.RFC3339), err)
 	}
 	var adj []billing.Adjustment
 	if earliestOpen {
-		if adj, err = s.adjustments(ctx, r, x); err != nil {
+		cs, err := s.corrections(ctx, r, x, now)
+		if err != nil {
 			return billing.Invoice{}, fmt.Errorf("subscription %s: adjustments: %v", x.sub.ID, err)
+		}
+		for _, c := range cs {
+			if c.Amount.IsPositive() {
+				adj = append(adj, c)
+			} else {
+				// Owed to the customer: a credit note, not this invoice.
+				s.Recheck(x.sub.ID)
+			}
 		}
 	}
 	inv, err := billing.BuildSegmentedInvoice(x.sub, p, segs, adj)
@@ -327,7 +393,7 @@ func (s *Service) Invoices(ctx context.Context, sub billing.Subscription, now ti
 				out, fin = append(out, fin[0]), fin[1:]
 				continue
 			}
-			inv, err := s.draft(ctx, r, x, p, first)
+			inv, err := s.draft(ctx, r, x, p, first, now)
 			if err != nil {
 				return err
 			}
@@ -370,7 +436,7 @@ func (s *Service) closing(ctx context.Context, r *usageReader, x *subject, now t
 	if sub.CancelAt == nil || sub.CancelAt.After(now) || len(x.finalized) == 0 {
 		return billing.Invoice{}, time.Time{}, false, nil
 	}
-	adj, err := s.adjustments(ctx, r, x)
+	adj, err := s.adjustments(ctx, r, x, now)
 	if err != nil || len(adj) == 0 {
 		return billing.Invoice{}, time.Time{}, false, err
 	}
@@ -486,9 +552,12 @@ func (s *Service) FinalizeDue(ctx context.Context, now time.Time) (int, error) {
 			return n, errors.Join(append(errs, err)...)
 		}
 	}
-	k, err := s.finalizeClosing(ctx, subs, now, &errs)
+	k, err := s.finalizeClosing(ctx, subs, invoiced, now, &errs)
 	n += k
 	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.issueCredits(ctx, subs, invoiced, now, &errs); err != nil {
 		errs = append(errs, err)
 	}
 	return n, errors.Join(errs...)
@@ -518,7 +587,7 @@ func (s *Service) finalizeJobs(ctx context.Context, jobs []*dueJob, customer fun
 // its adjustment invoice is not due yet; the list and the position in the
 // late events live in memory, so after a restart every late event is
 // looked at once more, which finalizes nothing twice.
-func (s *Service) finalizeClosing(ctx context.Context, subs []billing.Subscription, now time.Time, errs *[]error) (int, error) {
+func (s *Service) finalizeClosing(ctx context.Context, subs []billing.Subscription, invoiced map[string][]time.Time, now time.Time, errs *[]error) (int, error) {
 	if s.Late == nil {
 		return 0, nil
 	}
@@ -526,6 +595,9 @@ func (s *Service) finalizeClosing(ctx context.Context, subs []billing.Subscripti
 	defer s.lateMu.Unlock()
 	if s.lateDirty == nil {
 		s.lateDirty = map[string]bool{}
+	}
+	if s.creditDirty == nil {
+		s.creditDirty = map[string]bool{}
 	}
 	bySubject := map[string][]billing.Subscription{}
 	for {
@@ -535,12 +607,20 @@ func (s *Service) finalizeClosing(ctx context.Context, subs []billing.Subscripti
 		}
 		for _, e := range evs {
 			if len(bySubject) == 0 {
-				// Index the ended subscriptions by subject once.
+				// Index the ended and the invoiced subscriptions by
+				// subject once.
+				var watched []billing.Subscription
 				for _, sub := range subs {
-					if sub.CancelAt == nil {
-						continue
+					if sub.CancelAt != nil || len(invoiced[sub.ID]) > 0 {
+						watched = append(watched, sub)
 					}
-					c, err := s.Store.GetCustomer(ctx, sub.CustomerID)
+				}
+				customer, err := s.customers(ctx, len(watched))
+				if err != nil {
+					return 0, err
+				}
+				for _, sub := range watched {
+					c, err := customer(ctx, sub.CustomerID)
 					if err != nil {
 						*errs = append(*errs, fmt.Errorf("subscription %s: customer %s: %v", sub.ID, sub.CustomerID, err))
 						continue
@@ -552,12 +632,16 @@ func (s *Service) finalizeClosing(ctx context.Context, subs []billing.Subscripti
 					}
 				}
 				if len(bySubject) == 0 {
-					bySubject[""] = nil // nothing ended: stop indexing
+					bySubject[""] = nil // nothing to watch: stop indexing
 				}
 			}
 			for _, sub := range bySubject[e.Subject] {
-				if e.Time.Before(*sub.CancelAt) {
+				if sub.CancelAt != nil && e.Time.Before(*sub.CancelAt) {
 					s.lateDirty[sub.ID] = true
+				}
+				if len(invoiced[sub.ID]) > 0 && !e.Time.Before(sub.Start.Truncate(time.Minute)) {
+					// Maybe usage of a finalized period: look for credit.
+					s.creditDirty[sub.ID] = true
 				}
 			}
 			s.lateSeq = e.Seq
@@ -596,6 +680,113 @@ func (s *Service) finalizeClosing(ctx context.Context, subs []billing.Subscripti
 		}
 	}
 	return n, nil
+}
+
+// Recheck has the next FinalizeDue look for credit owed on the finalized
+// periods of the given subscriptions (see issueCredits). Whatever lowers
+// a finalized period's usage other than a late event (whose index
+// FinalizeDue reads itself) or a meter change (which it notices) calls
+// it.
+func (s *Service) Recheck(subscriptionIDs ...string) {
+	s.lateMu.Lock()
+	defer s.lateMu.Unlock()
+	if s.creditDirty == nil {
+		s.creditDirty = map[string]bool{}
+	}
+	for _, id := range subscriptionIDs {
+		s.creditDirty[id] = true
+	}
+}
+
+// issueCredits issues the credit notes owed: for every subscription with
+// finalized invoices that may have negative corrections (its subjects
+// received late events, a meter changed, a draft or a Recheck found some;
+// on the first call, every one), one credit note with a line per negative
+// correction (see billing.BuildCreditNote), numbered by the store.
+//
+// Exactly once: a credit note and the record of what it credits are the
+// same stored document, written in one transaction; corrections are
+// computed net of the notes issued, and a note's id is its subscription's
+// next sequence number, so two runs that compute the same note from the
+// same state store it once, and a run that died before storing it leaves
+// nothing to undo (the next run computes it again).
+func (s *Service) issueCredits(ctx context.Context, subs []billing.Subscription, invoiced map[string][]time.Time, now time.Time, errs *[]error) error {
+	metas, err := s.Store.ListMeters(ctx)
+	if err != nil {
+		return err
+	}
+	s.lateMu.Lock()
+	if s.creditDirty == nil {
+		s.creditDirty = map[string]bool{}
+	}
+	changed := !s.creditInit
+	for _, m := range metas {
+		if m.UpdatedAt.After(s.metersSeen) {
+			// Rollups rebuilt from the raw events: any period may differ.
+			changed, s.metersSeen = true, m.UpdatedAt
+		}
+	}
+	if changed {
+		for _, sub := range subs {
+			if len(invoiced[sub.ID]) > 0 {
+				s.creditDirty[sub.ID] = true
+			}
+		}
+	}
+	s.creditInit = true
+	var todo []billing.Subscription
+	for _, sub := range subs {
+		if s.creditDirty[sub.ID] {
+			todo = append(todo, sub)
+		}
+	}
+	s.lateMu.Unlock()
+
+	for _, sub := range todo {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		again, err := s.issueCredit(ctx, sub, now)
+		if err != nil {
+			*errs = append(*errs, err)
+			continue
+		}
+		if again {
+			continue // another issuer came first: look again next time
+		}
+		s.lateMu.Lock()
+		delete(s.creditDirty, sub.ID)
+		s.lateMu.Unlock()
+	}
+	return nil
+}
+
+// issueCredit issues sub's credit note for its negative corrections as of
+// now, if it has any; again says that a credit note with its id was
+// issued meanwhile (from another state), so sub needs another look.
+func (s *Service) issueCredit(ctx context.Context, sub billing.Subscription, now time.Time) (again bool, err error) {
+	x, err := s.load(ctx, sub)
+	if err != nil || len(x.finalized) == 0 {
+		return false, err
+	}
+	var cs []billing.Adjustment
+	err = s.stable(func() error {
+		var err error
+		cs, err = s.corrections(ctx, s.newReader(), x, now)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("subscription %s: credit: %v", sub.ID, err)
+	}
+	cn, ok, err := billing.BuildCreditNote(sub, x.finalized[0].Currency, len(x.credits)+1, now, cs)
+	if err != nil || !ok {
+		return false, err
+	}
+	_, created, err := s.Store.IssueCreditNote(ctx, cn)
+	if err != nil {
+		return false, fmt.Errorf("subscription %s: issue credit note: %w", sub.ID, err)
+	}
+	return !created, nil
 }
 
 // finalizeClosingOne finalizes sub's adjustment invoice if it is due; keep
@@ -697,6 +888,15 @@ func (s *Service) finalizeChunk(ctx context.Context, jobs []*dueJob, customer fu
 				x.finalized = append(x.finalized, inv)
 			}
 		}
+		cns, err := s.Store.ListCreditNotes(ctx, store.CreditNoteFilter{SubscriptionIDs: invoiced})
+		if err != nil {
+			return 0, err
+		}
+		for _, cn := range cns {
+			if x := bySub[cn.SubscriptionID]; x != nil {
+				x.credits = append(x.credits, cn)
+			}
+		}
 	}
 
 	at := now.UTC()
@@ -710,7 +910,7 @@ func (s *Service) finalizeChunk(ctx context.Context, jobs []*dueJob, customer fu
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				inv, err := s.draft(ctx, r, j.x, j.due[0], true)
+				inv, err := s.draft(ctx, r, j.x, j.due[0], true, now)
 				if err != nil {
 					*errs = append(*errs, err)
 					j.due = nil

@@ -208,7 +208,14 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 				if lastEnd.After(sFrom) {
 					sFrom = lastEnd
 				}
-				segEnd := minTime(sg.Period.End, horizon)
+				// The minute of the subscription's end is its last
+				// segment's (billing.Subscription.UsageEnd), as invoices
+				// count it.
+				usageEnd := sg.Period.End
+				if u := sub.UsageEnd(usageEnd); u.After(usageEnd) {
+					usageEnd = u
+				}
+				segEnd := minTime(usageEnd, horizon)
 				needHours := sFrom.Before(segEnd)
 				// lateAt is the earliest late event: later ones may lie in
 				// any segment after it.
@@ -235,7 +242,7 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 					// segment it starts tracking late.
 					// A segment that ended before sFrom is counted to its
 					// end only: what follows is another segment's usage.
-					recounted := minTime(sFrom, sg.Period.End)
+					recounted := minTime(sFrom, usageEnd)
 					if in.Base, err = q.total(ctx, sg.Period.Start, recounted); err != nil {
 						return nil, nil, err
 					}

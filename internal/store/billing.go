@@ -218,3 +218,38 @@ type Invoices interface {
 	// period start then subscription id.
 	ListInvoices(ctx context.Context, f InvoiceFilter) ([]billing.Invoice, error)
 }
+
+// CreditNoteFilter selects credit notes; an empty field matches all.
+type CreditNoteFilter struct {
+	// SubscriptionID keeps only the subscription's credit notes.
+	SubscriptionID string
+	// SubscriptionIDs keeps only the credit notes of these subscriptions;
+	// it lets a caller read those of many subscriptions in one call.
+	SubscriptionIDs []string
+	// CustomerID keeps only the customer's credit notes (an id, not a key).
+	CustomerID string
+	// InvoiceID keeps only the credit notes with a line crediting that
+	// invoice.
+	InvoiceID string
+}
+
+// CreditNotes keeps issued credit notes (billing.CreditNote). A credit
+// note never changes once issued.
+type CreditNotes interface {
+	// IssueCreditNote stores cn and gives it the next number of the one
+	// credit note sequence (billing.CreditNoteNumber), in one transaction
+	// with its lines and their index by invoice, unless a credit note with
+	// cn's id is stored already: then it stores nothing and returns the
+	// stored one with created false. As a credit note's id is its
+	// subscription's sequence number (billing.CreditNoteID), two issuers
+	// that computed a subscription's next credit note from the same state
+	// issue it once. Numbers have no gaps and follow the order of issue.
+	// ErrNotFound if cn's subscription does not exist.
+	IssueCreditNote(ctx context.Context, cn billing.CreditNote) (stored billing.CreditNote, created bool, err error)
+	// GetCreditNote finds a credit note by id or number; ErrNotFound if
+	// there is none.
+	GetCreditNote(ctx context.Context, idOrNumber string) (billing.CreditNote, error)
+	// ListCreditNotes returns the credit notes f selects, ordered by
+	// number (the order of issue).
+	ListCreditNotes(ctx context.Context, f CreditNoteFilter) ([]billing.CreditNote, error)
+}

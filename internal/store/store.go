@@ -36,6 +36,7 @@ type Store interface {
 	Plans
 	Subscriptions
 	Invoices
+	CreditNotes
 	Auth
 	// Size is the bytes the store occupies on disk (0 if unknown).
 	Size(ctx context.Context) (int64, error)

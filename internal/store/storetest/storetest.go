@@ -94,6 +94,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("Subscriptions", func(t *testing.T) { testSubscriptions(t, b) })
 	t.Run("Invoices", func(t *testing.T) { testInvoices(t, b) })
 	t.Run("SaveInvoices", func(t *testing.T) { testSaveInvoices(t, b) })
+	t.Run("CreditNotes", func(t *testing.T) { testCreditNotes(t, b) })
 	t.Run("APIKeys", func(t *testing.T) { testAPIKeys(t, b) })
 	t.Run("PortalTokens", func(t *testing.T) { testPortalTokens(t, b) })
 	t.Run("Audit", func(t *testing.T) { testAudit(t, b) })
