@@ -168,7 +168,8 @@ func ParseInvoiceID(id string) (sub string, start time.Time, ok bool) {
 // positive Amount (a correction owed to the customer is a CreditNote).
 //
 // Lines come in this order: the base fee (prorated by time for a partial
-// or cut-short period, as in View), each charge in plan order, then the
+// or cut-short period, as in View), each charge in plan order (rated with
+// its included quantity for period, PlanCharge.IncludedFor), then the
 // adjustments.
 // Every line is rated exactly and rounded once, half-even, to the
 // currency's minor unit, so a draft shows the same amounts as View.
@@ -198,7 +199,7 @@ func BuildInvoice(sub Subscription, plan Plan, period Period, usage map[string]d
 		UnitPrice: ptr(plan.BaseFee), ExactAmount: baseFee, Amount: baseFee.RoundBank(digits),
 	})
 	for i, pc := range plan.Charges {
-		line, err := Rate(pc.Charge(), usage[pc.Key])
+		line, err := Rate(pc.ChargeFor(period, plan.ProrateIncluded), usage[pc.Key])
 		if err != nil {
 			return Invoice{}, fmt.Errorf("charges[%d] (%s): %w", i, pc.Key, err)
 		}
@@ -309,7 +310,7 @@ func Billed(inv Invoice, later []Invoice, credits []CreditNote, key, planKey str
 	return quantity, amount
 }
 
-// NewCorrection returns the correction of charge pc of the finalized
+// NewCorrection returns the correction of charge ch of the finalized
 // invoice inv when the period's usage is now usage and billedQty and
 // billedAmount were billed for it so far, net of credit (see Billed); ok
 // is false when the amounts already match. The one formula serves both
@@ -321,10 +322,14 @@ func Billed(inv Invoice, later []Invoice, credits []CreditNote, key, planKey str
 // cost more, and one unit more can cost less. Either way the amounts
 // billed and credited for the period add up to exactly what an invoice
 // with all its usage would show.
-func NewCorrection(inv Invoice, pc PlanCharge, usage, billedQty, billedAmount decimal.Decimal) (a Adjustment, ok bool, err error) {
-	line, err := Rate(pc.Charge(), usage)
+//
+// ch must be the charge as inv rated it: PlanCharge.ChargeFor the
+// period (or plan segment) and its plan's ProrateIncluded, so that the
+// usage now is rated with the included quantity the invoice used.
+func NewCorrection(inv Invoice, ch Charge, usage, billedQty, billedAmount decimal.Decimal) (a Adjustment, ok bool, err error) {
+	line, err := Rate(ch, usage)
 	if err != nil {
-		return Adjustment{}, false, fmt.Errorf("charge %s: %w", pc.Key, err)
+		return Adjustment{}, false, fmt.Errorf("charge %s: %w", ch.Key, err)
 	}
 	amount, err := line.RoundedAmount(inv.Currency)
 	if err != nil {
@@ -335,7 +340,7 @@ func NewCorrection(inv Invoice, pc PlanCharge, usage, billedQty, billedAmount de
 		return Adjustment{}, false, nil
 	}
 	return Adjustment{
-		Invoice: inv.ID, PeriodStart: inv.PeriodStart, PeriodEnd: inv.PeriodEnd, ChargeKey: pc.Key, Meter: pc.Meter,
+		Invoice: inv.ID, PeriodStart: inv.PeriodStart, PeriodEnd: inv.PeriodEnd, ChargeKey: ch.Key, Meter: ch.Meter,
 		Quantity: usage.Sub(billedQty), Amount: delta,
 	}, true, nil
 }

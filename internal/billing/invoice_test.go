@@ -114,10 +114,10 @@ func TestAdjustment(t *testing.T) {
 		t.Fatal(err)
 	}
 	q, a := Billed(closed, nil, nil, "emails", "", 0)
-	if _, ok, _ := NewCorrection(closed, plan.Charges[0], dec("935"), q, a); ok {
+	if _, ok, _ := NewCorrection(closed, plan.Charges[0].Charge(), dec("935"), q, a); ok {
 		t.Error("adjustment without late usage")
 	}
-	adj, ok, err := NewCorrection(closed, plan.Charges[0], dec("2100"), q, a)
+	adj, ok, err := NewCorrection(closed, plan.Charges[0].Charge(), dec("2100"), q, a)
 	if err != nil || !ok || adj.Quantity.String() != "1165" || adj.Amount.StringFixed(2) != "10.00" {
 		t.Fatalf("adjustment %+v %v %v", adj, ok, err)
 	}
@@ -169,7 +169,7 @@ func TestCorrectionBothDirections(t *testing.T) {
 				t.Fatal(err)
 			}
 			q, a := Billed(closed, nil, nil, tc.charge.Key, "", 0)
-			c, ok, err := NewCorrection(closed, tc.charge, dec(tc.now), q, a)
+			c, ok, err := NewCorrection(closed, tc.charge.Charge(), dec(tc.now), q, a)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -204,10 +204,10 @@ func TestCorrectionBothDirections(t *testing.T) {
 			// Once credited, nothing is left to correct; usage going back
 			// up is billed again.
 			q, a = Billed(closed, nil, []CreditNote{cn}, tc.charge.Key, "", 0)
-			if _, ok, _ := NewCorrection(closed, tc.charge, dec(tc.now), q, a); ok {
+			if _, ok, _ := NewCorrection(closed, tc.charge.Charge(), dec(tc.now), q, a); ok {
 				t.Errorf("credited twice: billed %s %s", q, a)
 			}
-			back, ok, _ := NewCorrection(closed, tc.charge, dec(tc.billed), q, a)
+			back, ok, _ := NewCorrection(closed, tc.charge.Charge(), dec(tc.billed), q, a)
 			if !ok || back.Amount.StringFixed(2) != tc.wantCreditAmt || !back.Quantity.Equal(dec(tc.wantQ).Neg()) {
 				t.Errorf("usage back up: %+v %v", back, ok)
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/big"
 	"slices"
 	"time"
 
@@ -37,10 +38,16 @@ type Plan struct {
 	Cadence     Cadence         `json:"cadence"`
 	BaseFee     decimal.Decimal `json:"baseFee"`
 	Charges     []PlanCharge    `json:"charges"`
-	Status      PlanStatus      `json:"status"`
-	CreatedAt   time.Time       `json:"createdAt"`
-	UpdatedAt   time.Time       `json:"updatedAt"`
-	PublishedAt *time.Time      `json:"publishedAt,omitempty"`
+	// ProrateIncluded, when set, prorates every charge's included
+	// quantity for a period shorter than a full one, by the share its
+	// base fee is prorated by (see PlanCharge.IncludedFor). It belongs to
+	// the version, so an invoice and every later correction of it rate
+	// the period with the same allowance.
+	ProrateIncluded bool       `json:"prorateIncluded,omitempty"`
+	Status          PlanStatus `json:"status"`
+	CreatedAt       time.Time  `json:"createdAt"`
+	UpdatedAt       time.Time  `json:"updatedAt"`
+	PublishedAt     *time.Time `json:"publishedAt,omitempty"`
 }
 
 // Published reports whether p is an immutable, published version.
@@ -58,9 +65,80 @@ type PlanCharge struct {
 	Reporting     []Reporting       `json:"reporting,omitempty"`
 }
 
-// Charge is the part of pc that rating needs.
+// Charge is the part of pc that rating needs, with the included quantity
+// of a full period. Rate a period's usage with ChargeFor.
 func (pc PlanCharge) Charge() Charge {
 	return Charge{Key: pc.Key, Meter: pc.Meter, Included: pc.Included, Pricing: pc.Pricing}
+}
+
+// ChargeFor is Charge with the included quantity of period p (see
+// IncludedFor): what rates the usage of p wherever it is rated (invoices,
+// the usage view, corrections, marketplace reports).
+func (pc PlanCharge) ChargeFor(p Period, prorate bool) Charge {
+	ch := pc.Charge()
+	ch.Included = pc.IncludedFor(p, prorate)
+	return ch
+}
+
+// IncludedFor is pc's included quantity for period p (a billing period or
+// one plan segment of one) on a plan whose ProrateIncluded is prorate.
+//
+// It is pc.Included unless prorate is set and p is prorated (a partial
+// first period, a period cut short by a cancellation, a part of a period
+// split by a plan change: p.Prorated()), in which case it is
+//
+//	included × p.Duration() / p.FullDuration()
+//
+// the share the base fee is prorated by, computed exactly and rounded once,
+// half-even, to the included quantity's own decimal places (those it shows:
+// 1000 and 1000.00 are whole units, 1.5 has one decimal): 1,000 included
+// become 333 for 10 days of a 30-day period and 667 for 20 days, and 1.5
+// becomes 0.5 for a third of a period.
+// Half-even is the rule money follows (RoundMoney), so neither the vendor
+// nor the customer gains from rounding on average, and the allowance stays
+// in the units the price list counts in. Unlimited stays unlimited.
+func (pc PlanCharge) IncludedFor(p Period, prorate bool) Included {
+	in := pc.Included
+	if !prorate || in.Unlimited || !p.Prorated() || p.FullDuration() <= 0 {
+		return in
+	}
+	part := max(p.Duration(), 0)
+	return IncludedQuantity(prorateHalfEven(in.Quantity, part, p.FullDuration()))
+}
+
+// prorateHalfEven is q × part / whole rounded half-even to q's decimal
+// places once trailing zeros are dropped. q, part and whole are not
+// negative and whole is positive.
+func prorateHalfEven(q decimal.Decimal, part, whole time.Duration) decimal.Decimal {
+	places := shownPlaces(q)
+	// q × part × 10^places is a whole number: q has at most places
+	// decimals.
+	num := q.Mul(decimal.NewFromInt(int64(part))).Shift(places).BigInt()
+	den := big.NewInt(int64(whole))
+	quo, rem := new(big.Int).QuoRem(num, den, new(big.Int))
+	switch c := new(big.Int).Lsh(rem, 1).Cmp(den); {
+	case c > 0, c == 0 && quo.Bit(0) == 1:
+		quo.Add(quo, big.NewInt(1))
+	}
+	return decimal.NewFromBigInt(quo, -places)
+}
+
+// shownPlaces is the number of decimal places of d without trailing
+// zeros (0 for a whole number, however it was written).
+func shownPlaces(d decimal.Decimal) int32 {
+	c, e := d.Coefficient(), d.Exponent()
+	if c.Sign() == 0 {
+		return 0
+	}
+	ten, r := big.NewInt(10), new(big.Int)
+	for e < 0 {
+		q, m := new(big.Int).QuoRem(c, ten, r)
+		if m.Sign() != 0 {
+			break
+		}
+		c, e = q, e+1
+	}
+	return max(-e, 0)
 }
 
 // Reporting names the dimension a charge's billable quantity is reported
@@ -97,6 +175,9 @@ type PlanInput struct {
 	Cadence     Cadence         `json:"cadence"`
 	BaseFee     decimal.Decimal `json:"baseFee"`
 	Charges     []PlanCharge    `json:"charges"`
+	// ProrateIncluded: see Plan.ProrateIncluded (default false: every
+	// period gets each charge's full included quantity).
+	ProrateIncluded bool `json:"prorateIncluded"`
 }
 
 // Validate checks in and returns a *ValidationError joining every field
@@ -212,7 +293,7 @@ func (in PlanInput) Plan(id string, version int, created, updated time.Time) Pla
 	return Plan{
 		ID: id, Key: in.Key, Version: version, Name: in.Name, Description: in.Description,
 		Currency: in.Currency, Cadence: in.Cadence, BaseFee: in.BaseFee, Charges: charges,
-		Status: PlanDraft, CreatedAt: created.UTC(), UpdatedAt: updated.UTC(),
+		ProrateIncluded: in.ProrateIncluded, Status: PlanDraft, CreatedAt: created.UTC(), UpdatedAt: updated.UTC(),
 	}
 }
 

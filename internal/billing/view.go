@@ -44,7 +44,10 @@ type ChargeView struct {
 	Meter         string
 	FilterGroupBy map[string]string
 	// Usage is the meter's value in the period so far.
-	Usage    decimal.Decimal
+	Usage decimal.Decimal
+	// Included is the charge's included quantity for the period:
+	// prorated for a short period on a plan with ProrateIncluded (see
+	// PlanCharge.IncludedFor), as the invoice rates it.
 	Included Included
 	// Remaining is what is left of the included quantity, never negative;
 	// nil when the included quantity is unlimited.
@@ -67,8 +70,9 @@ type ChargeView struct {
 // charge in the period so far, keyed by charge key (a missing key is zero
 // usage).
 //
-// Each charge is rated with Rate and its amount rounded with RoundMoney, as
-// an invoice line would be. The projection is a linear extrapolation of the
+// Each charge is rated with Rate, with its included quantity for period
+// (PlanCharge.ChargeFor), and its amount rounded with RoundMoney, as an
+// invoice line would be. The projection is a linear extrapolation of the
 // usage by the elapsed share of the period:
 //
 //	projected = usage × (End − Start) / (now − Start)
@@ -110,7 +114,8 @@ func View(sub Subscription, plan Plan, period Period, now time.Time, usage map[s
 	v.Charges = make([]ChargeView, 0, len(plan.Charges))
 	for i, pc := range plan.Charges {
 		u := usage[pc.Key]
-		line, err := Rate(pc.Charge(), u)
+		ch := pc.ChargeFor(period, plan.ProrateIncluded)
+		line, err := Rate(ch, u)
 		if err != nil {
 			return UsageView{}, fmt.Errorf("charges[%d] (%s): %w", i, pc.Key, err)
 		}
@@ -123,7 +128,7 @@ func View(sub Subscription, plan Plan, period Period, now time.Time, usage map[s
 			scale := max(-u.Exponent(), 0)
 			projected = u.Mul(decimal.NewFromInt(int64(length))).DivRound(decimal.NewFromInt(int64(elapsed)), scale)
 		}
-		pline, err := Rate(pc.Charge(), projected)
+		pline, err := Rate(ch, projected)
 		if err != nil {
 			return UsageView{}, fmt.Errorf("charges[%d] (%s): projection: %w", i, pc.Key, err)
 		}
@@ -133,11 +138,11 @@ func View(sub Subscription, plan Plan, period Period, now time.Time, usage map[s
 		}
 		cv := ChargeView{
 			Key: pc.Key, Meter: pc.Meter, FilterGroupBy: pc.FilterGroupBy,
-			Usage: u, Included: pc.Included, Overage: line.Billable,
+			Usage: u, Included: ch.Included, Overage: line.Billable,
 			Amount: amount, Line: line, ProjectedUsage: projected, ProjectedAmount: pamount,
 		}
-		if !pc.Included.Unlimited {
-			r := pc.Included.Quantity.Sub(line.Included)
+		if !ch.Included.Unlimited {
+			r := ch.Included.Quantity.Sub(line.Included)
 			cv.Remaining = &r
 		}
 		v.Charges = append(v.Charges, cv)

@@ -280,6 +280,27 @@ func (s *Service) segments(ctx context.Context, r *usageReader, x *subject, p bi
 	return out, nil
 }
 
+// invoicedPeriod is the billing period of sub that the finalized invoice
+// inv bills, as it was drafted (see Periods): with its FullStart (a
+// partial first period) and FullEnd (a period cut by a cancellation), so
+// that a correction prorates what the invoice prorated. The invoice keeps
+// only its bounds; the schedule gives the rest. Should the schedule not
+// give these bounds, the period is taken as a full one.
+func invoicedPeriod(sub billing.Subscription, inv billing.Invoice) billing.Period {
+	fallback := billing.Period{Index: inv.PeriodIndex, Start: inv.PeriodStart, End: inv.PeriodEnd, FullStart: inv.PeriodStart}
+	p, err := sub.CurrentPeriod(inv.PeriodStart)
+	if err != nil || !p.Start.Equal(inv.PeriodStart) {
+		return fallback
+	}
+	if inv.PeriodEnd.Before(p.End) {
+		p.FullEnd, p.End = p.End, inv.PeriodEnd
+	}
+	if !p.End.Equal(inv.PeriodEnd) {
+		return fallback
+	}
+	return p
+}
+
 // corrections are the corrections (billing.NewCorrection) of x's
 // finalized periods as of now, per charge: positive ones are billed as
 // adjustments, negative ones credited on a credit note. A period split by
@@ -294,7 +315,7 @@ func (s *Service) corrections(ctx context.Context, r *usageReader, x *subject, n
 		if w := s.Corrections.Window; w > 0 && inv.PeriodEnd.Add(w).Before(now) {
 			continue // closed
 		}
-		segs, err := s.segments(ctx, r, x, billing.Period{Index: inv.PeriodIndex, Start: inv.PeriodStart, End: inv.PeriodEnd, FullStart: inv.PeriodStart})
+		segs, err := s.segments(ctx, r, x, invoicedPeriod(x.sub, inv))
 		if err != nil {
 			return nil, err
 		}
@@ -314,7 +335,7 @@ func (s *Service) corrections(ctx context.Context, r *usageReader, x *subject, n
 					}
 				}
 				q, a := billing.Billed(inv, x.finalized[i+1:], x.credits, pc.Key, pk, pv)
-				c, ok, err := billing.NewCorrection(inv, pc, sg.Usage[pc.Key], q, a)
+				c, ok, err := billing.NewCorrection(inv, pc.ChargeFor(sg.Period, sg.Plan.ProrateIncluded), sg.Usage[pc.Key], q, a)
 				if err != nil {
 					return nil, fmt.Errorf("invoice %s: %w", inv.ID, err)
 				}
