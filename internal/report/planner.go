@@ -92,7 +92,10 @@ func segmentsOf(sub billing.Subscription, from, to time.Time) ([]billing.Segment
 	var out []billing.Segment
 	for _, pr := range ps {
 		if sub.CancelAt != nil && sub.CancelAt.Before(pr.End) {
-			pr.End = *sub.CancelAt
+			// Cut as invoices cut it (invoicing.Periods): a shorter
+			// period of the same full length, its included quantity
+			// prorated on a plan that prorates it.
+			pr.FullEnd, pr.End = pr.End, *sub.CancelAt
 		}
 		for _, sg := range sub.Segments(pr) {
 			if sg.Period.End.After(from) && sg.Period.Start.Before(to) {
@@ -233,7 +236,7 @@ func (p *planner) subscription(ctx context.Context, sub billing.Subscription) ([
 				}
 				in := SegmentInput{Start: sg.Period.Start, End: sg.Period.End, From: sFrom, Base: decimal.Zero}
 				var lateNames []string
-				if in.Band, err = bandOf(pc, rep); err != nil {
+				if in.Band, err = bandOf(pc, pc.IncludedFor(sg.Period, pl.ProrateIncluded), rep); err != nil {
 					return nil, nil, err
 				}
 				switch {
@@ -497,14 +500,16 @@ type usageByHour struct {
 	subjects map[string]map[int64]decimal.Decimal
 }
 
-// bandOf is the usage band reporting entry rep of charge pc reports: the
-// usage above the included quantity, or one graduated tier of it.
-func bandOf(pc billing.PlanCharge, rep billing.Reporting) (Band, error) {
+// bandOf is the usage band reporting entry rep of charge pc reports in a
+// segment whose included quantity is included (PlanCharge.IncludedFor the
+// segment, as its invoice rates it): the usage above it, or one graduated
+// tier of it.
+func bandOf(pc billing.PlanCharge, included billing.Included, rep billing.Reporting) (Band, error) {
 	unit := rep.UnitSize
 	if unit.Sign() <= 0 {
 		unit = decimal.NewFromInt(1)
 	}
-	b := Band{Lo: pc.Included.Quantity, UnitSize: unit}
+	b := Band{Lo: included.Quantity, UnitSize: unit}
 	if rep.Tier == 0 {
 		return b, nil
 	}
@@ -516,9 +521,9 @@ func bandOf(pc billing.PlanCharge, rep billing.Reporting) (Band, error) {
 	if rep.Tier > 1 {
 		lo = *tiers[rep.Tier-2].UpTo
 	}
-	b.Lo = pc.Included.Quantity.Add(lo)
+	b.Lo = included.Quantity.Add(lo)
 	if up := tiers[rep.Tier-1].UpTo; up != nil {
-		hi := pc.Included.Quantity.Add(*up)
+		hi := included.Quantity.Add(*up)
 		b.Hi = &hi
 	}
 	return b, nil
