@@ -397,6 +397,9 @@ func testPlans(t *testing.T, b Backend) {
 	v1 := billing.Plan{
 		ID: "p-1", Key: "mail-pro", Version: 1, Name: "Mail Pro", Currency: "EUR", Cadence: billing.CadenceMonthly,
 		BaseFee: d("10.00"), Status: billing.PlanDraft, CreatedAt: bt0, UpdatedAt: bt0,
+		// A plan-level setting that must survive the store: it decides
+		// how every invoice of the version and its corrections are rated.
+		ProrateIncluded: true,
 		Charges: []billing.PlanCharge{{
 			Key: "emails", Meter: "emails", FilterGroupBy: map[string]string{"kind": "bulk"},
 			Included: billing.IncludedQuantity(d("1000")),
