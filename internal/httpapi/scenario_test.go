@@ -25,10 +25,11 @@ package httpapi_test
 //	subjects CUSTOMER [A,B,…]
 //	    PUT /api/v1/customers/CUSTOMER with its fields as they are and
 //	    these subjects (none when omitted): moves subjects in or out.
-//	plan KEY CURRENCY CADENCE [base=FEE]
+//	plan KEY CURRENCY CADENCE [base=FEE] [prorateIncluded=true]
 //	  charge KEY meter=SLUG [included=N|unlimited] PRICING
 //	    POST /api/v1/plans with the charges on the following (indented)
-//	    charge lines. PRICING is one of
+//	    charge lines (prorateIncluded=true: the plan prorates included
+//	    quantities for short periods). PRICING is one of
 //	        per_unit=PRICE
 //	        package=SIZE@PRICE
 //	        graduated=TIER,TIER,…   volume=TIER,TIER,…
@@ -299,10 +300,17 @@ func (s *scenario) exec(l scenarioLine) {
 		}
 		s.call("PUT", "/api/v1/customers/"+l.pos[1], in, http.StatusOK)
 	case "plan":
-		s.need(l, 4, "plan KEY CURRENCY CADENCE [base=FEE]")
+		s.need(l, 4, "plan KEY CURRENCY CADENCE [base=FEE] [prorateIncluded=true]")
 		s.plan = map[string]any{"key": l.pos[1], "name": l.pos[1], "currency": l.pos[2], "cadence": l.pos[3], "charges": []any{}}
 		if v, ok := l.opts["base"]; ok {
 			s.plan["baseFee"] = v
+		}
+		if v, ok := l.opts["prorateIncluded"]; ok {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				s.fatalf("prorateIncluded=%q: want true or false", v)
+			}
+			s.plan["prorateIncluded"] = b
 		}
 	case "charge":
 		s.need(l, 2, "charge KEY meter=SLUG [included=N] PRICING")
