@@ -705,7 +705,6 @@ func isJSONMediaType(mt []byte) bool {
 		bytes.EqualFold(mt[len(mt)-len("+json"):], []byte("+json"))
 }
 
-
 // parseTime parses an RFC 3339 timestamp within the bounds every entry
 // point keeps (bounds.ParseTime) and returns it in UTC. Timestamps of the
 // usual shape and in range are parsed here without allocating; others are
