@@ -38,6 +38,15 @@ type CorrectionError struct{ Err error }
 func (e *CorrectionError) Error() string { return "invalid correction: " + e.Err.Error() }
 func (e *CorrectionError) Unwrap() error { return e.Err }
 
+// ConflictError says why a correction clashes with an earlier one (a void
+// of a voided event, a delete of a deleted rule). It is a store.ErrConflict.
+type ConflictError struct{ Msg string }
+
+func (e *ConflictError) Error() string { return e.Msg }
+
+// Is makes a ConflictError a store.ErrConflict.
+func (e *ConflictError) Is(target error) bool { return target == store.ErrConflict }
+
 // CorrectInput is a void or an amendment of one stored event.
 type CorrectInput struct {
 	Source, ID, Subject string
@@ -118,8 +127,8 @@ func (p *Pipeline) correct(ctx context.Context, in CorrectInput, kind string) (s
 	check := func(e store.StoredEvent) error {
 		if e.Voided() {
 			v := e.Corrections[len(e.Corrections)-1]
-			return fmt.Errorf("event source %q id %q subject %q was voided by %s at %s (%q); a voided event stays voided: %w",
-				in.Source, in.ID, in.Subject, v.Actor, v.At.Format(time.RFC3339), v.Reason, store.ErrConflict)
+			return &ConflictError{fmt.Sprintf("event source %q id %q subject %q was voided by %s at %s (%q); a voided event stays voided",
+				in.Source, in.ID, in.Subject, v.Actor, v.At.Format(time.RFC3339), v.Reason)}
 		}
 		return nil
 	}
@@ -291,7 +300,7 @@ func (p *Pipeline) DeleteRule(ctx context.Context, id, actor string) (store.Canc
 		return r, err
 	}
 	if !r.InEffect() {
-		return r, fmt.Errorf("cancellation rule %s was deleted by %s at %s: %w", id, r.DeletedBy, r.DeletedAt.Format(time.RFC3339), store.ErrConflict)
+		return r, &ConflictError{fmt.Sprintf("cancellation rule %s was deleted by %s at %s", id, r.DeletedBy, r.DeletedAt.Format(time.RFC3339))}
 	}
 	now := p.now().UTC()
 	r.State, r.DeletedBy, r.DeletedAt = store.RuleRemoving, actor, &now
