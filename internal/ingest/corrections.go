@@ -348,8 +348,8 @@ func (p *Pipeline) resumeRulesLocked(ctx context.Context) error {
 // call rebuilds (and the events the rule selected in them), so that each
 // holds off ingest only for a moment.
 const (
-	ruleChunkCells  = 4000
-	ruleChunkEvents = 20000
+	ruleChunkCells  = 2000
+	ruleChunkEvents = 10000
 )
 
 // finishRule rebuilds the cells r selects among the events up to seq last
@@ -401,7 +401,8 @@ type ruleCell struct {
 }
 
 // ruleCells finds the cells holding events (seq <= last, not voided) that
-// r selects, in (subject, minute, meter) order, and counts those events.
+// r selects, in (minute, subject, meter) order (the store reads a
+// chunk's events a minute at a time), and counts those events.
 func (p *Pipeline) ruleCells(ctx context.Context, set *MeterSet, r store.CancellationRule, last int64) ([]ruleCell, int64, error) {
 	cr := compileRule(r)
 	if cr.subjects != nil && len(cr.subjects) == 0 {
@@ -468,7 +469,7 @@ func (p *Pipeline) ruleCells(ctx context.Context, set *MeterSet, r store.Cancell
 		out = append(out, ruleCell{Cell: c, events: n})
 	}
 	slices.SortFunc(out, func(a, b ruleCell) int {
-		return cmp.Or(strings.Compare(a.Subject, b.Subject), cmp.Compare(a.Minute, b.Minute), strings.Compare(a.MeterID, b.MeterID))
+		return cmp.Or(cmp.Compare(a.Minute, b.Minute), strings.Compare(a.Subject, b.Subject), strings.Compare(a.MeterID, b.MeterID))
 	})
 	return out, matched, nil
 }

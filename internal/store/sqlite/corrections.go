@@ -187,23 +187,28 @@ func (db *DB) writeMarks(ctx context.Context, tx *sql.Tx, marks map[string]int64
 	return seq - db.nextSeq, nil
 }
 
-type subjectMinute struct {
-	subject string
-	minute  int64
-}
-
 // recomputeCells rebuilds cells inside tx and returns the first minute
-// changed per subject.
+// changed per subject. The events are read a minute at a time, through
+// the index on (time_us, subject): the rows of the subjects asked for
+// only, when they are few.
 func recomputeCells(ctx context.Context, tx *sql.Tx, cells []store.Cell, p store.Projector) (map[string]int64, error) {
-	byPlace := make(map[subjectMinute]map[string]bool)
-	var order []subjectMinute
+	type place struct {
+		subject string
+		minute  int64
+	}
+	byMinute := make(map[int64]map[string]map[string]bool) // minute → subject → meter ids
+	var minutes []int64
 	for _, c := range cells {
-		k := subjectMinute{c.Subject, c.Minute}
-		if byPlace[k] == nil {
-			byPlace[k] = make(map[string]bool)
-			order = append(order, k)
+		subs := byMinute[c.Minute]
+		if subs == nil {
+			subs = make(map[string]map[string]bool)
+			byMinute[c.Minute] = subs
+			minutes = append(minutes, c.Minute)
 		}
-		byPlace[k][c.MeterID] = true
+		if subs[c.Subject] == nil {
+			subs[c.Subject] = make(map[string]bool)
+		}
+		subs[c.Subject][c.MeterID] = true
 	}
 	marks := make(map[string]int64)
 	delRollups, err := tx.PrepareContext(ctx, "DELETE FROM rollups WHERE meter_id = ? AND subject = ? AND minute = ?")
@@ -216,16 +221,26 @@ func recomputeCells(ctx context.Context, tx *sql.Tx, cells []store.Cell, p store
 		return nil, err
 	}
 	defer delUniques.Close()
-	read, err := tx.PrepareContext(ctx, "SELECT "+eventColumns+" FROM events WHERE time_us >= ? AND time_us < ? AND subject = ?")
+	readAll, err := tx.PrepareContext(ctx, "SELECT "+eventColumns+" FROM events WHERE time_us >= ? AND time_us < ?")
 	if err != nil {
 		return nil, err
 	}
-	defer read.Close()
+	defer readAll.Close()
 	states := make(map[string]subjectCells)
 	uniques := make(map[uniqueKey]struct{})
-	for _, k := range order {
-		meters := byPlace[k]
-		rows, err := read.QueryContext(ctx, k.minute*1_000_000, (k.minute+60)*1_000_000, k.subject)
+	for _, minute := range minutes {
+		subs := byMinute[minute]
+		from, to := minute*1_000_000, (minute+60)*1_000_000
+		var rows *sql.Rows
+		if len(subs) <= 200 {
+			args := []any{from, to}
+			for _, s := range sortedKeys(subs) {
+				args = append(args, s)
+			}
+			rows, err = tx.QueryContext(ctx, "SELECT "+eventColumns+" FROM events WHERE time_us >= ? AND time_us < ? AND subject IN ("+placeholders(len(subs))+")", args...)
+		} else {
+			rows, err = readAll.QueryContext(ctx, from, to)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("read events: %w", err)
 		}
@@ -236,15 +251,24 @@ func recomputeCells(ctx context.Context, tx *sql.Tx, cells []store.Cell, p store
 		if err := attachCorrections(ctx, tx, evs); err != nil {
 			return nil, err
 		}
-		for id := range meters {
-			if _, err := delRollups.ExecContext(ctx, id, k.subject, k.minute); err != nil {
-				return nil, fmt.Errorf("clear rollups: %w", err)
+		for subject, meters := range subs {
+			for id := range meters {
+				if _, err := delRollups.ExecContext(ctx, id, subject, minute); err != nil {
+					return nil, fmt.Errorf("clear rollups: %w", err)
+				}
+				if _, err := delUniques.ExecContext(ctx, id, subject, minute); err != nil {
+					return nil, fmt.Errorf("clear distinct values: %w", err)
+				}
 			}
-			if _, err := delUniques.ExecContext(ctx, id, k.subject, k.minute); err != nil {
-				return nil, fmt.Errorf("clear distinct values: %w", err)
+			if m, ok := marks[subject]; !ok || minute < m {
+				marks[subject] = minute
 			}
 		}
 		for _, e := range evs {
+			meters := subs[e.Subject]
+			if meters == nil {
+				continue
+			}
 			cs, err := p.Contributions(e)
 			if err != nil {
 				return nil, err
@@ -253,14 +277,11 @@ func recomputeCells(ctx context.Context, tx *sql.Tx, cells []store.Cell, p store
 				if c.Err != "" || !meters[c.MeterID] {
 					continue
 				}
-				addContributions(states, e.Subject, k.minute, e.Time.UnixMicro(), e.Seq, []store.Contribution{c})
+				addContributions(states, e.Subject, minute, e.Time.UnixMicro(), e.Seq, []store.Contribution{c})
 				if c.Aggregation == meter.UniqueCount {
-					uniques[uniqueKey{rollupKey{c.MeterID, e.Subject, c.GroupKey, k.minute}, c.Unique}] = struct{}{}
+					uniques[uniqueKey{rollupKey{c.MeterID, e.Subject, c.GroupKey, minute}, c.Unique}] = struct{}{}
 				}
 			}
-		}
-		if m, ok := marks[k.subject]; !ok || k.minute < m {
-			marks[k.subject] = k.minute
 		}
 	}
 	if err := upsertStates(ctx, tx, states); err != nil {
