@@ -356,6 +356,9 @@ const (
 // (the events after were counted with r's current state already), then
 // records r applied (or deleted).
 func (p *Pipeline) finishRule(ctx context.Context, r store.CancellationRule, last int64) (store.CancellationRule, error) {
+	// The rule is in effect (or out of it) already: finish even if the
+	// caller goes away, rather than leave it half applied until a restart.
+	ctx = context.WithoutCancel(ctx)
 	start := time.Now()
 	set := p.meters.Load()
 	cells, matched, err := p.ruleCells(ctx, set, r, last)
