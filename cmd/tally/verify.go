@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/tally-metering/tally/internal/ingest"
+	"github.com/tally-metering/tally/internal/store"
 	"github.com/tally-metering/tally/internal/store/sqlite"
 )
 
@@ -39,7 +40,16 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	set, err := ingest.NewMeterSet(1, ms)
+	rules, err := st.ListRules(ctx)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	for _, r := range rules {
+		if r.State == store.RuleApplying || r.State == store.RuleRemoving {
+			fmt.Fprintf(stdout, "note: cancellation rule %s was still being %s when tally stopped; tally serve finishes it at start, and until then its cells differ\n", r.ID, map[string]string{store.RuleApplying: "applied", store.RuleRemoving: "removed"}[r.State])
+		}
+	}
+	set, err := ingest.NewMeterSet(1, ms, rules...)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}

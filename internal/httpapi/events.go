@@ -66,11 +66,24 @@ func (s *Server) ingestEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // ingestedEvent is one item of GET /api/v1/events (OpenMeter's shape).
+// Event is the event as received, never changed; the corrections made
+// to it since are beside it.
 type ingestedEvent struct {
 	Event           json.RawMessage `json:"event"`
 	IngestedAt      time.Time       `json:"ingestedAt"`
 	ValidationError string          `json:"validationError,omitempty"`
+	// Voided says the event counts for nothing (see Corrections).
+	Voided bool `json:"voided,omitempty"`
+	// Data is the data the event counts with, when amended.
+	Data json.RawMessage `json:"data,omitempty"`
+	// Corrections are its voids and amendments: who, when, why.
+	Corrections []store.Correction `json:"corrections,omitempty"`
+	// CancelledBy lists the cancellation rules in effect that cancel its
+	// usage, and for which meters.
+	CancelledBy []cancelledBy `json:"cancelledBy,omitempty"`
 }
+
+func joinErrors(errs []string) string { return strings.Join(errs, "; ") }
 
 const (
 	defaultEventLimit = 100
@@ -118,13 +131,14 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := make([]ingestedEvent, 0, len(evs))
+	set := s.Pipeline.ActiveMeters()
 	for _, e := range evs {
-		raw, err := withTime(e.Raw, e.Time)
+		item, err := s.eventItem(e, set)
 		if err != nil {
-			s.writeError(w, r, fmt.Errorf("event seq %d: %w", e.Seq, err))
+			s.writeError(w, r, err)
 			return
 		}
-		out = append(out, ingestedEvent{Event: raw, IngestedAt: e.IngestedAt, ValidationError: strings.Join(e.ValidationErrors, "; ")})
+		out = append(out, item)
 	}
 	s.writeJSON(w, r, http.StatusOK, out)
 }

@@ -69,6 +69,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var stale *store.StaleError
 	var big *bodyTooLargeError
 	var mt *mediaTypeError
+	var corr *ingest.CorrectionError
+	var clash *ingest.ConflictError
 	switch {
 	case errors.As(err, &big):
 		writeProblem(w, r, Problem{Status: http.StatusRequestEntityTooLarge, Detail: big.Error()})
@@ -84,6 +86,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeProblem(w, r, Problem{Status: http.StatusUnsupportedMediaType, Detail: err.Error()})
 	case errors.As(err, &minv):
 		writeProblem(w, r, Problem{Status: http.StatusBadRequest, Title: "Invalid meter", Detail: minv.Error(), Errors: splitJoined(minv.Err)})
+	case errors.As(err, &corr):
+		writeProblem(w, r, Problem{Status: http.StatusBadRequest, Title: "Invalid correction", Detail: corr.Error(), Errors: splitJoined(corr.Err)})
+	case errors.As(err, &clash):
+		writeProblem(w, r, Problem{Status: http.StatusConflict, Detail: clash.Error()})
 	case errors.As(err, &qerr):
 		badRequest(w, r, qerr.err)
 	case errors.As(err, &berr):

@@ -58,6 +58,22 @@ package httpapi_test
 //	    Wait until the running finalizer has made a whole run that began
 //	    after this line (so it has seen every earlier line and the clock).
 //
+// Corrections (an event named with the option event-id=ID, which is its
+// CloudEvent id rather than a data field)
+//
+//	void SUBJECT ID [status=CODE]
+//	    POST /api/v1/events/void; expect status CODE (default 200).
+//	amend SUBJECT ID FIELD=VALUE …
+//	    POST /api/v1/events/amend with these fields as the new data.
+//	rule NAME [meter=SLUG] [customer=KEY] [subjects=A,B] [eventFrom=TIME]
+//	     [eventTo=TIME] [ingestedFrom=TIME] [ingestedTo=TIME] [group.KEY=VALUE …]
+//	    POST /api/v1/cancellation-rules (expects 201); NAME refers to it.
+//	delete-rule NAME
+//	    DELETE /api/v1/cancellation-rules/{id} (expects 200).
+//	verify
+//	    Recompute every meter from the raw events, as tally verify does,
+//	    and require the stored rollups to match.
+//
 // Expectations (FIELD is a JSON field name of the response; VALUE is
 // compared as text, times as instants, null matches a null or missing field)
 //
@@ -79,6 +95,8 @@ package httpapi_test
 //	expect subscription NAME [FIELD=VALUE …]
 //	    GET /api/v1/subscriptions/{id}; currentPeriod.start and
 //	    currentPeriod.end reach into the current period.
+//	expect total METER [subject=S] [from=TIME] [to=TIME] value=V
+//	    GET /api/v1/meters/METER/query: the sum of its rows' values.
 //	expect usage CUSTOMER NAME absent
 //	expect usage CUSTOMER NAME [charge=KEY] [FIELD=VALUE …]
 //	    GET /api/v1/customers/CUSTOMER/usage: NAME's entry, or its charge.
@@ -90,6 +108,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -97,6 +116,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shopspring/decimal"
 
 	"github.com/tally-metering/tally/internal/invoicing"
 	"github.com/tally-metering/tally/internal/usage"
@@ -126,14 +147,15 @@ type scenarioLine struct {
 }
 
 type scenario struct {
-	t    *testing.T
-	h    *apiHarness
-	fin  *invoicing.Service
-	file string
-	line int
-	subs map[string]string // name → subscription id
-	plan map[string]any    // plan being collected, posted before the next directive
-	seq  int
+	t     *testing.T
+	h     *apiHarness
+	fin   *invoicing.Service
+	file  string
+	line  int
+	subs  map[string]string // name → subscription id
+	rules map[string]string // name → cancellation rule id
+	plan  map[string]any    // plan being collected, posted before the next directive
+	seq   int
 	// runs counts the running finalizer's runs begun (its clock reads);
 	// nil until the finalizer directive.
 	runs *atomic.Int64
@@ -146,7 +168,7 @@ func runScenario(t *testing.T, file string) {
 	}
 	h := newAPIHarness(t, harnessOptions{token: "secret"})
 	s := &scenario{
-		t: t, h: h, file: filepath.Base(file), subs: map[string]string{},
+		t: t, h: h, file: filepath.Base(file), subs: map[string]string{}, rules: map[string]string{},
 		fin: &invoicing.Service{Store: h.st, Usage: &usage.Service{Store: h.st}, Stable: h.pipe.MetersStable, Grace: invoicing.DefaultGrace, Late: h.st},
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -369,7 +391,12 @@ func (s *scenario) exec(l scenarioLine) {
 		s.need(l, 4, "event SUBJECT TYPE TIME [FIELD=VALUE …]")
 		s.seq++
 		fields := make([]string, 0, len(l.keys))
+		id := fmt.Sprintf("%s-%d-%d", s.file, s.line, s.seq)
 		for _, k := range l.keys {
+			if k == "event-id" {
+				id = l.opts[k]
+				continue
+			}
 			v := l.opts[k]
 			if !json.Valid([]byte(v)) || strings.HasPrefix(v, `"`) || strings.HasPrefix(v, "{") || strings.HasPrefix(v, "[") {
 				v = strconv.Quote(v)
@@ -380,7 +407,7 @@ func (s *scenario) exec(l scenarioLine) {
 		if len(fields) > 0 {
 			data = "{" + strings.Join(fields, ",") + "}"
 		}
-		body := jsonArray(ce(fmt.Sprintf("%s-%d-%d", s.file, s.line, s.seq), l.pos[2], l.pos[1], l.pos[3], data))
+		body := jsonArray(ce(id, l.pos[2], l.pos[1], l.pos[3], data))
 		if r := s.h.do("POST", "/api/v1/events", batchCT, body); r.Status != http.StatusNoContent {
 			s.fatalf("ingest: got %s, want status 204", r)
 		}
@@ -396,8 +423,60 @@ func (s *scenario) exec(l scenarioLine) {
 		s.startFinalizer(l)
 	case "settle":
 		s.settle()
+	case "void":
+		s.need(l, 3, "void SUBJECT ID [status=CODE]")
+		status := http.StatusOK
+		if v, ok := l.opts["status"]; ok {
+			status, _ = strconv.Atoi(v)
+		}
+		s.call("POST", "/api/v1/events/void", map[string]any{"source": "test", "id": l.pos[2], "subject": l.pos[1], "reason": "scenario line " + strconv.Itoa(l.no)}, status)
+	case "amend":
+		s.need(l, 3, "amend SUBJECT ID FIELD=VALUE …")
+		data := map[string]any{}
+		for _, k := range l.keys {
+			var v any
+			if err := json.Unmarshal([]byte(l.opts[k]), &v); err != nil {
+				v = l.opts[k]
+			}
+			data[k] = v
+		}
+		s.call("POST", "/api/v1/events/amend", map[string]any{"source": "test", "id": l.pos[2], "subject": l.pos[1], "data": data, "reason": "scenario line " + strconv.Itoa(l.no)}, http.StatusOK)
+	case "rule":
+		s.need(l, 2, "rule NAME [meter=SLUG] [customer=KEY] [subjects=A,B] [eventFrom=…] …")
+		b := map[string]any{"reason": "scenario line " + strconv.Itoa(l.no)}
+		group := map[string]string{}
+		for _, k := range l.keys {
+			switch {
+			case k == "subjects":
+				b[k] = strings.Split(l.opts[k], ",")
+			case strings.HasPrefix(k, "group."):
+				group[strings.TrimPrefix(k, "group.")] = l.opts[k]
+			default:
+				b[k] = l.opts[k]
+			}
+		}
+		if len(group) > 0 {
+			b["groupBy"] = group
+		}
+		v := s.call("POST", "/api/v1/cancellation-rules", b, http.StatusCreated)
+		if got := lookup(v, "state"); got != "active" {
+			s.fatalf("rule %s: state %v, want active", l.pos[1], got)
+		}
+		s.rules[l.pos[1]], _ = lookup(v, "id").(string)
+	case "delete-rule":
+		s.need(l, 2, "delete-rule NAME")
+		id, ok := s.rules[l.pos[1]]
+		if !ok {
+			s.fatalf("unknown rule %q", l.pos[1])
+		}
+		v := s.call("DELETE", "/api/v1/cancellation-rules/"+id, nil, http.StatusOK)
+		if got := lookup(v, "state"); got != "deleted" {
+			s.fatalf("deleted rule %s: state %v, want deleted", l.pos[1], got)
+		}
+	case "verify":
+		s.h.verify()
 	case "expect":
-		s.need(l, 2, "expect invoices|invoice|line|subscription|usage …")
+		s.need(l, 2, "expect invoices|invoice|line|subscription|usage|total …")
 		s.expect(l)
 	default:
 		s.fatalf("unknown directive %q", l.pos[0])
@@ -661,6 +740,26 @@ func (s *scenario) expect(l scenarioLine) {
 			}
 		}
 		s.errorf("%s: no line for %s in %s", what, l.pos[4], showValue(lookup(cn, "lines")))
+	case "total":
+		s.need(l, 3, "expect total METER [subject=S] [from=TIME] [to=TIME] value=V")
+		q := url.Values{}
+		for _, k := range []string{"subject", "from", "to"} {
+			if v, ok := l.opts[k]; ok {
+				q.Set(k, v)
+			}
+		}
+		v := s.call("GET", "/api/v1/meters/"+l.pos[2]+"/query?"+q.Encode(), nil, http.StatusOK)
+		total := decimal.Zero
+		for _, row := range asList(lookup(v, "data")) {
+			d, err := decimal.NewFromString(showValue(lookup(row, "value")))
+			if err != nil {
+				s.fatalf("total of %s: row value %v: %v", l.pos[2], lookup(row, "value"), err)
+			}
+			total = total.Add(d)
+		}
+		if want := decimal.RequireFromString(l.opts["value"]); !total.Equal(want) {
+			s.errorf("total of %s %v: %s, want %s", l.pos[2], q, total, want)
+		}
 	case "subscription":
 		s.need(l, 3, "expect subscription NAME [FIELD=VALUE …]")
 		v := s.call("GET", "/api/v1/subscriptions/"+s.sub(l.pos[2]), nil, http.StatusOK)

@@ -38,7 +38,7 @@ func (p *Pipeline) LoadMeters(ctx context.Context) error {
 	if n > 0 {
 		p.log.Info("replayed events into rollups after an unclean stop", "events", n)
 	}
-	return nil
+	return p.resumeRulesLocked(ctx)
 }
 
 func (p *Pipeline) reloadLocked(ctx context.Context) error {
@@ -46,7 +46,11 @@ func (p *Pipeline) reloadLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load meters: %w", err)
 	}
-	set, err := NewMeterSet(p.setVersion.Add(1), ms)
+	rules, err := p.store.ListRules(ctx)
+	if err != nil {
+		return fmt.Errorf("load cancellation rules: %w", err)
+	}
+	set, err := NewMeterSet(p.setVersion.Add(1), ms, rules...)
 	if err != nil {
 		return fmt.Errorf("load meters: %w", err)
 	}
@@ -72,7 +76,7 @@ func (p *Pipeline) put(ctx context.Context, m meter.Meter, rebuild bool) error {
 			}
 			return p.reloadLocked(ctx)
 		}
-		proj, err := Project(ctx, p.store, c)
+		proj, err := Project(ctx, p.store, c, p.meters.Load().Rules())
 		if err != nil {
 			return err
 		}

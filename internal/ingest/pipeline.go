@@ -22,6 +22,7 @@ var ErrClosed = errors.New("ingest pipeline is shut down")
 // Store is what the pipeline needs from storage.
 type Store interface {
 	store.Events
+	store.Corrections
 	store.Meters
 	store.Rollups
 }
@@ -205,7 +206,9 @@ func (p *Pipeline) commit(batch []*request) {
 			all = append(all, r.events...)
 		}
 	}
-	res, err := p.store.AppendEvents(context.Background(), all, p.now().UTC())
+	ingestedAt := p.now().UTC()
+	cur.cancel(all, ingestedAt)
+	res, err := p.store.AppendEvents(context.Background(), all, ingestedAt)
 	if err != nil {
 		p.log.Error("commit failed", "events", total, "requests", len(batch), "err", err)
 		err = fmt.Errorf("store events: %w", err)

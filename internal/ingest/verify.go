@@ -40,7 +40,8 @@ type VerifyReport struct {
 	Differences []Difference
 }
 
-// Verify recomputes every meter from the raw events and compares the result
+// Verify recomputes every meter from the raw events (with their voids and
+// amendments, and the cancellation rules in effect) and compares the result
 // with the stored rollups and distinct values. It does not write; run it on
 // a store no one is writing to, or expect the newest minute to differ.
 func Verify(ctx context.Context, st Store) (VerifyReport, error) {
@@ -49,12 +50,16 @@ func Verify(ctx context.Context, st Store) (VerifyReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	rules, err := st.ListRules(ctx)
+	if err != nil {
+		return rep, err
+	}
 	for _, m := range ms {
 		c, err := meter.Compile(m)
 		if err != nil {
 			return rep, fmt.Errorf("meter %s: %w", m.Slug, err)
 		}
-		proj, err := Project(ctx, st, c)
+		proj, err := Project(ctx, st, c, rules)
 		if err != nil {
 			return rep, err
 		}

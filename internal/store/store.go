@@ -29,6 +29,7 @@ var ErrConflict = errors.New("conflict")
 // AppendEvents call is running.
 type Store interface {
 	Events
+	Corrections
 	Meters
 	Rollups
 	Subjects
@@ -78,8 +79,28 @@ type StoredEvent struct {
 	Time                      time.Time
 	IngestedAt                time.Time
 	Raw                       json.RawMessage
-	// ValidationErrors lists why meters could not count the event.
+	// ValidationErrors lists why meters could not count the event (with
+	// its current data, amended or not).
 	ValidationErrors []string
+	// Corrections are the event's voids and amendments, oldest first.
+	Corrections []Correction
+}
+
+// Voided reports whether the event's last correction voids it.
+func (e StoredEvent) Voided() bool {
+	n := len(e.Corrections)
+	return n > 0 && e.Corrections[n-1].Kind == CorrectionVoid
+}
+
+// Amendment is the data of the event's latest amendment; ok is false when
+// it has none.
+func (e StoredEvent) Amendment() (data json.RawMessage, ok bool) {
+	for i := len(e.Corrections) - 1; i >= 0; i-- {
+		if e.Corrections[i].Kind == CorrectionAmend {
+			return e.Corrections[i].Data, true
+		}
+	}
+	return nil, false
 }
 
 // EventFilter selects events for ListEvents. Zero fields don't filter.

@@ -336,6 +336,9 @@ func (db *DB) ListEvents(ctx context.Context, f store.EventFilter) ([]store.Stor
 	if err := db.attachErrors(ctx, out); err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
+	if err := attachCorrections(ctx, db.r, out); err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
 	return out, nil
 }
 
@@ -428,6 +431,9 @@ func (db *DB) scanEventsAfter(ctx context.Context, after int64, eventType string
 		}
 		batch, err := scanEvents(rows)
 		if err != nil {
+			return fmt.Errorf("scan events: %w", err)
+		}
+		if err := attachCorrections(ctx, db.r, batch); err != nil {
 			return fmt.Errorf("scan events: %w", err)
 		}
 		for _, e := range batch {

@@ -122,9 +122,14 @@ func (db *DB) LateCursor(ctx context.Context) (int64, error) {
 // LateEvents implements report.Outbox. The condition is the partial index's
 // own, so SQLite answers from that index.
 func (db *DB) LateEvents(ctx context.Context, afterSeq int64, limit int) ([]report.LateEvent, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT seq, subject, time_us FROM events
+	// Corrections (voids, amendments, cancellation rules) change usage
+	// after the fact as late events do: their marks are listed with them.
+	rows, err := db.r.QueryContext(ctx, `SELECT seq, subject, time_us FROM (
+		SELECT seq, subject, time_us FROM events
 		WHERE ingested_us >= time_us - (time_us % 3600000000) + 3600000000 AND seq > ?
-		ORDER BY seq LIMIT ?`, afterSeq, limit)
+		UNION ALL
+		SELECT seq, subject, time_us FROM correction_marks WHERE seq > ?)
+		ORDER BY seq LIMIT ?`, afterSeq, afterSeq, limit)
 	if err != nil {
 		return nil, fmt.Errorf("late events: %w", err)
 	}

@@ -196,8 +196,9 @@ func Open(ctx context.Context, dir string, opts Options) (*DB, error) {
 	go db.checkpointLoop()
 	// Seqs taken by skipped duplicates leave gaps, and applied_seq may lie in
 	// such a gap: new events must start above both, or a replay after a
-	// crash would skip them.
-	if err := w.QueryRowContext(ctx, `SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), (SELECT applied_seq FROM projection_state WHERE id = 1)) + 1`).Scan(&db.nextSeq); err != nil {
+	// crash would skip them. Correction marks take seqs from the same
+	// sequence.
+	if err := w.QueryRowContext(ctx, `SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), (SELECT applied_seq FROM projection_state WHERE id = 1), COALESCE((SELECT MAX(seq) FROM correction_marks), 0)) + 1`).Scan(&db.nextSeq); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("read event sequence: %w", err)
 	}

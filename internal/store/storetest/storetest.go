@@ -100,6 +100,8 @@ func Run(t *testing.T, b Backend) {
 	t.Run("Audit", func(t *testing.T) { testAudit(t, b) })
 	t.Run("Outbox", func(t *testing.T) { testOutbox(t, b) })
 	t.Run("LateEvents", func(t *testing.T) { testLateEvents(t, b) })
+	t.Run("Corrections", func(t *testing.T) { testCorrections(t, b) })
+	t.Run("Rules", func(t *testing.T) { testRules(t, b) })
 	t.Run("Size", func(t *testing.T) { testSize(t, b) })
 	t.Run("Durability", func(t *testing.T) { testDurability(t, b) })
 	t.Run("CrashRecovery", func(t *testing.T) { testCrashRecovery(t, b) })
