@@ -411,3 +411,24 @@ func TestBoundCallerCannotProbePlans(t *testing.T) {
 		t.Errorf("A's subscriptions to its own plan: %s", r)
 	}
 }
+
+// TestBoundCallerSeesCorrectionsWithoutNotes: a customer's read key sees
+// that one of its events was voided, and when, but not the vendor's reason
+// or which credential did it.
+func TestBoundCallerSeesCorrectionsWithoutNotes(t *testing.T) {
+	w := setupWorld(t)
+	h := w.h
+	h.must("POST", "/api/v1/events/void", `{"source":"authz-test","id":"seed-0","subject":"contoso-eu-1","reason":"internal: suspected double send by ops"}`, http.StatusOK, nil)
+	for _, c := range []struct {
+		who, cred string
+		notes     bool
+	}{{"admin", testAdminToken, true}, {"A's read key", w.creds["readA"], false}} {
+		r := h.call(c.cred, "GET", "/api/v1/events?subject=contoso-eu-1", "")
+		if r.status != http.StatusOK || !strings.Contains(r.body, `"voided":true`) {
+			t.Fatalf("%s: events: %s, want the voided event", c.who, r)
+		}
+		if got := strings.Contains(r.body, "suspected double send") && strings.Contains(r.body, `"actor"`); got != c.notes {
+			t.Errorf("%s: sees the correction's reason and actor: %v, want %v (%s)", c.who, got, c.notes, r.body)
+		}
+	}
+}

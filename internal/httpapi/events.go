@@ -132,11 +132,19 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]ingestedEvent, 0, len(evs))
 	set := s.Pipeline.ActiveMeters()
+	bound := principalOf(r).Bound()
 	for _, e := range evs {
 		item, err := s.eventItem(e, set)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
+		}
+		if bound {
+			// Who corrected an event and why are the vendor's notes and
+			// credentials: a customer sees what changed and when.
+			for i := range item.Corrections {
+				item.Corrections[i].Actor, item.Corrections[i].Reason = "", ""
+			}
 		}
 		out = append(out, item)
 	}

@@ -23,9 +23,9 @@ type Correction struct {
 	// Data is, for an amendment, the event's data from now on.
 	Data json.RawMessage `json:"data,omitempty"`
 	// Reason is why, in the words of the person who made it.
-	Reason string `json:"reason"`
+	Reason string `json:"reason,omitempty"`
 	// Actor names the credential that made it.
-	Actor string    `json:"actor"`
+	Actor string    `json:"actor,omitempty"`
 	At    time.Time `json:"at"`
 }
 
