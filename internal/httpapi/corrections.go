@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -264,6 +265,32 @@ type rulePreview struct {
 	// Invoices are the drafts (open periods, and the earliest open one
 	// carrying adjustments of finalized periods) whose lines would change.
 	Invoices []invoiceChange `json:"invoices"`
+	// Credits are the credit notes the finalizer would issue (for
+	// finalized periods whose price would fall), before and with the rule.
+	Credits []creditChange `json:"credits"`
+}
+
+// creditChange is the credit a subscription is owed for its finalized
+// periods, not issued yet, before and with the rule: what its next credit
+// note would credit.
+type creditChange struct {
+	CustomerID     string           `json:"customerId"`
+	SubscriptionID string           `json:"subscriptionId"`
+	Currency       string           `json:"currency"`
+	Lines          []creditLineView `json:"lines"`
+	TotalBefore    decimal.Decimal  `json:"totalBefore"`
+	TotalAfter     decimal.Decimal  `json:"totalAfter"`
+	Change         decimal.Decimal  `json:"change"`
+}
+
+// creditLineView is a line of the credit note a rule would cause.
+type creditLineView struct {
+	Invoice     string          `json:"invoice"`
+	PeriodStart time.Time       `json:"periodStart"`
+	PeriodEnd   time.Time       `json:"periodEnd"`
+	Key         string          `json:"key"`
+	Quantity    decimal.Decimal `json:"quantity"`
+	Amount      decimal.Decimal `json:"amount"`
 }
 
 type meterMatched struct {
@@ -311,7 +338,7 @@ type lineChange struct {
 // is and once as it would read with the rule (RulePreview.WhatIf).
 func (s *Server) preview(r *http.Request, pv ingest.RulePreview) (rulePreview, error) {
 	ctx := r.Context()
-	out := rulePreview{Rule: pv.Rule, EventsMatched: pv.EventsMatched, ByMeter: []meterMatched{}, Usage: []usageChange{}, Invoices: []invoiceChange{}}
+	out := rulePreview{Rule: pv.Rule, EventsMatched: pv.EventsMatched, ByMeter: []meterMatched{}, Usage: []usageChange{}, Invoices: []invoiceChange{}, Credits: []creditChange{}}
 	meters := map[string]meter.Meter{}
 	for _, m := range s.Pipeline.ActiveMeters().Meters() {
 		meters[m.ID] = m.Meter
@@ -382,6 +409,22 @@ func (s *Server) preview(r *http.Request, pv ingest.RulePreview) (rulePreview, e
 				return out, err
 			}
 			out.Invoices = append(out.Invoices, invoiceChanges(before, afterInv)...)
+			cb, _, err := s.invoices.PendingCredit(ctx, sub, now)
+			if err != nil {
+				return out, err
+			}
+			ca, _, err := invAfter.PendingCredit(ctx, sub, now)
+			if err != nil {
+				return out, err
+			}
+			if !cb.Total.Equal(ca.Total) {
+				ch := creditChange{CustomerID: sub.CustomerID, SubscriptionID: sub.ID, Currency: cmp.Or(ca.Currency, cb.Currency),
+					TotalBefore: cb.Total, TotalAfter: ca.Total, Change: ca.Total.Sub(cb.Total), Lines: []creditLineView{}}
+				for _, l := range ca.Lines {
+					ch.Lines = append(ch.Lines, creditLineView{Invoice: l.Invoice, PeriodStart: l.PeriodStart, PeriodEnd: l.PeriodEnd, Key: l.Key, Quantity: l.Quantity, Amount: l.Amount})
+				}
+				out.Credits = append(out.Credits, ch)
+			}
 		}
 	}
 	return out, nil

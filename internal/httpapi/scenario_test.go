@@ -68,6 +68,10 @@ package httpapi_test
 //	rule NAME [meter=SLUG] [customer=KEY] [subjects=A,B] [eventFrom=TIME]
 //	     [eventTo=TIME] [ingestedFrom=TIME] [ingestedTo=TIME] [group.KEY=VALUE …]
 //	    POST /api/v1/cancellation-rules (expects 201); NAME refers to it.
+//	preview NAME [rule options] [matched=N] [credit=AMOUNT] [adjustment=AMOUNT]
+//	    POST /api/v1/cancellation-rules with dryRun (expects 200, stores
+//	    nothing); expect the events matched, the change of the credit the
+//	    finalizer would issue and of the drafts' totals.
 //	delete-rule NAME
 //	    DELETE /api/v1/cancellation-rules/{id} (expects 200).
 //	verify
@@ -463,6 +467,48 @@ func (s *scenario) exec(l scenarioLine) {
 			s.fatalf("rule %s: state %v, want active", l.pos[1], got)
 		}
 		s.rules[l.pos[1]], _ = lookup(v, "id").(string)
+	case "preview":
+		s.need(l, 2, "preview NAME [rule options …] [matched=N] [credit=AMOUNT] [adjustment=AMOUNT]")
+		b := map[string]any{"reason": "scenario line " + strconv.Itoa(l.no), "dryRun": true}
+		group := map[string]string{}
+		for _, k := range l.keys {
+			switch {
+			case k == "matched" || k == "credit" || k == "adjustment":
+			case k == "subjects":
+				b[k] = strings.Split(l.opts[k], ",")
+			case strings.HasPrefix(k, "group."):
+				group[strings.TrimPrefix(k, "group.")] = l.opts[k]
+			default:
+				b[k] = l.opts[k]
+			}
+		}
+		if len(group) > 0 {
+			b["groupBy"] = group
+		}
+		v := s.call("POST", "/api/v1/cancellation-rules", b, http.StatusOK)
+		if want, ok := l.opts["matched"]; ok && fmt.Sprint(lookup(v, "eventsMatched")) != want {
+			s.errorf("preview %s: eventsMatched %v, want %s", l.pos[1], lookup(v, "eventsMatched"), want)
+		}
+		sum := func(list any, field string) string {
+			total := decimal.Zero
+			items, _ := list.([]any)
+			for _, it := range items {
+				if d, err := decimal.NewFromString(fmt.Sprint(lookup(it, field))); err == nil {
+					total = total.Add(d)
+				}
+			}
+			return total.StringFixed(2)
+		}
+		if want, ok := l.opts["credit"]; ok {
+			if got := sum(lookup(v, "credits"), "change"); got != want {
+				s.errorf("preview %s: credit change %s, want %s: %s", l.pos[1], got, want, showValue(lookup(v, "credits")))
+			}
+		}
+		if want, ok := l.opts["adjustment"]; ok {
+			if got := sum(lookup(v, "invoices"), "change"); got != want {
+				s.errorf("preview %s: draft change %s, want %s: %s", l.pos[1], got, want, showValue(lookup(v, "invoices")))
+			}
+		}
 	case "delete-rule":
 		s.need(l, 2, "delete-rule NAME")
 		id, ok := s.rules[l.pos[1]]

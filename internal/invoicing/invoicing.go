@@ -782,13 +782,13 @@ func (s *Service) issueCredits(ctx context.Context, subs []billing.Subscription,
 	return nil
 }
 
-// issueCredit issues sub's credit note for its negative corrections as of
-// now, if it has any; again says that a credit note with its id was
-// issued meanwhile (from another state), so sub needs another look.
-func (s *Service) issueCredit(ctx context.Context, sub billing.Subscription, now time.Time) (again bool, err error) {
+// PendingCredit is the credit note that sub's negative corrections as of
+// now come to: what the finalizer issues on its next run. ok is false when
+// nothing is owed back. Nothing is stored.
+func (s *Service) PendingCredit(ctx context.Context, sub billing.Subscription, now time.Time) (cn billing.CreditNote, ok bool, err error) {
 	x, err := s.load(ctx, sub)
 	if err != nil || len(x.finalized) == 0 {
-		return false, err
+		return cn, false, err
 	}
 	var cs []billing.Adjustment
 	err = s.stable(func() error {
@@ -797,9 +797,16 @@ func (s *Service) issueCredit(ctx context.Context, sub billing.Subscription, now
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("subscription %s: credit: %v", sub.ID, err)
+		return cn, false, fmt.Errorf("subscription %s: credit: %v", sub.ID, err)
 	}
-	cn, ok, err := billing.BuildCreditNote(sub, x.finalized[0].Currency, len(x.credits)+1, now, cs)
+	return billing.BuildCreditNote(sub, x.finalized[0].Currency, len(x.credits)+1, now, cs)
+}
+
+// issueCredit issues sub's credit note for its negative corrections as of
+// now, if it has any; again says that a credit note with its id was
+// issued meanwhile (from another state), so sub needs another look.
+func (s *Service) issueCredit(ctx context.Context, sub billing.Subscription, now time.Time) (again bool, err error) {
+	cn, ok, err := s.PendingCredit(ctx, sub, now)
 	if err != nil || !ok {
 		return false, err
 	}
