@@ -348,8 +348,8 @@ func (p *Pipeline) resumeRulesLocked(ctx context.Context) error {
 // call rebuilds (and the events the rule selected in them), so that each
 // holds off ingest only for a moment.
 const (
-	ruleChunkCells  = 2000
-	ruleChunkEvents = 10000
+	ruleChunkCells  = 500
+	ruleChunkEvents = 2500
 )
 
 // finishRule rebuilds the cells r selects among the events up to seq last
