@@ -371,6 +371,20 @@ func (s *scenario) exec(f []string) {
 		if err := s.pipe.Submit(ctx, []event.Event{ev}); err != nil {
 			s.fatalf("event: %v", err)
 		}
+	case "void", "amend":
+		// void SUBJECT N / amend SUBJECT N VALUE: correct the Nth event
+		// (ev-N) of the scenario, as an admin does through the API.
+		in := ingest.CorrectInput{Source: "scenario", ID: "ev-" + pos[1], Subject: pos[0], Reason: "scenario", Actor: "scenario"}
+		var err error
+		if f[0] == "void" {
+			_, err = s.pipe.VoidEvent(ctx, in)
+		} else {
+			in.Data = []byte(fmt.Sprintf(`{"value":%s}`, pos[2]))
+			_, err = s.pipe.AmendEvent(ctx, in)
+		}
+		if err != nil {
+			s.fatalf("%s: %v", f[0], err)
+		}
 	case "fault":
 		n, _ := strconv.Atoi(pos[2])
 		if pos[0] == "outbox" {
