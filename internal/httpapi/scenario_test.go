@@ -447,45 +447,14 @@ func (s *scenario) exec(l scenarioLine) {
 		s.call("POST", "/api/v1/events/amend", map[string]any{"source": "test", "id": l.pos[2], "subject": l.pos[1], "data": data, "reason": "scenario line " + strconv.Itoa(l.no)}, http.StatusOK)
 	case "rule":
 		s.need(l, 2, "rule NAME [meter=SLUG] [customer=KEY] [subjects=A,B] [eventFrom=…] …")
-		b := map[string]any{"reason": "scenario line " + strconv.Itoa(l.no)}
-		group := map[string]string{}
-		for _, k := range l.keys {
-			switch {
-			case k == "subjects":
-				b[k] = strings.Split(l.opts[k], ",")
-			case strings.HasPrefix(k, "group."):
-				group[strings.TrimPrefix(k, "group.")] = l.opts[k]
-			default:
-				b[k] = l.opts[k]
-			}
-		}
-		if len(group) > 0 {
-			b["groupBy"] = group
-		}
-		v := s.call("POST", "/api/v1/cancellation-rules", b, http.StatusCreated)
+		v := s.call("POST", "/api/v1/cancellation-rules", ruleBody(l, false), http.StatusCreated)
 		if got := lookup(v, "state"); got != "active" {
 			s.fatalf("rule %s: state %v, want active", l.pos[1], got)
 		}
 		s.rules[l.pos[1]], _ = lookup(v, "id").(string)
 	case "preview":
 		s.need(l, 2, "preview NAME [rule options …] [matched=N] [credit=AMOUNT] [adjustment=AMOUNT]")
-		b := map[string]any{"reason": "scenario line " + strconv.Itoa(l.no), "dryRun": true}
-		group := map[string]string{}
-		for _, k := range l.keys {
-			switch {
-			case k == "matched" || k == "credit" || k == "adjustment":
-			case k == "subjects":
-				b[k] = strings.Split(l.opts[k], ",")
-			case strings.HasPrefix(k, "group."):
-				group[strings.TrimPrefix(k, "group.")] = l.opts[k]
-			default:
-				b[k] = l.opts[k]
-			}
-		}
-		if len(group) > 0 {
-			b["groupBy"] = group
-		}
-		v := s.call("POST", "/api/v1/cancellation-rules", b, http.StatusOK)
+		v := s.call("POST", "/api/v1/cancellation-rules", ruleBody(l, true), http.StatusOK)
 		if want, ok := l.opts["matched"]; ok && fmt.Sprint(lookup(v, "eventsMatched")) != want {
 			s.errorf("preview %s: eventsMatched %v, want %s", l.pos[1], lookup(v, "eventsMatched"), want)
 		}
@@ -847,4 +816,29 @@ func (s *scenario) expect(l scenarioLine) {
 	default:
 		s.fatalf("unknown expectation %q", l.pos[1])
 	}
+}
+
+// ruleBody is the cancellation rule a rule or preview line describes (a
+// dry run for a preview, whose expectations are not rule fields).
+func ruleBody(l scenarioLine, dryRun bool) map[string]any {
+	b := map[string]any{"reason": "scenario line " + strconv.Itoa(l.no)}
+	if dryRun {
+		b["dryRun"] = true
+	}
+	group := map[string]string{}
+	for _, k := range l.keys {
+		switch {
+		case dryRun && (k == "matched" || k == "credit" || k == "adjustment"):
+		case k == "subjects":
+			b[k] = strings.Split(l.opts[k], ",")
+		case strings.HasPrefix(k, "group."):
+			group[strings.TrimPrefix(k, "group.")] = l.opts[k]
+		default:
+			b[k] = l.opts[k]
+		}
+	}
+	if len(group) > 0 {
+		b["groupBy"] = group
+	}
+	return b
 }

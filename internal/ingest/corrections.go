@@ -272,14 +272,21 @@ func (p *Pipeline) CreateRule(ctx context.Context, in RuleInput) (store.Cancella
 	if err != nil {
 		return r, err
 	}
+	return p.putRule(ctx, r, p.store.CreateRule)
+}
+
+// putRule writes r's new state (write), puts it in effect (or out of it)
+// between two commits, and then rebuilds the cells it changes.
+func (p *Pipeline) putRule(ctx context.Context, r store.CancellationRule, write func(context.Context, store.CancellationRule) error) (store.CancellationRule, error) {
 	var last int64
-	err = p.Exclusive(ctx, func(ctx context.Context) error {
-		if err := p.store.CreateRule(ctx, r); err != nil {
+	err := p.Exclusive(ctx, func(ctx context.Context) error {
+		if err := write(ctx, r); err != nil {
 			return err
 		}
 		if err := p.reloadLocked(ctx); err != nil {
 			return err
 		}
+		var err error
 		last, err = p.store.LastSeq(ctx)
 		return err
 	})
@@ -304,21 +311,7 @@ func (p *Pipeline) DeleteRule(ctx context.Context, id, actor string) (store.Canc
 	}
 	now := p.now().UTC()
 	r.State, r.DeletedBy, r.DeletedAt = store.RuleRemoving, actor, &now
-	var last int64
-	err = p.Exclusive(ctx, func(ctx context.Context) error {
-		if err := p.store.UpdateRule(ctx, r); err != nil {
-			return err
-		}
-		if err := p.reloadLocked(ctx); err != nil {
-			return err
-		}
-		last, err = p.store.LastSeq(ctx)
-		return err
-	})
-	if err != nil {
-		return r, err
-	}
-	return p.finishRule(ctx, r, last)
+	return p.putRule(ctx, r, p.store.UpdateRule)
 }
 
 // resumeRulesLocked finishes applying or removing the rules a stop interrupted.
