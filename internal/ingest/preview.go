@@ -165,18 +165,7 @@ func (w *whatIf) QueryRollups(ctx context.Context, q store.RollupQuery) ([]store
 	if err != nil {
 		return nil, err
 	}
-	out := rs[:0:0]
-	for _, r := range rs {
-		if !w.cells[store.Cell{MeterID: q.MeterID, Subject: r.Subject, Minute: r.Minute}] {
-			out = append(out, r)
-		}
-	}
-	for _, r := range w.rollups[q.MeterID] {
-		if selected(q, r.Subject, r.Minute) {
-			out = append(out, r)
-		}
-	}
-	return out, nil
+	return overlay(w, q, rs, w.rollups[q.MeterID], func(r store.Rollup) (string, int64) { return r.Subject, r.Minute }), nil
 }
 
 func (w *whatIf) QueryUniqueValues(ctx context.Context, q store.RollupQuery) ([]store.UniqueValue, error) {
@@ -184,18 +173,24 @@ func (w *whatIf) QueryUniqueValues(ctx context.Context, q store.RollupQuery) ([]
 	if err != nil {
 		return nil, err
 	}
-	out := us[:0:0]
-	for _, u := range us {
-		if !w.cells[store.Cell{MeterID: q.MeterID, Subject: u.Subject, Minute: u.Minute}] {
-			out = append(out, u)
+	return overlay(w, q, us, w.uniques[q.MeterID], func(u store.UniqueValue) (string, int64) { return u.Subject, u.Minute }), nil
+}
+
+// overlay is what q reads with the rule: the stored rows of cells the
+// rule leaves alone, and the rebuilt rows of the cells it changes.
+func overlay[T any](w *whatIf, q store.RollupQuery, stored, rebuilt []T, cell func(T) (string, int64)) []T {
+	out := stored[:0:0]
+	for _, r := range stored {
+		if sub, min := cell(r); !w.cells[store.Cell{MeterID: q.MeterID, Subject: sub, Minute: min}] {
+			out = append(out, r)
 		}
 	}
-	for _, u := range w.uniques[q.MeterID] {
-		if selected(q, u.Subject, u.Minute) {
-			out = append(out, u)
+	for _, r := range rebuilt {
+		if sub, min := cell(r); selected(q, sub, min) {
+			out = append(out, r)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // errNoWrite is returned by every write of a what-if store.
