@@ -60,3 +60,54 @@ func TestUsageSubjects(t *testing.T) {
 	}
 
 }
+
+// TestOwnedAgreesWithUsageSubjects: Owns, which authorization asks for
+// each event of a batch, answers for every minute exactly what
+// UsageSubjects, which billing asks, says of that minute.
+func TestOwnedAgreesWithUsageSubjects(t *testing.T) {
+	m := func(s string) *time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &v
+	}
+	c := Customer{Subjects: []string{"a", "s"}, SubjectHistory: []Ownership{
+		{Subject: "a"},
+		{Subject: "s", To: m("2026-07-01T10:05:00Z")},
+		{Subject: "s", From: m("2026-07-01T10:20:00Z")},
+		{Subject: "gone", From: m("2026-07-01T10:02:00Z"), To: m("2026-07-01T10:04:00Z")},
+	}}
+	from, to := *m("2026-07-01T09:58:00Z"), *m("2026-07-01T10:30:00Z")
+	for _, cust := range []Customer{c, c.Narrow("s"), c.Narrow("gone"), c.Narrow("never")} {
+		owned := cust.OwnedBetween(from, to)
+		for min := from; min.Before(to); min = min.Add(time.Minute) {
+			subs, partial := cust.UsageSubjects(min, min.Add(time.Minute))
+			for _, sub := range []string{"a", "s", "gone", "never"} {
+				want := false
+				for _, x := range subs {
+					want = want || x == sub
+				}
+				if _, ok := partial[sub]; ok {
+					t.Fatalf("a one-minute range can't be partial: %v", partial)
+				}
+				// Any instant of the minute answers for the minute.
+				for _, at := range []time.Time{min, min.Add(59*time.Second + 999*time.Millisecond)} {
+					if got := owned.Owns(sub, at); got != want {
+						t.Errorf("narrowed to %v: Owns(%s, %s) = %v, UsageSubjects says %v", cust.Subjects, sub, at.Format(time.RFC3339Nano), got, want)
+					}
+				}
+			}
+		}
+		// Outside the range it was read for, nothing is owned.
+		if owned.Owns("a", to.Add(time.Minute)) || owned.Owns("a", from.Add(-time.Minute)) {
+			t.Errorf("Owns answers outside the range it was read for")
+		}
+	}
+	if n := c.Narrow("s"); len(n.Subjects) != 1 || len(n.SubjectHistory) != 2 {
+		t.Errorf("Narrow(s) = %+v, want s's two stretches only", n)
+	}
+	if got := c.OwnershipOf("gone"); len(got) != 1 || got[0].To == nil {
+		t.Errorf("OwnershipOf(gone) = %+v", got)
+	}
+}
