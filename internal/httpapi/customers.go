@@ -12,12 +12,6 @@ import (
 	"github.com/tally-metering/tally/internal/store"
 )
 
-// itemsOf is the body of the billing list endpoints: {"items": [...]}, so
-// that pagination can be added without breaking clients.
-type itemsOf[T any] struct {
-	Items []T `json:"items"`
-}
-
 func newID() (string, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -61,6 +55,12 @@ func (s *Server) createCustomer(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusCreated, c)
 }
 
+// customerKey is a customer's place in GET /api/v1/customers: by key,
+// then id (a deleted customer shares its key with a later live one).
+func customerKey(c billing.Customer) []string { return []string{c.Key, c.ID} }
+
+// listCustomers pages through the customers, the limit and cursor pushed
+// into the store query.
 func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 	all := false
 	if v := r.URL.Query().Get("includeDeleted"); v != "" {
@@ -71,13 +71,35 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 		}
 		all = b
 	}
-	cs, err := s.Store.ListCustomers(r.Context(), all)
+	p, err := parsePage(r, "customers", 2)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	cs = visibleCustomers(r, cs)
-	s.writeJSON(w, r, http.StatusOK, itemsOf[billing.Customer]{cs})
+	if pr := principalOf(r); pr.Bound() {
+		// A bound caller's list is its own customer at most.
+		c, err := s.Store.GetCustomer(r.Context(), pr.CustomerID)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		cs := []billing.Customer{c}
+		if c.DeletedAt != nil && !all {
+			cs = nil
+		}
+		s.writeJSON(w, r, http.StatusOK, paginate("customers", cs, customerKey, p))
+		return
+	}
+	q := store.CustomerPage{IncludeDeleted: all, Limit: p.Limit + 1}
+	if p.After != nil {
+		q.AfterKey, q.AfterID = p.After[0], p.After[1]
+	}
+	cs, err := s.Store.ListCustomerPage(r.Context(), q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, cutPage("customers", cs, customerKey, p.Limit))
 }
 
 func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) {
@@ -176,7 +198,14 @@ func (s *Server) deleteCustomer(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// listCustomerUsers pages through a customer's users, oldest first
+// (a customer has few: they are paged in memory).
 func (s *Server) listCustomerUsers(w http.ResponseWriter, r *http.Request) {
+	p, err := parsePage(r, "users", 2)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	c, err := s.Store.GetCustomer(r.Context(), r.PathValue("idOrKey"))
 	if err != nil {
 		s.writeError(w, r, err)
@@ -187,7 +216,7 @@ func (s *Server) listCustomerUsers(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, itemsOf[billing.User]{us})
+	s.writeJSON(w, r, http.StatusOK, paginate("users", us, func(u billing.User) []string { return []string{sortKeyTime(u.CreatedAt), u.ID} }, p))
 }
 
 func (s *Server) createCustomerUser(w http.ResponseWriter, r *http.Request) {

@@ -83,12 +83,17 @@ func (s *Server) createPlan(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listPlans(w http.ResponseWriter, r *http.Request) {
+	p, err := parsePage(r, "plans", 1)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	ps, err := s.Store.ListPlans(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, itemsOf[billing.Plan]{ps})
+	s.writeJSON(w, r, http.StatusOK, paginate("plans", ps, func(p billing.Plan) []string { return []string{p.Key} }, p))
 }
 
 // planVersion reads the optional ?version=N (0 when absent: the latest).

@@ -57,6 +57,9 @@ type Customers interface {
 	// ListCustomers returns the live customers (and the deleted ones too
 	// when includeDeleted), ordered by key then id.
 	ListCustomers(ctx context.Context, includeDeleted bool) ([]billing.Customer, error)
+	// ListCustomerPage returns the page of customers p selects, in the
+	// order of ListCustomers (key, then id).
+	ListCustomerPage(ctx context.Context, p CustomerPage) ([]billing.Customer, error)
 	// DeleteCustomer marks the customer with the given id deleted at at and
 	// frees its key and subjects (their ownership ends at at). It is
 	// idempotent: deleting a deleted customer changes nothing. ErrNotFound
@@ -76,6 +79,18 @@ type Customers interface {
 	CreateUser(ctx context.Context, u billing.User) error
 	// ListUsers returns a customer's users ordered by creation.
 	ListUsers(ctx context.Context, customerID string) ([]billing.User, error)
+}
+
+// CustomerPage selects a page of customers, ordered by key then id.
+type CustomerPage struct {
+	// IncludeDeleted adds the deleted customers to the live ones.
+	IncludeDeleted bool
+	// AfterKey and AfterID, when AfterID is set, keep only the customers
+	// after (AfterKey, AfterID) in that order: the last of the previous
+	// page.
+	AfterKey, AfterID string
+	// Limit, when above 0, is how many customers to return at most.
+	Limit int
 }
 
 // Plans keeps versioned plans. All versions of a plan share its ID and Key;
@@ -110,6 +125,13 @@ type SubscriptionFilter struct {
 	CustomerID string
 	// PlanID keeps only subscriptions to the plan (any version).
 	PlanID string
+	// AfterStart and AfterID, when AfterID is set, keep only the
+	// subscriptions after (AfterStart, AfterID) in the list's order: the
+	// last of the previous page. Starts compare to the microsecond.
+	AfterStart time.Time
+	AfterID    string
+	// Limit, when above 0, is how many subscriptions to return at most.
+	Limit int
 }
 
 // Subscriptions keeps subscriptions. A subscription is never deleted:

@@ -253,11 +253,30 @@ ORDER BY c.id = ? DESC, c.deleted_us IS NULL DESC, c.deleted_us DESC LIMIT 1`, i
 
 // ListCustomers implements store.Customers.
 func (db *DB) ListCustomers(ctx context.Context, includeDeleted bool) ([]billing.Customer, error) {
-	q := `SELECT ` + customerCols + ` FROM customers c WHERE c.deleted_us IS NULL ORDER BY c.key, c.id`
-	if includeDeleted {
-		q = `SELECT ` + customerCols + ` FROM customers c ORDER BY c.key, c.id`
+	return db.ListCustomerPage(ctx, store.CustomerPage{IncludeDeleted: includeDeleted})
+}
+
+// ListCustomerPage implements store.Customers.
+func (db *DB) ListCustomerPage(ctx context.Context, p store.CustomerPage) ([]billing.Customer, error) {
+	var where []string
+	var args []any
+	if !p.IncludeDeleted {
+		where = append(where, `c.deleted_us IS NULL`)
 	}
-	rows, err := db.r.QueryContext(ctx, q)
+	if p.AfterID != "" {
+		where = append(where, `(c.key, c.id) > (?, ?)`)
+		args = append(args, p.AfterKey, p.AfterID)
+	}
+	q := `SELECT ` + customerCols + ` FROM customers c`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	q += ` ORDER BY c.key, c.id`
+	if p.Limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, p.Limit)
+	}
+	rows, err := db.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list customers: %w", err)
 	}

@@ -182,6 +182,25 @@ func testCustomers(t *testing.T, b Backend) {
 	if diff := cmp.Diff([]billing.Customer{upd, deleted, reborn}, all, billingOpts); diff != "" {
 		t.Errorf("ListCustomers(all) (-want +got):\n%s", diff)
 	}
+	pageOf := func(p store.CustomerPage, want ...billing.Customer) {
+		t.Helper()
+		got, err := s.ListCustomerPage(ctx, p)
+		if err != nil {
+			t.Fatalf("ListCustomerPage(%+v): %v", p, err)
+		}
+		if want == nil {
+			want = []billing.Customer{}
+		}
+		if diff := cmp.Diff(want, got, billingOpts); diff != "" {
+			t.Errorf("ListCustomerPage(%+v) (-want +got):\n%s", p, diff)
+		}
+	}
+	pageOf(store.CustomerPage{IncludeDeleted: true, Limit: 2}, upd, deleted)
+	pageOf(store.CustomerPage{IncludeDeleted: true, AfterKey: deleted.Key, AfterID: deleted.ID, Limit: 2}, reborn)
+	pageOf(store.CustomerPage{AfterKey: upd.Key, AfterID: upd.ID, Limit: 1}, reborn)
+	// A key ties: the id decides.
+	pageOf(store.CustomerPage{AfterKey: "fabrikam", AfterID: "c-3"}, reborn)
+	pageOf(store.CustomerPage{AfterKey: reborn.Key, AfterID: reborn.ID})
 	t.Run("SubjectHistory", func(t *testing.T) { testSubjectHistory(t, b) })
 	t.Run("CreatedInThePast", func(t *testing.T) { testCreatedInThePast(t, b) })
 }
