@@ -265,11 +265,24 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var ks []store.APIKey
 	if kt.url != "" {
-		var page struct{ Items []store.APIKey }
-		if err := kt.api(ctx, http.MethodGet, "/api/v1/keys", nil, &page); err != nil {
-			return fmt.Errorf("keys list: %w", err)
+		// Every page: the list is paged (see docs/api.md, Pagination).
+		for after := ""; ; {
+			var page struct {
+				Items     []store.APIKey
+				NextAfter string
+			}
+			path := "/api/v1/keys?limit=1000"
+			if after != "" {
+				path += "&after=" + url.QueryEscape(after)
+			}
+			if err := kt.api(ctx, http.MethodGet, path, nil, &page); err != nil {
+				return fmt.Errorf("keys list: %w", err)
+			}
+			ks = append(ks, page.Items...)
+			if after = page.NextAfter; after == "" {
+				break
+			}
 		}
-		ks = page.Items
 	} else {
 		st, err := openKeysStore(ctx, kt.data)
 		if err != nil {

@@ -20,6 +20,7 @@ var _ store.Customers = (*DB)(nil)
 // CreateCustomer implements store.Customers.
 func (db *DB) CreateCustomer(ctx context.Context, c billing.Customer) error {
 	c.SubjectHistory = nil // kept in subject_owners
+	c.Version = 1
 	def, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("create customer: %w", err)
@@ -145,6 +146,10 @@ func (db *DB) UpdateCustomer(ctx context.Context, c billing.Customer) error {
 	if err != nil {
 		return fmt.Errorf("update customer: %w", err)
 	}
+	if c.Version > 0 && c.Version != old.Version {
+		return &store.StaleError{What: "customer", ID: c.ID, Read: c.Version, Stored: old.Version}
+	}
+	c.Version = old.Version + 1
 	c.CreatedAt = old.CreatedAt
 	c.DeletedAt = nil
 	c.SubjectHistory = nil // kept in subject_owners
@@ -182,6 +187,9 @@ func scanCustomer(r rowScanner) (billing.Customer, error) {
 	if c.Subjects == nil {
 		c.Subjects = []string{}
 	}
+	if c.Version == 0 { // stored before versions were counted
+		c.Version = 1
+	}
 	c.SubjectHistory = []billing.Ownership{}
 	return c, nil
 }
@@ -202,6 +210,9 @@ func scanCustomerFull(r rowScanner) (billing.Customer, error) {
 	}
 	if c.Subjects == nil {
 		c.Subjects = []string{}
+	}
+	if c.Version == 0 { // stored before versions were counted
+		c.Version = 1
 	}
 	var rows [][3]json.RawMessage
 	if err := json.Unmarshal([]byte(hist), &rows); err != nil {
@@ -315,6 +326,7 @@ func (db *DB) DeleteCustomer(ctx context.Context, id string, at time.Time) error
 	at = at.UTC()
 	c.DeletedAt = &at
 	c.UpdatedAt = at
+	c.Version++
 	c.SubjectHistory = nil
 	def, err := json.Marshal(c)
 	if err != nil {
