@@ -475,6 +475,26 @@ func testPlans(t *testing.T, b Backend) {
 		t.Fatalf("SavePlanDraft(draft): %v", err)
 	}
 	get("mail-pro", 0, v1)
+	// SavePlanDraftIf: check sees the latest version as stored; its error
+	// stores nothing.
+	refused := errors.New("refused")
+	cond := v1
+	cond.Name = "Mail Pro (conditional)"
+	var seen billing.Plan
+	if err := s.SavePlanDraftIf(ctx, cond, func(latest billing.Plan) error { seen = latest; return refused }); !errors.Is(err, refused) {
+		t.Errorf("SavePlanDraftIf with a refusing check: got %v, want its error", err)
+	}
+	if seen.Name != v1.Name || seen.Version != 1 {
+		t.Errorf("SavePlanDraftIf's check saw %+v, want the stored draft", seen)
+	}
+	get("mail-pro", 0, v1)
+	if err := s.SavePlanDraftIf(ctx, cond, func(billing.Plan) error { return nil }); err != nil {
+		t.Fatalf("SavePlanDraftIf: %v", err)
+	}
+	get("mail-pro", 0, cond)
+	if err := s.SavePlanDraft(ctx, v1); err != nil {
+		t.Fatalf("SavePlanDraft(draft): %v", err)
+	}
 	early := v1
 	early.Version = 2
 	if err := s.SavePlanDraft(ctx, early); !errors.Is(err, store.ErrConflict) {
