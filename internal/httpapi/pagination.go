@@ -67,7 +67,10 @@ func parsePage(r *http.Request, list string, width int) (pageRequest, error) {
 	return p, nil
 }
 
-// encodeCursor is the opaque cursor of the sort key key in list.
+// encodeCursor is the opaque cursor of the sort key key in list: the
+// list's name and the key as a JSON array, in unpadded base64url. Sort
+// keys are stored text, UTF-8 by the input checks, so JSON keeps them
+// exactly.
 func encodeCursor(list string, key []string) string {
 	b, _ := json.Marshal(append([]string{list}, key...))
 	return base64.RawURLEncoding.EncodeToString(b)
