@@ -15,6 +15,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -258,6 +259,10 @@ func resolveBinding(ctx context.Context, st store.Customers, customer, subject s
 	return c, nil
 }
 
+// keysPageLimit is how many keys keys list asks the API for at a time (a
+// variable so that a test pages with a few keys).
+var keysPageLimit = 1000
+
 func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, kt := keysFlags("list", stderr)
 	if err := parseKeysFlags(fs, args); err != nil {
@@ -271,7 +276,7 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				Items     []store.APIKey
 				NextAfter string
 			}
-			path := "/api/v1/keys?limit=1000"
+			path := "/api/v1/keys?limit=" + strconv.Itoa(keysPageLimit)
 			if after != "" {
 				path += "&after=" + url.QueryEscape(after)
 			}
