@@ -93,7 +93,7 @@ func (s *Server) listCreditNotes(w http.ResponseWriter, r *http.Request) {
 	for _, cn := range cns {
 		items = append(items, toCreditNoteView(cn))
 	}
-	s.writeJSON(w, r, http.StatusOK, paginate("credit notes", items, creditNoteKey, p))
+	s.writeJSON(w, r, http.StatusOK, paginate("credit notes", items, creditNoteSortKey, p))
 }
 
 // getCreditNote shows one credit note, by id or number.
@@ -125,10 +125,10 @@ func creditNoteInPath(name string) tenantCheck {
 	}
 }
 
-// creditNoteKey is a credit note's place in its list: its number (the
+// creditNoteSortKey is a credit note's place in its list: its number (the
 // order of issue), compared as a number ("CN-1000000" follows
 // "CN-999999").
-func creditNoteKey(v creditNoteView) []string {
+func creditNoteSortKey(v creditNoteView) []string {
 	n, _ := strconv.ParseInt(strings.TrimPrefix(v.Number, "CN-"), 10, 64)
 	return []string{sortKeyInt(n)}
 }

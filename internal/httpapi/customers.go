@@ -57,9 +57,9 @@ func (s *Server) createCustomer(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusCreated, c)
 }
 
-// customerKey is a customer's place in GET /api/v1/customers: by key,
+// customerSortKey is a customer's place in GET /api/v1/customers: by key,
 // then id (a deleted customer shares its key with a later live one).
-func customerKey(c billing.Customer) []string { return []string{c.Key, c.ID} }
+func customerSortKey(c billing.Customer) []string { return []string{c.Key, c.ID} }
 
 // listCustomers pages through the customers, the limit and cursor pushed
 // into the store query.
@@ -89,7 +89,7 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 		if c.DeletedAt != nil && !all {
 			cs = nil
 		}
-		s.writeJSON(w, r, http.StatusOK, paginate("customers", cs, customerKey, p))
+		s.writeJSON(w, r, http.StatusOK, paginate("customers", cs, customerSortKey, p))
 		return
 	}
 	q := store.CustomerPage{IncludeDeleted: all, Limit: p.Limit + 1}
@@ -101,7 +101,7 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, cutPage("customers", cs, customerKey, p.Limit))
+	s.writeJSON(w, r, http.StatusOK, cutPage("customers", cs, customerSortKey, p.Limit))
 }
 
 func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) {

@@ -169,7 +169,7 @@ func (s *Server) listInvoices(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		sk := subscriptionKey(sub)
+		sk := subscriptionSortKey(sub)
 		var mine []keyedInvoice
 		for _, inv := range invs {
 			k := keyedInvoice{key: append(slices.Clone(sk), sortKeyTime(inv.PeriodStart), inv.ID), v: toInvoiceView(inv)}
@@ -195,7 +195,7 @@ func (s *Server) listInvoices(w http.ResponseWriter, r *http.Request) {
 				s.writeError(w, r, err)
 				return
 			}
-			if err == nil && subscriptionKey(sub)[0] == p.After[0] {
+			if err == nil && subscriptionSortKey(sub)[0] == p.After[0] {
 				if err := add(sub); err != nil {
 					s.writeError(w, r, err)
 					return
@@ -235,7 +235,7 @@ func (s *Server) listInvoices(w http.ResponseWriter, r *http.Request) {
 }
 
 // keyedInvoice is an invoice of a list with its place in it: its
-// subscription's (subscriptionKey), then its period start and id.
+// subscription's (subscriptionSortKey), then its period start and id.
 type keyedInvoice struct {
 	key []string
 	v   invoiceView

@@ -167,12 +167,12 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, v)
 	}
-	s.writeJSON(w, r, http.StatusOK, cutPage("subscriptions", out, func(v subscriptionView) []string { return subscriptionKey(v.Subscription) }, p.Limit))
+	s.writeJSON(w, r, http.StatusOK, cutPage("subscriptions", out, func(v subscriptionView) []string { return subscriptionSortKey(v.Subscription) }, p.Limit))
 }
 
-// subscriptionKey is a subscription's place in its list: by start, then
+// subscriptionSortKey is a subscription's place in its list: by start, then
 // id (the store's order; starts are kept to the microsecond).
-func subscriptionKey(sub billing.Subscription) []string {
+func subscriptionSortKey(sub billing.Subscription) []string {
 	return []string{sortKeyTime(sub.Start.Truncate(time.Microsecond)), sub.ID}
 }
 
