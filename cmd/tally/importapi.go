@@ -311,18 +311,29 @@ func cmp0(s, def string) string {
 // findSubscription finds the customer's subscription that started on the
 // plan at the start in names: an import's subscription key.
 func (c *importClient) findSubscription(ctx context.Context, in billing.SubscriptionInput) (billing.Subscription, bool, error) {
-	var list struct {
-		Items []billing.Subscription `json:"items"`
-	}
-	if err := c.do(ctx, http.MethodGet, "/api/v1/subscriptions?customer="+url.QueryEscape(in.Customer), "", nil, &list); err != nil {
-		return billing.Subscription{}, false, err
-	}
-	for _, s := range list.Items {
-		if (s.PlanKey == in.Plan || s.PlanID == in.Plan) && s.Start.Equal(*in.Start) {
-			return s, true, nil
+	after := ""
+	for {
+		var list struct {
+			Items     []billing.Subscription `json:"items"`
+			NextAfter string                 `json:"nextAfter"`
 		}
+		path := "/api/v1/subscriptions?limit=1000&customer=" + url.QueryEscape(in.Customer)
+		if after != "" {
+			path += "&after=" + url.QueryEscape(after)
+		}
+		if err := c.do(ctx, http.MethodGet, path, "", nil, &list); err != nil {
+			return billing.Subscription{}, false, err
+		}
+		for _, s := range list.Items {
+			if (s.PlanKey == in.Plan || s.PlanID == in.Plan) && s.Start.Equal(*in.Start) {
+				return s, true, nil
+			}
+		}
+		if list.NextAfter == "" {
+			return billing.Subscription{}, false, nil
+		}
+		after = list.NextAfter
 	}
-	return billing.Subscription{}, false, nil
 }
 
 // sendEvents sends one batch of events (JSON objects).

@@ -15,6 +15,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -258,6 +259,10 @@ func resolveBinding(ctx context.Context, st store.Customers, customer, subject s
 	return c, nil
 }
 
+// keysPageLimit is how many keys keys list asks the API for at a time (a
+// variable so that a test pages with a few keys).
+var keysPageLimit = 1000
+
 func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, kt := keysFlags("list", stderr)
 	if err := parseKeysFlags(fs, args); err != nil {
@@ -265,11 +270,24 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var ks []store.APIKey
 	if kt.url != "" {
-		var page struct{ Items []store.APIKey }
-		if err := kt.api(ctx, http.MethodGet, "/api/v1/keys", nil, &page); err != nil {
-			return fmt.Errorf("keys list: %w", err)
+		// Every page: the list is paged (see docs/api.md, Pagination).
+		for after := ""; ; {
+			var page struct {
+				Items     []store.APIKey
+				NextAfter string
+			}
+			path := "/api/v1/keys?limit=" + strconv.Itoa(keysPageLimit)
+			if after != "" {
+				path += "&after=" + url.QueryEscape(after)
+			}
+			if err := kt.api(ctx, http.MethodGet, path, nil, &page); err != nil {
+				return fmt.Errorf("keys list: %w", err)
+			}
+			ks = append(ks, page.Items...)
+			if after = page.NextAfter; after == "" {
+				break
+			}
 		}
-		ks = page.Items
 	} else {
 		st, err := openKeysStore(ctx, kt.data)
 		if err != nil {

@@ -108,6 +108,16 @@ func TestKeysCommand(t *testing.T) {
 	if !regexp.MustCompile(rid[1] + `.*revoked`).MatchString(out.String()) {
 		t.Errorf("keys list --url does not show %s revoked:\n%s", rid[1], out.String())
 	}
+	// Every page is read: one key a page here.
+	keysPageLimit = 1
+	t.Cleanup(func() { keysPageLimit = 1000 })
+	out.Reset()
+	if err := run(t.Context(), append([]string{"keys", "list"}, remote...), &out, io.Discard); err != nil {
+		t.Fatalf("keys list --url by pages of 1: %v", err)
+	}
+	if !strings.Contains(out.String(), id[1]) || !regexp.MustCompile(rid[1]+`.*revoked`).MatchString(out.String()) {
+		t.Errorf("keys list --url by pages of 1 lacks a key:\n%s", out.String())
+	}
 	if err := run(t.Context(), []string{"keys", "list", "--url", srv.URL, "--token", "wrong"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("keys list with a wrong token: %v, want a 401 error", err)
 	}

@@ -82,6 +82,10 @@ type Customer struct {
 	// DeletedAt is set once the customer is deleted; its history is kept,
 	// its subjects and key are free for others.
 	DeletedAt *time.Time `json:"deletedAt,omitempty"`
+	// Version counts the customer's writes: 1 when created, one more with
+	// every update and the deletion. It is the customer's ETag, which
+	// If-Match names (see store.Customers.UpdateCustomer).
+	Version int `json:"version"`
 }
 
 // ExternalRefs are a customer's identities at marketplaces and payment

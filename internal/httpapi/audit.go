@@ -318,14 +318,29 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Limit = n
 	}
+	// after (a previous page's nextAfter, as every list takes) is the
+	// cursor form of before.
+	if v := q.Get("after"); v != "" {
+		key, err := decodeCursor(v, "audit", 1)
+		var seq int64
+		if err == nil {
+			seq, err = strconv.ParseInt(key[0], 10, 64)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("after: %q is not a cursor of audit; pass the nextAfter of the previous page as it came", v))
+		}
+		f.Before = seq
+	}
 	if len(errs) > 0 {
 		badRequest(w, r, errors.Join(errs...))
 		return
 	}
+	limit := f.Limit
+	f.Limit++
 	es, err := s.Store.ListAudit(r.Context(), f)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, itemsOf[store.AuditEntry]{es})
+	s.writeJSON(w, r, http.StatusOK, cutPage("audit", es, func(e store.AuditEntry) []string { return []string{strconv.FormatInt(e.Seq, 10)} }, limit))
 }

@@ -434,15 +434,6 @@ func (s *Server) listEventsFor(w http.ResponseWriter, r *http.Request, f store.E
 	return evs, true
 }
 
-// visibleCustomers keeps the customers the caller may see.
-func visibleCustomers(r *http.Request, cs []billing.Customer) []billing.Customer {
-	p := principalOf(r)
-	if !p.Bound() {
-		return cs
-	}
-	return slices.DeleteFunc(cs, func(c billing.Customer) bool { return c.ID != p.CustomerID })
-}
-
 // visibleSubjects keeps the subjects the caller may see: a bound
 // caller's customer's current subjects (the subject resource is the
 // subject as it is now, so a subject given up is another's to see).

@@ -225,15 +225,17 @@ func (s *Server) createRule(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
+	p, err := parsePage(r, "cancellation rules", 2)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	rules, err := s.Store.ListRules(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if rules == nil {
-		rules = []store.CancellationRule{}
-	}
-	s.writeJSON(w, r, http.StatusOK, rules)
+	s.writeJSON(w, r, http.StatusOK, paginate("cancellation rules", rules, func(r store.CancellationRule) []string { return []string{sortKeyTime(r.CreatedAt), r.ID} }, p))
 }
 
 func (s *Server) getRule(w http.ResponseWriter, r *http.Request) {

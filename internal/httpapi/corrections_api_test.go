@@ -57,7 +57,7 @@ func TestAPICorrectionsListedAndPreviewed(t *testing.T) {
 	}
 	r = h.do("GET", "/api/v1/cancellation-rules", "", "")
 	h.expect(r, http.StatusOK, "list rules")
-	if strings.TrimSpace(string(r.Body)) != "[]" {
+	if strings.TrimSpace(string(r.Body)) != `{"items":[]}` {
 		t.Errorf("rules after a dry run: %s", r.Body)
 	}
 	r = h.do("POST", "/api/v1/cancellation-rules", "application/json", `{"meter":"calls","subjects":["sub-2"],"reason":"dup"}`)

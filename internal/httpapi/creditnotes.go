@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -60,6 +62,11 @@ func toCreditNoteView(cn billing.CreditNote) creditNoteView {
 func (s *Server) listCreditNotes(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := r.URL.Query()
+	p, err := parsePage(r, "credit notes", 1)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	var f store.CreditNoteFilter
 	if k := q.Get("customer"); k != "" {
 		c, err := s.Store.GetCustomer(ctx, k)
@@ -86,7 +93,7 @@ func (s *Server) listCreditNotes(w http.ResponseWriter, r *http.Request) {
 	for _, cn := range cns {
 		items = append(items, toCreditNoteView(cn))
 	}
-	s.writeJSON(w, r, http.StatusOK, itemsOf[creditNoteView]{items})
+	s.writeJSON(w, r, http.StatusOK, paginate("credit notes", items, creditNoteSortKey, p))
 }
 
 // getCreditNote shows one credit note, by id or number.
@@ -116,4 +123,12 @@ func creditNoteInPath(name string) tenantCheck {
 		forbid(w, r, fmt.Sprintf("credit note %q is not of the customer this credential is bound to", id))
 		return false
 	}
+}
+
+// creditNoteSortKey is a credit note's place in its list: its number (the
+// order of issue), compared as a number ("CN-1000000" follows
+// "CN-999999").
+func creditNoteSortKey(v creditNoteView) []string {
+	n, _ := strconv.ParseInt(strings.TrimPrefix(v.Number, "CN-"), 10, 64)
+	return []string{sortKeyInt(n)}
 }

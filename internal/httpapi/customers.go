@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -11,12 +12,6 @@ import (
 	"github.com/tally-metering/tally/internal/billing"
 	"github.com/tally-metering/tally/internal/store"
 )
-
-// itemsOf is the body of the billing list endpoints: {"items": [...]}, so
-// that pagination can be added without breaking clients.
-type itemsOf[T any] struct {
-	Items []T `json:"items"`
-}
 
 func newID() (string, error) {
 	id, err := uuid.NewV7()
@@ -58,9 +53,16 @@ func (s *Server) createCustomer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/api/v1/customers/"+c.ID)
+	w.Header().Set("ETag", customerETag(c))
 	s.writeJSON(w, r, http.StatusCreated, c)
 }
 
+// customerSortKey is a customer's place in GET /api/v1/customers: by key,
+// then id (a deleted customer shares its key with a later live one).
+func customerSortKey(c billing.Customer) []string { return []string{c.Key, c.ID} }
+
+// listCustomers pages through the customers, the limit and cursor pushed
+// into the store query.
 func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 	all := false
 	if v := r.URL.Query().Get("includeDeleted"); v != "" {
@@ -71,13 +73,35 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 		}
 		all = b
 	}
-	cs, err := s.Store.ListCustomers(r.Context(), all)
+	p, err := parsePage(r, "customers", 2)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	cs = visibleCustomers(r, cs)
-	s.writeJSON(w, r, http.StatusOK, itemsOf[billing.Customer]{cs})
+	if pr := principalOf(r); pr.Bound() {
+		// A bound caller's list is its own customer at most.
+		c, err := s.Store.GetCustomer(r.Context(), pr.CustomerID)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		cs := []billing.Customer{c}
+		if c.DeletedAt != nil && !all {
+			cs = nil
+		}
+		s.writeJSON(w, r, http.StatusOK, paginate("customers", cs, customerSortKey, p))
+		return
+	}
+	q := store.CustomerPage{IncludeDeleted: all, Limit: p.Limit + 1}
+	if p.After != nil {
+		q.AfterKey, q.AfterID = p.After[0], p.After[1]
+	}
+	cs, err := s.Store.ListCustomerPage(r.Context(), q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, cutPage("customers", cs, customerSortKey, p.Limit))
 }
 
 func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) {
@@ -86,6 +110,7 @@ func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	w.Header().Set("ETag", customerETag(c))
 	s.writeJSON(w, r, http.StatusOK, c)
 }
 
@@ -98,39 +123,107 @@ func (s *Server) updateCustomer(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	old, err := s.Store.GetCustomer(r.Context(), r.PathValue("idOrKey"))
+	s.writeCustomer(w, r, func(billing.Customer) (billing.CustomerInput, error) { return in, nil }, false)
+}
+
+// patchCustomer changes the members of a live customer a JSON Merge Patch
+// names (RFC 7386): the others stay, a null clears one.
+func (s *Server) patchCustomer(w http.ResponseWriter, r *http.Request) {
+	// The patch's own mistakes are 400 before the customer is looked up,
+	// as a PUT body's are.
+	patch, err := readMergePatch[billing.CustomerInput](w, r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if old.DeletedAt != nil {
-		s.writeError(w, r, &conflictError{fmt.Sprintf("customer %q was deleted at %s; a deleted customer can't change", old.Key, old.DeletedAt.Format(time.RFC3339))})
-		return
-	}
-	if in.Key == "" {
-		in.Key = old.Key
-	}
-	if err := in.Validate(); err != nil {
+	s.writeCustomer(w, r, func(old billing.Customer) (billing.CustomerInput, error) {
+		return applyMergePatch(patch, customerInputOf(old))
+	}, true)
+}
+
+// customerInputOf is a customer's input representation: the body of a
+// PUT that would leave it as it is.
+func customerInputOf(c billing.Customer) billing.CustomerInput {
+	return billing.CustomerInput{Key: c.Key, Name: c.Name, Email: c.Email, Currency: c.Currency,
+		Metadata: c.Metadata, Subjects: c.Subjects, External: c.External}
+}
+
+// customerETag is the entity tag of a customer's stored version.
+func customerETag(c billing.Customer) string { return `"` + strconv.Itoa(c.Version) + `"` }
+
+// writeCustomer writes the live customer of the request's path as input
+// makes it from the stored one and answers it. With If-Match, the stored
+// version must be one it names, and stay so until the write (412
+// otherwise). A patch is never applied over a write it did not see:
+// without If-Match it is made again on the customer as stored after a
+// concurrent write, as updateSubscription does; a PUT replaces whatever
+// is stored.
+func (s *Server) writeCustomer(w http.ResponseWriter, r *http.Request, input func(old billing.Customer) (billing.CustomerInput, error), patch bool) {
+	im, err := parseIfMatch(r.Header)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	// createdAt may be sent back as read, but never changes: moving it
-	// would rewrite whose usage the customer's subjects were.
-	if in.CreatedAt != nil && !in.CreatedAt.Equal(old.CreatedAt) {
-		s.writeError(w, r, &billing.ValidationError{What: "customer", Err: fmt.Errorf("createdAt: %s differs from the customer's %s; a customer's createdAt can't change (omit it)",
-			in.CreatedAt.UTC().Format(time.RFC3339Nano), old.CreatedAt.UTC().Format(time.RFC3339Nano))})
+	for attempt := 1; ; attempt++ {
+		old, err := s.Store.GetCustomer(r.Context(), r.PathValue("idOrKey"))
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if old.DeletedAt != nil {
+			s.writeError(w, r, &conflictError{fmt.Sprintf("customer %q was deleted at %s; a deleted customer can't change", old.Key, old.DeletedAt.Format(time.RFC3339))})
+			return
+		}
+		in, err := input(old)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if in.Key == "" {
+			in.Key = old.Key
+		}
+		if err := in.Validate(); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		// createdAt may be sent back as read, but never changes: moving it
+		// would rewrite whose usage the customer's subjects were.
+		if in.CreatedAt != nil && !in.CreatedAt.Equal(old.CreatedAt) {
+			s.writeError(w, r, &billing.ValidationError{What: "customer", Err: fmt.Errorf("createdAt: %s differs from the customer's %s; a customer's createdAt can't change (omit it)",
+				in.CreatedAt.UTC().Format(time.RFC3339Nano), old.CreatedAt.UTC().Format(time.RFC3339Nano))})
+			return
+		}
+		tag := customerETag(old)
+		if im != nil && !im.matches(tag) {
+			s.writeError(w, r, &preconditionError{etag: tag, msg: fmt.Sprintf("customer %q is at version %d (ETag %s), not the one If-Match names (%s): it changed since it was read. Read it again (GET), check the change still makes sense and retry with the new ETag",
+				old.Key, old.Version, tag, im.header)})
+			return
+		}
+		c := in.Customer(old.ID, old.CreatedAt, s.Now().UTC())
+		if im != nil || patch {
+			c.Version = old.Version
+		}
+		err = s.Store.UpdateCustomer(r.Context(), c)
+		var stale *store.StaleError
+		switch {
+		case errors.As(err, &stale) && im != nil:
+			s.writeError(w, r, &preconditionError{etag: `"` + strconv.Itoa(stale.Stored) + `"`, msg: fmt.Sprintf("customer %q changed while this change was made (it is at version %d now, If-Match names %s). Read it again (GET), check the change still makes sense and retry with the new ETag",
+				old.Key, stale.Stored, im.header)})
+			return
+		case errors.As(err, &stale) && attempt < maxSubscriptionWrites:
+			continue
+		case err != nil:
+			s.writeError(w, r, err)
+			return
+		}
+		if c, err = s.Store.GetCustomer(r.Context(), c.ID); err != nil { // with its subject history
+			s.writeError(w, r, err)
+			return
+		}
+		w.Header().Set("ETag", customerETag(c))
+		s.writeJSON(w, r, http.StatusOK, c)
 		return
 	}
-	c := in.Customer(old.ID, old.CreatedAt, s.Now().UTC())
-	if err := s.Store.UpdateCustomer(r.Context(), c); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if c, err = s.Store.GetCustomer(r.Context(), c.ID); err != nil { // with its subject history
-		s.writeError(w, r, err)
-		return
-	}
-	s.writeJSON(w, r, http.StatusOK, c)
 }
 
 // deleteCustomer soft-deletes: the customer stays readable by id with its
@@ -176,7 +269,14 @@ func (s *Server) deleteCustomer(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// listCustomerUsers pages through a customer's users, oldest first
+// (a customer has few: they are paged in memory).
 func (s *Server) listCustomerUsers(w http.ResponseWriter, r *http.Request) {
+	p, err := parsePage(r, "users", 2)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	c, err := s.Store.GetCustomer(r.Context(), r.PathValue("idOrKey"))
 	if err != nil {
 		s.writeError(w, r, err)
@@ -187,7 +287,7 @@ func (s *Server) listCustomerUsers(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, itemsOf[billing.User]{us})
+	s.writeJSON(w, r, http.StatusOK, paginate("users", us, func(u billing.User) []string { return []string{sortKeyTime(u.CreatedAt), u.ID} }, p))
 }
 
 func (s *Server) createCustomerUser(w http.ResponseWriter, r *http.Request) {

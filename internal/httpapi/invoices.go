@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -123,13 +124,23 @@ func wantsHTML(r *http.Request) bool {
 	return false
 }
 
-// listInvoices lists invoices, ordered by subscription start then period:
-// for each selected subscription the finalized invoices and a live draft
-// for every period that has begun and is not finalized yet.
+// listInvoices lists invoices, ordered by subscription (start, then id)
+// then period: for each selected subscription the finalized invoices and
+// a live draft for every period that has begun and is not finalized yet.
+//
+// Drafts are computed, not stored, so a page is made by reading the
+// selected subscriptions from the store in order, a batch at a time from
+// the cursor's subscription on, and computing their invoices until the
+// page is full: a page costs the invoices of about limit subscriptions,
+// whatever the number of subscriptions.
 func (s *Server) listInvoices(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	p, err := parsePage(r, "invoices", 4)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	var f store.SubscriptionFilter
-	var subs []billing.Subscription
 	if k := r.URL.Query().Get("customer"); k != "" {
 		c, err := s.Store.GetCustomer(ctx, k)
 		if err != nil {
@@ -138,35 +149,96 @@ func (s *Server) listInvoices(w http.ResponseWriter, r *http.Request) {
 		}
 		f.CustomerID = c.ID
 	}
+	var one *billing.Subscription // ?subscription=
 	if id := r.URL.Query().Get("subscription"); id != "" {
 		sub, err := s.Store.GetSubscription(ctx, id)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		if f.CustomerID == "" || sub.CustomerID == f.CustomerID {
-			subs = []billing.Subscription{sub}
-		}
-	} else {
-		var err error
-		if subs, err = s.Store.ListSubscriptions(ctx, f); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
+		one = &sub
 	}
 	now := s.Now()
-	items := []invoiceView{}
-	for _, sub := range subs {
+	var items []keyedInvoice
+	// add appends the invoices of sub that come after the cursor.
+	add := func(sub billing.Subscription) error {
+		if f.CustomerID != "" && sub.CustomerID != f.CustomerID {
+			return nil
+		}
 		invs, err := s.invoices.Invoices(ctx, sub, now)
 		if err != nil {
+			return err
+		}
+		sk := subscriptionSortKey(sub)
+		var mine []keyedInvoice
+		for _, inv := range invs {
+			k := keyedInvoice{key: append(slices.Clone(sk), sortKeyTime(inv.PeriodStart), inv.ID), v: toInvoiceView(inv)}
+			if p.After == nil || compareKeys(k.key, p.After) > 0 {
+				mine = append(mine, k)
+			}
+		}
+		slices.SortStableFunc(mine, func(a, b keyedInvoice) int { return compareKeys(a.key, b.key) })
+		items = append(items, mine...)
+		return nil
+	}
+	if one != nil {
+		if err := add(*one); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		for _, inv := range invs {
-			items = append(items, toInvoiceView(inv))
+	} else {
+		f.Limit = p.Limit + 1
+		if p.After != nil {
+			// The cursor's own subscription may have invoices left.
+			sub, err := s.Store.GetSubscription(ctx, p.After[1])
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				s.writeError(w, r, err)
+				return
+			}
+			if err == nil && subscriptionSortKey(sub)[0] == p.After[0] {
+				if err := add(sub); err != nil {
+					s.writeError(w, r, err)
+					return
+				}
+			}
+			if f.AfterStart, err = parseSortKeyTime("invoices", p.After[0]); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			f.AfterID = p.After[1]
+		}
+		for len(items) <= p.Limit {
+			subs, err := s.Store.ListSubscriptions(ctx, f)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			for _, sub := range subs {
+				if err := add(sub); err != nil {
+					s.writeError(w, r, err)
+					return
+				}
+			}
+			if len(subs) < f.Limit {
+				break
+			}
+			last := subs[len(subs)-1]
+			f.AfterStart, f.AfterID = last.Start, last.ID
 		}
 	}
-	s.writeJSON(w, r, http.StatusOK, itemsOf[invoiceView]{items})
+	pg := cutPage("invoices", items, func(k keyedInvoice) []string { return k.key }, p.Limit)
+	out := page[invoiceView]{Items: make([]invoiceView, 0, len(pg.Items)), NextAfter: pg.NextAfter}
+	for _, k := range pg.Items {
+		out.Items = append(out.Items, k.v)
+	}
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+// keyedInvoice is an invoice of a list with its place in it: its
+// subscription's (subscriptionSortKey), then its period start and id.
+type keyedInvoice struct {
+	key []string
+	v   invoiceView
 }
 
 // getInvoice shows one invoice, finalized or the live draft of an open

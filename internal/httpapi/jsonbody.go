@@ -25,32 +25,48 @@ import (
 // maxJSONBody (413) as soon as that is known, and one that is not UTF-8
 // (400) before encoding/json would silently replace its bad bytes.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := readJSONBody(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeJSONBody(body, v)
+}
+
+// readJSONBody reads a request's JSON body with decodeJSON's checks of
+// its type, size and encoding, without decoding it.
+func readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	ct := r.Header.Get("Content-Type")
 	if ct != "" {
 		if err := checkJSONType(ct); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if r.ContentLength > maxJSONBody {
-		return &bodyTooLargeError{size: r.ContentLength, limit: maxJSONBody}
+		return nil, &bodyTooLargeError{size: r.ContentLength, limit: maxJSONBody}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return &bodyTooLargeError{size: -1, limit: maxJSONBody}
+			return nil, &bodyTooLargeError{size: -1, limit: maxJSONBody}
 		}
-		return &queryError{fmt.Errorf("read body: %w", err)}
+		return nil, &queryError{fmt.Errorf("read body: %w", err)}
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return &queryError{errors.New("body: empty; send a JSON document")}
+		return nil, &queryError{errors.New("body: empty; send a JSON document")}
 	}
 	if ct == "" {
-		return &mediaTypeError{}
+		return nil, &mediaTypeError{}
 	}
 	if err := checkUTF8(body); err != nil {
-		return &queryError{err}
+		return nil, &queryError{err}
 	}
+	return body, nil
+}
+
+// decodeJSONBody decodes a JSON body read by readJSONBody into v as
+// decodeJSON does: unknown fields and near misses refused, times bounded.
+func decodeJSONBody(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

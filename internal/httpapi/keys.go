@@ -159,6 +159,11 @@ func newKeyID() (string, error) {
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
+	p, err := parsePage(r, "keys", 2)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	ks, err := s.Store.ListAPIKeys(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
@@ -169,7 +174,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 	for _, k := range ks {
 		out = append(out, keyView{APIKey: k, Status: keyStatus(k, now)})
 	}
-	s.writeJSON(w, r, http.StatusOK, itemsOf[keyView]{out})
+	s.writeJSON(w, r, http.StatusOK, paginate("keys", out, func(k keyView) []string { return []string{sortKeyTime(k.CreatedAt), k.ID} }, p))
 }
 
 func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {

@@ -83,12 +83,17 @@ func (s *Server) createPlan(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listPlans(w http.ResponseWriter, r *http.Request) {
+	p, err := parsePage(r, "plans", 1)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	ps, err := s.Store.ListPlans(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, itemsOf[billing.Plan]{ps})
+	s.writeJSON(w, r, http.StatusOK, paginate("plans", ps, func(p billing.Plan) []string { return []string{p.Key} }, p))
 }
 
 // planVersion reads the optional ?version=N (0 when absent: the latest).
@@ -115,6 +120,7 @@ func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	w.Header().Set("ETag", planETag(p))
 	s.writeJSON(w, r, http.StatusOK, p)
 }
 
@@ -127,37 +133,22 @@ func (s *Server) updatePlan(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	im, err := parseIfMatch(r.Header)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	latest, err := s.Store.GetPlan(r.Context(), r.PathValue("idOrKey"), 0)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if in.Key == "" {
-		in.Key = latest.Key
-	}
-	if in.Key != latest.Key {
-		s.writeError(w, r, &billing.ValidationError{What: "plan", Err: fmt.Errorf("key: a plan's key can't change (it is %q); create a new plan instead", latest.Key)})
-		return
-	}
-	if err := s.validatePlan(r, in); err != nil {
+	p, status, err := s.savePlan(r, in, latest, im, false)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	now := s.Now().UTC()
-	p := in.Plan(latest.ID, latest.Version, latest.CreatedAt, now)
-	status := http.StatusOK
-	if latest.Published() {
-		p = in.Plan(latest.ID, latest.Version+1, now, now)
-		status = http.StatusCreated
-	}
-	if err := s.Store.SavePlanDraft(r.Context(), p); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if status == http.StatusCreated {
-		w.Header().Set("Location", fmt.Sprintf("/api/v1/plans/%s?version=%d", p.Key, p.Version))
-	}
-	s.writeJSON(w, r, status, p)
+	s.answerPlan(w, r, p, status)
 }
 
 // publishPlan publishes the latest version (or ?version=N); publishing a

@@ -141,6 +141,11 @@ func portalTokenStatus(t store.PortalToken, now time.Time) string {
 // listPortalTokens lists the portal tokens that have not expired, oldest
 // first, optionally of one customer (?customer=, key or id).
 func (s *Server) listPortalTokens(w http.ResponseWriter, r *http.Request) {
+	p, err := parsePage(r, "portal tokens", 2)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	now := s.Now().UTC()
 	f := store.PortalTokenFilter{ExpiresAfter: now}
 	if ref := r.URL.Query().Get("customer"); ref != "" {
@@ -163,7 +168,7 @@ func (s *Server) listPortalTokens(w http.ResponseWriter, r *http.Request) {
 	for _, t := range ts {
 		out = append(out, portalTokenRecord{PortalToken: t, Status: portalTokenStatus(t, now)})
 	}
-	s.writeJSON(w, r, http.StatusOK, itemsOf[portalTokenRecord]{out})
+	s.writeJSON(w, r, http.StatusOK, paginate("portal tokens", out, func(t portalTokenRecord) []string { return []string{sortKeyTime(t.CreatedAt), t.ID} }, p))
 }
 
 // revokePortalToken revokes one portal token at once; revoking a revoked

@@ -21,7 +21,7 @@ func subscriptionETag(sub billing.Subscription) string {
 
 // ifMatch is a request's If-Match header (RFC 9110, section 13.1.1): the
 // entity tags a change is based on. A nil *ifMatch is no header, or "*"
-// (any current version: the subscription exists).
+// (any current version: what it changes exists).
 type ifMatch struct {
 	header string
 	tags   []string // the strong tags, quotes included
@@ -46,7 +46,7 @@ func parseIfMatch(h http.Header) (*ifMatch, error) {
 		case strings.HasPrefix(v, `"`) && len(v) >= 2 && strings.HasSuffix(v, `"`) && !strings.Contains(v[1:len(v)-1], `"`):
 			im.tags = append(im.tags, v)
 		default:
-			return nil, &queryError{fmt.Errorf(`If-Match: %q is not an entity tag; send the ETag of a GET of the subscription as it came, quotes included (such as "3")`, v)}
+			return nil, &queryError{fmt.Errorf(`If-Match: %q is not an entity tag; send the ETag of a GET of what you change as it came, quotes included (such as "3")`, v)}
 		}
 	}
 	return im, nil

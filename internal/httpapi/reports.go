@@ -87,14 +87,19 @@ func (s *Server) listReports(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// One more than the page tells whether there is a next page, so that
+	// the last page has no nextAfter, as in every list.
+	limit := f.Limit
+	f.Limit++
 	items, err := s.Outbox.ListReports(r.Context(), f)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	page := reportPage{Items: items}
-	if len(items) == f.Limit {
-		page.NextAfter = items[len(items)-1].ID
+	if len(items) > limit {
+		page.Items = items[:limit]
+		page.NextAfter = items[limit-1].ID
 	}
 	s.writeJSON(w, r, http.StatusOK, page)
 }

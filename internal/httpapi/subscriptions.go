@@ -118,7 +118,19 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
-	var f store.SubscriptionFilter
+	p, err := parsePage(r, "subscriptions", 2)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	f := store.SubscriptionFilter{Limit: p.Limit + 1}
+	if p.After != nil {
+		if f.AfterStart, err = parseSortKeyTime("subscriptions", p.After[0]); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		f.AfterID = p.After[1]
+	}
 	if k := r.URL.Query().Get("customer"); k != "" {
 		c, err := s.Store.GetCustomer(r.Context(), k)
 		if err != nil {
@@ -128,18 +140,18 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 		f.CustomerID = c.ID
 	}
 	if k := r.URL.Query().Get("plan"); k != "" {
-		p, err := s.Store.GetPlan(r.Context(), k, 0)
+		pl, err := s.Store.GetPlan(r.Context(), k, 0)
 		if errors.Is(err, store.ErrNotFound) && principalOf(r).Bound() {
 			// Plans are the vendor's: a bound caller learns only which
 			// plans its customer is subscribed to, not which plans exist.
-			s.writeJSON(w, r, http.StatusOK, itemsOf[subscriptionView]{[]subscriptionView{}})
+			s.writeJSON(w, r, http.StatusOK, page[subscriptionView]{Items: []subscriptionView{}})
 			return
 		}
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		f.PlanID = p.ID
+		f.PlanID = pl.ID
 	}
 	subs, err := s.Store.ListSubscriptions(r.Context(), f)
 	if err != nil {
@@ -155,7 +167,13 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, v)
 	}
-	s.writeJSON(w, r, http.StatusOK, itemsOf[subscriptionView]{out})
+	s.writeJSON(w, r, http.StatusOK, cutPage("subscriptions", out, func(v subscriptionView) []string { return subscriptionSortKey(v.Subscription) }, p.Limit))
+}
+
+// subscriptionSortKey is a subscription's place in its list: by start, then
+// id (the store's order; starts are kept to the microsecond).
+func subscriptionSortKey(sub billing.Subscription) []string {
+	return []string{sortKeyTime(sub.Start.Truncate(time.Microsecond)), sub.ID}
 }
 
 func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request) {

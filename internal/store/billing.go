@@ -36,7 +36,8 @@ func (e *SubjectTakenError) Unwrap() error { return ErrConflict }
 // nil first, then subject); Customer.SubjectHistory given to a write is
 // ignored.
 type Customers interface {
-	// CreateCustomer stores a new customer and its subjects, owned from
+	// CreateCustomer stores a new customer, as version 1 (whatever
+	// c.Version says), and its subjects, owned from
 	// c.CreatedAt, in one transaction. c.CreatedAt may be before the write
 	// (a customer imported with its history, whose UpdatedAt is the write):
 	// a subject is then its own from that minute, or since the beginning of
@@ -47,9 +48,12 @@ type Customers interface {
 	CreateCustomer(ctx context.Context, c billing.Customer) error
 	// UpdateCustomer replaces the live customer with c's ID, its subject
 	// list included, keeping CreatedAt: subjects it adds are owned from
-	// c.UpdatedAt, those it drops until then. ErrNotFound if there is none
-	// (or it is deleted); ErrConflict and *SubjectTakenError as
-	// CreateCustomer.
+	// c.UpdatedAt, those it drops until then. The stored customer's
+	// Version goes up by one. When c.Version is above 0 the write is a
+	// compare-and-swap: c.Version is the version c was derived from, and
+	// unless that is the stored version it stores nothing and returns a
+	// *StaleError. ErrNotFound if there is none (or it is deleted);
+	// ErrConflict and *SubjectTakenError as CreateCustomer.
 	UpdateCustomer(ctx context.Context, c billing.Customer) error
 	// GetCustomer finds a customer by id, or by key (the live one with that
 	// key, else the most recently deleted); ErrNotFound if there is none.
@@ -57,6 +61,9 @@ type Customers interface {
 	// ListCustomers returns the live customers (and the deleted ones too
 	// when includeDeleted), ordered by key then id.
 	ListCustomers(ctx context.Context, includeDeleted bool) ([]billing.Customer, error)
+	// ListCustomerPage returns the page of customers p selects, in the
+	// order of ListCustomers (key, then id).
+	ListCustomerPage(ctx context.Context, p CustomerPage) ([]billing.Customer, error)
 	// DeleteCustomer marks the customer with the given id deleted at at and
 	// frees its key and subjects (their ownership ends at at). It is
 	// idempotent: deleting a deleted customer changes nothing. ErrNotFound
@@ -76,6 +83,18 @@ type Customers interface {
 	CreateUser(ctx context.Context, u billing.User) error
 	// ListUsers returns a customer's users ordered by creation.
 	ListUsers(ctx context.Context, customerID string) ([]billing.User, error)
+}
+
+// CustomerPage selects a page of customers, ordered by key then id.
+type CustomerPage struct {
+	// IncludeDeleted adds the deleted customers to the live ones.
+	IncludeDeleted bool
+	// AfterKey and AfterID, when AfterID is set, keep only the customers
+	// after (AfterKey, AfterID) in that order: the last of the previous
+	// page.
+	AfterKey, AfterID string
+	// Limit, when above 0, is how many customers to return at most.
+	Limit int
 }
 
 // Plans keeps versioned plans. All versions of a plan share its ID and Key;
@@ -98,6 +117,12 @@ type Plans interface {
 	// ErrConflict (a published version is immutable; a concurrent edit made
 	// another version first); ErrNotFound if there is no plan p.ID.
 	SavePlanDraft(ctx context.Context, p billing.Plan) error
+	// SavePlanDraftIf is SavePlanDraft that first calls check with the
+	// plan's latest version as stored, in the transaction that writes:
+	// when check returns an error nothing is stored and that error is
+	// returned. It makes a write conditional on what it was based on
+	// (If-Match) without a race with another write.
+	SavePlanDraftIf(ctx context.Context, p billing.Plan, check func(latest billing.Plan) error) error
 	// PublishPlan publishes the given version (the latest when 0) at at and
 	// returns it. Publishing a published version returns it unchanged.
 	// ErrNotFound if there is no such version.
@@ -110,6 +135,13 @@ type SubscriptionFilter struct {
 	CustomerID string
 	// PlanID keeps only subscriptions to the plan (any version).
 	PlanID string
+	// AfterStart and AfterID, when AfterID is set, keep only the
+	// subscriptions after (AfterStart, AfterID) in the list's order: the
+	// last of the previous page. Starts compare to the microsecond.
+	AfterStart time.Time
+	AfterID    string
+	// Limit, when above 0, is how many subscriptions to return at most.
+	Limit int
 }
 
 // Subscriptions keeps subscriptions. A subscription is never deleted:

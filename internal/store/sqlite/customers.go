@@ -20,6 +20,7 @@ var _ store.Customers = (*DB)(nil)
 // CreateCustomer implements store.Customers.
 func (db *DB) CreateCustomer(ctx context.Context, c billing.Customer) error {
 	c.SubjectHistory = nil // kept in subject_owners
+	c.Version = 1
 	def, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("create customer: %w", err)
@@ -145,6 +146,10 @@ func (db *DB) UpdateCustomer(ctx context.Context, c billing.Customer) error {
 	if err != nil {
 		return fmt.Errorf("update customer: %w", err)
 	}
+	if c.Version > 0 && c.Version != old.Version {
+		return &store.StaleError{What: "customer", ID: c.ID, Read: c.Version, Stored: old.Version}
+	}
+	c.Version = old.Version + 1
 	c.CreatedAt = old.CreatedAt
 	c.DeletedAt = nil
 	c.SubjectHistory = nil // kept in subject_owners
@@ -182,6 +187,9 @@ func scanCustomer(r rowScanner) (billing.Customer, error) {
 	if c.Subjects == nil {
 		c.Subjects = []string{}
 	}
+	if c.Version == 0 { // stored before versions were counted
+		c.Version = 1
+	}
 	c.SubjectHistory = []billing.Ownership{}
 	return c, nil
 }
@@ -202,6 +210,9 @@ func scanCustomerFull(r rowScanner) (billing.Customer, error) {
 	}
 	if c.Subjects == nil {
 		c.Subjects = []string{}
+	}
+	if c.Version == 0 { // stored before versions were counted
+		c.Version = 1
 	}
 	var rows [][3]json.RawMessage
 	if err := json.Unmarshal([]byte(hist), &rows); err != nil {
@@ -253,11 +264,30 @@ ORDER BY c.id = ? DESC, c.deleted_us IS NULL DESC, c.deleted_us DESC LIMIT 1`, i
 
 // ListCustomers implements store.Customers.
 func (db *DB) ListCustomers(ctx context.Context, includeDeleted bool) ([]billing.Customer, error) {
-	q := `SELECT ` + customerCols + ` FROM customers c WHERE c.deleted_us IS NULL ORDER BY c.key, c.id`
-	if includeDeleted {
-		q = `SELECT ` + customerCols + ` FROM customers c ORDER BY c.key, c.id`
+	return db.ListCustomerPage(ctx, store.CustomerPage{IncludeDeleted: includeDeleted})
+}
+
+// ListCustomerPage implements store.Customers.
+func (db *DB) ListCustomerPage(ctx context.Context, p store.CustomerPage) ([]billing.Customer, error) {
+	var where []string
+	var args []any
+	if !p.IncludeDeleted {
+		where = append(where, `c.deleted_us IS NULL`)
 	}
-	rows, err := db.r.QueryContext(ctx, q)
+	if p.AfterID != "" {
+		where = append(where, `(c.key, c.id) > (?, ?)`)
+		args = append(args, p.AfterKey, p.AfterID)
+	}
+	q := `SELECT ` + customerCols + ` FROM customers c`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	q += ` ORDER BY c.key, c.id`
+	if p.Limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, p.Limit)
+	}
+	rows, err := db.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list customers: %w", err)
 	}
@@ -296,6 +326,7 @@ func (db *DB) DeleteCustomer(ctx context.Context, id string, at time.Time) error
 	at = at.UTC()
 	c.DeletedAt = &at
 	c.UpdatedAt = at
+	c.Version++
 	c.SubjectHistory = nil
 	def, err := json.Marshal(c)
 	if err != nil {

@@ -138,6 +138,11 @@ func (db *DB) listPlans(ctx context.Context, what, q string, args ...any) ([]bil
 
 // SavePlanDraft implements store.Plans.
 func (db *DB) SavePlanDraft(ctx context.Context, p billing.Plan) error {
+	return db.SavePlanDraftIf(ctx, p, nil)
+}
+
+// SavePlanDraftIf implements store.Plans.
+func (db *DB) SavePlanDraftIf(ctx context.Context, p billing.Plan, check func(latest billing.Plan) error) error {
 	p.Status = billing.PlanDraft
 	p.PublishedAt = nil
 	def, err := json.Marshal(p)
@@ -155,6 +160,11 @@ func (db *DB) SavePlanDraft(ctx context.Context, p billing.Plan) error {
 			return err
 		}
 		return fmt.Errorf("save plan draft: %w", err)
+	}
+	if check != nil {
+		if err := check(latest); err != nil {
+			return err
+		}
 	}
 	switch {
 	case latest.Key != p.Key:

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/tally-metering/tally/internal/billing"
 	"github.com/tally-metering/tally/internal/store"
@@ -117,14 +118,44 @@ func (db *DB) GetSubscription(ctx context.Context, id string) (billing.Subscript
 
 // ListSubscriptions implements store.Subscriptions.
 func (db *DB) ListSubscriptions(ctx context.Context, f store.SubscriptionFilter) ([]billing.Subscription, error) {
-	subs, err := listDefs[billing.Subscription](ctx, db, "subscription", "subscriptions", "start_us, id",
-		eq{"customer_id", f.CustomerID}, eq{"plan_id", f.PlanID})
-	for i := range subs {
-		if subs[i].Version == 0 { // as scanSubscription
-			subs[i].Version = 1
+	var where []string
+	var args []any
+	for _, c := range []eq{{"customer_id", f.CustomerID}, {"plan_id", f.PlanID}} {
+		if c.value != "" {
+			where = append(where, c.column+" = ?")
+			args = append(args, c.value)
 		}
 	}
-	return subs, err
+	if f.AfterID != "" {
+		where = append(where, "(start_us, id) > (?, ?)")
+		args = append(args, f.AfterStart.UnixMicro(), f.AfterID)
+	}
+	q := "SELECT def FROM subscriptions"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY start_us, id"
+	if f.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, f.Limit)
+	}
+	rows, err := db.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list subscriptions: %w", err)
+	}
+	defer rows.Close()
+	subs := []billing.Subscription{}
+	for rows.Next() {
+		s, err := scanSubscription(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list subscriptions: %w", err)
+		}
+		subs = append(subs, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list subscriptions: %w", err)
+	}
+	return subs, nil
 }
 
 // UpdateSubscription implements store.Subscriptions.

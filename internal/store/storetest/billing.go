@@ -40,6 +40,7 @@ func testCustomers(t *testing.T, b Backend) {
 			t.Fatalf("CreateCustomer(%s): %v", c.Key, err)
 		}
 	}
+	contoso.Version, fabrikam.Version = 1, 1 // whatever was given
 	// Subjects nobody owned before are owned since the beginning of time.
 	contoso.SubjectHistory = []billing.Ownership{{Subject: "contoso-mail"}, {Subject: "contoso-web"}}
 	fabrikam.SubjectHistory = []billing.Ownership{{Subject: "fab"}}
@@ -88,6 +89,7 @@ func testCustomers(t *testing.T, b Backend) {
 		t.Fatalf("UpdateCustomer: %v", err)
 	}
 	upd.CreatedAt = bt0
+	upd.Version = 2
 	// Ownership is kept in whole minutes: a subject given up is owned to
 	// the end of that minute.
 	upd.SubjectHistory = []billing.Ownership{{Subject: "contoso-api"}, {Subject: "contoso-mail", To: timePtr(ceilMinute(bt0.Add(time.Hour)))}, {Subject: "contoso-web"}}
@@ -108,6 +110,14 @@ func testCustomers(t *testing.T, b Backend) {
 	if err := s.UpdateCustomer(ctx, bad); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("UpdateCustomer to a taken key: got %v, want ErrConflict", err)
 	}
+	// A write based on an older version stores nothing.
+	stale := upd
+	stale.Version, stale.Name = 1, "Stale"
+	var se *store.StaleError
+	if err := s.UpdateCustomer(ctx, stale); !errors.As(err, &se) || !errors.Is(err, store.ErrConflict) || se.Stored != 2 || se.Read != 1 {
+		t.Errorf("UpdateCustomer based on version 1 of 2: got %v, want a StaleError", err)
+	}
+	get("contoso", upd)
 	if err := s.UpdateCustomer(ctx, billing.Customer{ID: "nope", Key: "nope"}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("UpdateCustomer(unknown): got %v, want ErrNotFound", err)
 	}
@@ -149,7 +159,7 @@ func testCustomers(t *testing.T, b Backend) {
 		t.Errorf("DeleteCustomer(unknown): got %v, want ErrNotFound", err)
 	}
 	deleted := fabrikam
-	deleted.DeletedAt, deleted.UpdatedAt = &at, at
+	deleted.DeletedAt, deleted.UpdatedAt, deleted.Version = &at, at, 2
 	deleted.SubjectHistory = []billing.Ownership{{Subject: "fab", To: timePtr(ceilMinute(at))}}
 	get("c-2", deleted)
 	get("fabrikam", deleted)
@@ -159,7 +169,7 @@ func testCustomers(t *testing.T, b Backend) {
 	if err := s.CreateUser(ctx, billing.User{ID: "u-5", CustomerID: "c-2", Key: "z", CreatedAt: bt0}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("CreateUser of a deleted customer: got %v, want ErrNotFound", err)
 	}
-	reborn := billing.Customer{ID: "c-4", Key: "fabrikam", Name: "Fabrikam again", Currency: "USD", Subjects: []string{"fab"}, CreatedAt: at, UpdatedAt: at}
+	reborn := billing.Customer{ID: "c-4", Key: "fabrikam", Name: "Fabrikam again", Currency: "USD", Subjects: []string{"fab"}, CreatedAt: at, UpdatedAt: at, Version: 1}
 	if err := s.CreateCustomer(ctx, reborn); err != nil {
 		t.Fatalf("CreateCustomer with a deleted customer's key and subjects: %v", err)
 	}
@@ -182,6 +192,25 @@ func testCustomers(t *testing.T, b Backend) {
 	if diff := cmp.Diff([]billing.Customer{upd, deleted, reborn}, all, billingOpts); diff != "" {
 		t.Errorf("ListCustomers(all) (-want +got):\n%s", diff)
 	}
+	pageOf := func(p store.CustomerPage, want ...billing.Customer) {
+		t.Helper()
+		got, err := s.ListCustomerPage(ctx, p)
+		if err != nil {
+			t.Fatalf("ListCustomerPage(%+v): %v", p, err)
+		}
+		if want == nil {
+			want = []billing.Customer{}
+		}
+		if diff := cmp.Diff(want, got, billingOpts); diff != "" {
+			t.Errorf("ListCustomerPage(%+v) (-want +got):\n%s", p, diff)
+		}
+	}
+	pageOf(store.CustomerPage{IncludeDeleted: true, Limit: 2}, upd, deleted)
+	pageOf(store.CustomerPage{IncludeDeleted: true, AfterKey: deleted.Key, AfterID: deleted.ID, Limit: 2}, reborn)
+	pageOf(store.CustomerPage{AfterKey: upd.Key, AfterID: upd.ID, Limit: 1}, reborn)
+	// A key ties: the id decides.
+	pageOf(store.CustomerPage{AfterKey: "fabrikam", AfterID: "c-3"}, reborn)
+	pageOf(store.CustomerPage{AfterKey: reborn.Key, AfterID: reborn.ID})
 	t.Run("SubjectHistory", func(t *testing.T) { testSubjectHistory(t, b) })
 	t.Run("CreatedInThePast", func(t *testing.T) { testCreatedInThePast(t, b) })
 }
@@ -446,6 +475,26 @@ func testPlans(t *testing.T, b Backend) {
 		t.Fatalf("SavePlanDraft(draft): %v", err)
 	}
 	get("mail-pro", 0, v1)
+	// SavePlanDraftIf: check sees the latest version as stored; its error
+	// stores nothing.
+	refused := errors.New("refused")
+	cond := v1
+	cond.Name = "Mail Pro (conditional)"
+	var seen billing.Plan
+	if err := s.SavePlanDraftIf(ctx, cond, func(latest billing.Plan) error { seen = latest; return refused }); !errors.Is(err, refused) {
+		t.Errorf("SavePlanDraftIf with a refusing check: got %v, want its error", err)
+	}
+	if seen.Name != v1.Name || seen.Version != 1 {
+		t.Errorf("SavePlanDraftIf's check saw %+v, want the stored draft", seen)
+	}
+	get("mail-pro", 0, v1)
+	if err := s.SavePlanDraftIf(ctx, cond, func(billing.Plan) error { return nil }); err != nil {
+		t.Fatalf("SavePlanDraftIf: %v", err)
+	}
+	get("mail-pro", 0, cond)
+	if err := s.SavePlanDraft(ctx, v1); err != nil {
+		t.Fatalf("SavePlanDraft(draft): %v", err)
+	}
 	early := v1
 	early.Version = 2
 	if err := s.SavePlanDraft(ctx, early); !errors.Is(err, store.ErrConflict) {

@@ -96,6 +96,13 @@ func testSubscriptions(t *testing.T, b Backend) {
 	list(store.SubscriptionFilter{CustomerID: "c-1"}, "s-3", "s-1")
 	list(store.SubscriptionFilter{CustomerID: "c-2", PlanID: "p-1"}, "s-2")
 	list(store.SubscriptionFilter{CustomerID: "c-9"})
+	// Pages: a limit, and the subscriptions after the last of a page.
+	list(store.SubscriptionFilter{Limit: 2}, "s-3", "s-2")
+	list(store.SubscriptionFilter{AfterStart: s2.Start, AfterID: "s-2", Limit: 2}, "s-1")
+	list(store.SubscriptionFilter{AfterStart: s3.Start, AfterID: "s-3", CustomerID: "c-1"}, "s-1")
+	list(store.SubscriptionFilter{AfterStart: s1.Start, AfterID: "s-1"})
+	// Same start, the id decides.
+	list(store.SubscriptionFilter{AfterStart: s1.Start, AfterID: "s-0"}, "s-1")
 
 	// Overlaps are refused in the store, against what it holds.
 	var ns *billing.NotSubscribableError
