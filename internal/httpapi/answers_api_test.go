@@ -28,3 +28,44 @@ func TestProblemDetailsAreNotHTMLEscaped(t *testing.T) {
 		t.Errorf("no credential: %d %s, want 401 naming Authorization: Bearer <token> unescaped", resp.StatusCode, b.String())
 	}
 }
+
+// TestKeysShowTheirCustomerKey: a key bound to a customer names the
+// customer's key in every answer, not only in its creation's.
+func TestKeysShowTheirCustomerKey(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{token: "s3cret-admin-token"})
+	h.expect(h.do("POST", "/api/v1/customers", "application/json", `{"key":"contoso","name":"Contoso","currency":"EUR","subjects":["c-1"]}`), http.StatusCreated, "create customer")
+	type key struct {
+		ID, Customer, CustomerKey, Scope string
+	}
+	var created, unbound key
+	decodeInto(t, h.do("POST", "/api/v1/keys", "application/json", `{"scope":"read","customer":"contoso"}`), &created)
+	if created.CustomerKey != "contoso" || created.Customer == "" {
+		t.Fatalf("created key: %+v, want customerKey contoso", created)
+	}
+	decodeInto(t, h.do("POST", "/api/v1/keys", "application/json", `{"scope":"ingest"}`), &unbound)
+
+	var page struct{ Items []key }
+	decodeInto(t, h.do("GET", "/api/v1/keys", "", ""), &page)
+	got := map[string]key{}
+	for _, k := range page.Items {
+		got[k.ID] = k
+	}
+	if got[created.ID] != created {
+		t.Errorf("GET /keys shows the bound key as %+v, want %+v as its creation did", got[created.ID], created)
+	}
+	if k := got[unbound.ID]; k.CustomerKey != "" || k.Customer != "" {
+		t.Errorf("GET /keys shows an unbound key as %+v", k)
+	}
+	for _, path := range []string{"/api/v1/keys/" + created.ID} {
+		var one key
+		decodeInto(t, h.do("GET", path, "", ""), &one)
+		if one != created {
+			t.Errorf("GET %s: %+v, want %+v", path, one, created)
+		}
+	}
+	var revoked key
+	decodeInto(t, h.do("DELETE", "/api/v1/keys/"+created.ID, "", ""), &revoked)
+	if revoked.CustomerKey != "contoso" {
+		t.Errorf("revoked key: %+v, want customerKey contoso", revoked)
+	}
+}
