@@ -69,3 +69,37 @@ func TestKeysShowTheirCustomerKey(t *testing.T) {
 		t.Errorf("revoked key: %+v, want customerKey contoso", revoked)
 	}
 }
+
+// TestPlanAnswersInMinorUnits: plan money comes back in the currency's
+// minor units, never rounded, and a charge shows only the pricing fields
+// of its model.
+func TestPlanAnswersInMinorUnits(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{})
+	h.createMeter(`{"slug":"emails","eventType":"email.sent","aggregation":"COUNT"}`)
+	body := `{"key":"tiers","name":"Tiers","currency":"USD","cadence":"P1M","baseFee":10,
+	 "charges":[
+	  {"key":"g","meter":"emails","pricing":{"model":"graduated","tiers":[{"upTo":"1000","unitPrice":"0.01"},{"upTo":null,"unitPrice":"0.005","flatPrice":"2"}]}},
+	  {"key":"u","meter":"emails","pricing":{"model":"per_unit","unitPrice":"1.5"}},
+	  {"key":"p","meter":"emails","pricing":{"model":"package","packageSize":"1000","unitPrice":"5"}}]}`
+	want := `"baseFee":"10.00","charges":[` +
+		`{"key":"g","meter":"emails","included":"0","pricing":{"model":"graduated","tiers":[{"upTo":"1000","unitPrice":"0.01","flatPrice":"0.00"},{"upTo":null,"unitPrice":"0.005","flatPrice":"2.00"}]}},` +
+		`{"key":"u","meter":"emails","included":"0","pricing":{"model":"per_unit","unitPrice":"1.50"}},` +
+		`{"key":"p","meter":"emails","included":"0","pricing":{"model":"package","unitPrice":"5.00","packageSize":"1000"}}]`
+	for _, r := range []apiResp{
+		h.do("POST", "/api/v1/plans", "application/json", body),
+		h.do("GET", "/api/v1/plans/tiers", "", ""),
+		h.do("GET", "/api/v1/plans", "", ""),
+		h.do("POST", "/api/v1/plans/tiers/publish", "", ""),
+	} {
+		if r.Status >= 300 || !strings.Contains(string(r.Body), want) {
+			t.Errorf("answer %s\nwant it to contain %s", r, want)
+		}
+	}
+	// JPY has no minor unit; KWD three.
+	for cur, fee := range map[string]string{"JPY": `"baseFee":"1000"`, "KWD": `"baseFee":"1000.000"`} {
+		b := strings.NewReplacer(`"key":"tiers"`, `"key":"t-`+strings.ToLower(cur)+`"`, `"USD"`, `"`+cur+`"`, `"baseFee":10`, `"baseFee":1000`).Replace(body)
+		if r := h.do("POST", "/api/v1/plans", "application/json", b); r.Status != http.StatusCreated || !strings.Contains(string(r.Body), fee) {
+			t.Errorf("%s plan: %s, want %s", cur, r, fee)
+		}
+	}
+}

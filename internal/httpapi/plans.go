@@ -79,7 +79,7 @@ func (s *Server) createPlan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/api/v1/plans/"+p.Key)
-	s.writeJSON(w, r, http.StatusCreated, p)
+	s.writeJSON(w, r, http.StatusCreated, viewPlan(p))
 }
 
 func (s *Server) listPlans(w http.ResponseWriter, r *http.Request) {
@@ -88,7 +88,7 @@ func (s *Server) listPlans(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, itemsOf[billing.Plan]{ps})
+	s.writeJSON(w, r, http.StatusOK, itemsOf[planView]{viewPlans(ps)})
 }
 
 // planVersion reads the optional ?version=N (0 when absent: the latest).
@@ -115,7 +115,7 @@ func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, p)
+	s.writeJSON(w, r, http.StatusOK, viewPlan(p))
 }
 
 // updatePlan replaces the plan's draft with the request; when the latest
@@ -157,7 +157,7 @@ func (s *Server) updatePlan(w http.ResponseWriter, r *http.Request) {
 	if status == http.StatusCreated {
 		w.Header().Set("Location", fmt.Sprintf("/api/v1/plans/%s?version=%d", p.Key, p.Version))
 	}
-	s.writeJSON(w, r, status, p)
+	s.writeJSON(w, r, status, viewPlan(p))
 }
 
 // publishPlan publishes the latest version (or ?version=N); publishing a
@@ -173,5 +173,5 @@ func (s *Server) publishPlan(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, p)
+	s.writeJSON(w, r, http.StatusOK, viewPlan(p))
 }
