@@ -103,3 +103,29 @@ func TestPlanAnswersInMinorUnits(t *testing.T) {
 		}
 	}
 }
+
+// TestQueryWithoutRangeShowsTheDataExtent: a query with neither from nor
+// to (nor a window size) answers each row's first and last minute of
+// usage as its window, not the zero time or the end of time.
+func TestQueryWithoutRangeShowsTheDataExtent(t *testing.T) {
+	h := newAPIHarness(t, harnessOptions{})
+	h.createMeter(`{"slug":"tokens","eventType":"prompt","aggregation":"SUM","valueProperty":"$.tokens"}`)
+	h.ingest("application/cloudevents-batch+json", `[
+	 {"specversion":"1.0","id":"e1","source":"chat","type":"prompt","subject":"c-1","time":"2026-03-22T10:00:30Z","data":{"tokens":1}},
+	 {"specversion":"1.0","id":"e2","source":"chat","type":"prompt","subject":"c-1","time":"2026-03-22T11:05:00Z","data":{"tokens":2}},
+	 {"specversion":"1.0","id":"e3","source":"chat","type":"prompt","subject":"c-2","time":"2026-03-23T09:00:00Z","data":{"tokens":7}}]`)
+	for _, q := range []string{"", "?groupBy=subject"} {
+		r := h.do("GET", "/api/v1/meters/tokens/query"+q, "", "")
+		body := string(r.Body)
+		if r.Status != http.StatusOK || strings.Contains(body, "0001-01-01") || strings.Contains(body, "9999-") || strings.Contains(body, `"from"`) || strings.Contains(body, `"to"`) {
+			t.Errorf("query%s: %s, want no range and no zero or far bounds", q, r)
+		}
+		want := `"windowStart":"2026-03-22T10:00:00Z","windowEnd":"2026-03-23T09:01:00Z"`
+		if q != "" {
+			want = `"value":3,"windowStart":"2026-03-22T10:00:00Z","windowEnd":"2026-03-22T11:06:00Z","subject":"c-1"`
+		}
+		if !strings.Contains(body, want) {
+			t.Errorf("query%s: %s\nwant %s", q, r, want)
+		}
+	}
+}
