@@ -41,7 +41,11 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		tallyBin = filepath.Join(dir, "tally")
-		build := exec.Command(goTool, "build", "-o", tallyBin, ".")
+		args := []string{"build", "-o", tallyBin}
+		if raceTest {
+			args = append(args, "-race")
+		}
+		build := exec.Command(goTool, append(args, ".")...)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: go build:", err)
