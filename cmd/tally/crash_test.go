@@ -118,6 +118,9 @@ type crashScenario struct {
 const flushInterval = 2 * time.Second
 
 func TestCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills and restarts servers for about 15 s; the README's test command (no -short) runs it")
+	}
 	// Each scenario runs its own server on its own data directory, and
 	// mostly waits: together they take as long as the longer one.
 	t.Run("kill before the first rollup flush", func(t *testing.T) {
