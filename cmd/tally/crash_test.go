@@ -118,10 +118,17 @@ type crashScenario struct {
 const flushInterval = 2 * time.Second
 
 func TestCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills and restarts servers for about 15 s; the README's test command (no -short) runs it")
+	}
+	// Each scenario runs its own server on its own data directory, and
+	// mostly waits: together they take as long as the longer one.
 	t.Run("kill before the first rollup flush", func(t *testing.T) {
+		t.Parallel()
 		runCrash(t, crashScenario{killAfter: 1200 * time.Millisecond, minAcked: 4})
 	})
 	t.Run("kill after rollup flushes, verify before restart", func(t *testing.T) {
+		t.Parallel()
 		runCrash(t, crashScenario{killAfter: 2800 * time.Millisecond, minAcked: 8, verifyFirst: true})
 	})
 }

@@ -41,7 +41,11 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		tallyBin = filepath.Join(dir, "tally")
-		build := exec.Command(goTool, "build", "-o", tallyBin, ".")
+		args := []string{"build", "-o", tallyBin}
+		if raceTest {
+			args = append(args, "-race")
+		}
+		build := exec.Command(goTool, append(args, ".")...)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: go build:", err)
@@ -555,6 +559,9 @@ func TestE2ECommandLine(t *testing.T) {
 		{"version", []string{"version"}, nil, 0, "tally "},
 		{"help", []string{"help"}, nil, 0, "Commands:"},
 		{"no command", nil, nil, 2, "Usage: tally"},
+		{"keys --help", []string{"keys", "--help"}, nil, 0, "Examples:\n  tally keys create --data"},
+		{"serve -h", []string{"serve", "-h"}, nil, 0, "-admin-token"},
+		{"unknown keys subcommand", []string{"keys", "delete"}, nil, 1, `unknown subcommand "delete"`},
 		{"unknown command", []string{"frobnicate"}, nil, 1, `unknown command "frobnicate"`},
 		{"bad flag", []string{"serve", "--no-such-flag"}, nil, 2, "no-such-flag"},
 		{"bad log level", []string{"serve", "--log-level", "loud", "--data", t.TempDir()}, nil, 1, "--log-level"},

@@ -44,6 +44,10 @@ Exit codes: 0 all imported (or there already), 1 stopped before the end
 
 Flags:`)
 		fs.PrintDefaults()
+		fmt.Fprintln(stderr, `
+Examples:
+  tally import --url http://127.0.0.1:8080 --token $ADMIN customers.ndjson events.csv subscriptions.ndjson
+  tally import --dry-run customers.ndjson`)
 	}
 	server := fs.String("url", "http://127.0.0.1:8080", "the tally server (env TALLY_URL)")
 	token := fs.String("token", "", "an admin credential (env TALLY_TOKEN, else TALLY_ADMIN_TOKEN)")

@@ -32,9 +32,12 @@ import (
 // admin key is made before tally is exposed — or, with --url, through a
 // running server's API (/api/v1/keys) with an admin credential.
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "Usage: tally keys create|list|revoke [--data DIR | --url URL --token ADMIN] …\n\n--data works on a data directory tally is not running on; --url asks a running server.")
-		return errUsage
+	if len(args) == 0 || isHelp(args[0]) {
+		printHelp(stderr, nil, keysHelp)
+		if len(args) == 0 {
+			return errUsage
+		}
+		return flag.ErrHelp
 	}
 	switch args[0] {
 	case "create":
@@ -44,7 +47,26 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case "revoke":
 		return keysRevoke(ctx, args[1:], stdout, stderr)
 	}
-	return fmt.Errorf("keys: unknown subcommand %q (create, list or revoke)", args[0])
+	return fmt.Errorf("keys: unknown subcommand %q (create, list or revoke; tally keys --help explains them)", args[0])
+}
+
+var keysHelp = helpText{
+	usage: "tally keys create|list|revoke [--data DIR | --url URL --token ADMIN] [flags]",
+	about: `Manages API keys. With --data it works on a data directory tally is not
+running on (how the first admin key is made); with --url it asks a running
+server's API (/api/v1/keys) with an admin credential.
+
+Subcommands:
+  create   make a key (shown once): --scope admin|ingest|read|metrics
+  list     list the keys, their scope, binding, status and last use
+  revoke   revoke a key by its id, at once
+
+Run 'tally keys <subcommand> -h' for its flags.`,
+	examples: []string{
+		"tally keys create --data ./tally-data --scope admin --name ops",
+		"tally keys list --url https://tally.example.com --token $ADMIN",
+		"tally keys revoke --data ./tally-data key_0123456789abcdef",
+	},
 }
 
 // keysTarget is where the keys commands work: a data directory, or a
@@ -53,9 +75,10 @@ type keysTarget struct {
 	data, url, token string
 }
 
-func keysFlags(name string, stderr io.Writer) (*flag.FlagSet, *keysTarget) {
+func keysFlags(name string, stderr io.Writer, h helpText) (*flag.FlagSet, *keysTarget) {
 	fs := flag.NewFlagSet("keys "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setHelp(fs, h)
 	var kt keysTarget
 	fs.StringVar(&kt.data, "data", "./tally-data", "data directory (env TALLY_DATA); tally must not be running on it")
 	fs.StringVar(&kt.url, "url", "", "a running server's base URL, e.g. https://tally.example.com (env TALLY_URL); then the API is used instead of --data")
@@ -98,10 +121,14 @@ func (kt *keysTarget) api(ctx context.Context, method, path string, in, out any)
 			Detail string   `json:"detail"`
 			Errors []string `json:"errors"`
 		}
+		err := fmt.Errorf("%s %s: %s", method, path, resp.Status)
 		if json.Unmarshal(b, &p) == nil && p.Detail != "" {
-			return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, p.Detail)
+			err = fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, p.Detail)
 		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		if resp.StatusCode == http.StatusUnauthorized {
+			err = fmt.Errorf("%w\n%s", err, credentialHint(kt.token, "an admin token or admin API key"))
+		}
+		return err
 	}
 	return json.Unmarshal(b, out)
 }
@@ -134,7 +161,15 @@ func cliActor() string {
 }
 
 func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, kt := keysFlags("create", stderr)
+	fs, kt := keysFlags("create", stderr, helpText{
+		usage: "tally keys create --scope SCOPE [--customer KEY [--subject S]] [--name NOTE] [--ttl D] [--data DIR | --url URL --token ADMIN]",
+		about: "Makes an API key and prints it once; only its SHA-256 hash is stored.",
+		examples: []string{
+			"tally keys create --data ./tally-data --scope admin --name ops",
+			"tally keys create --url http://127.0.0.1:8080 --token $ADMIN --scope ingest --customer contoso --subject contoso-eu-1",
+			"tally keys create --data ./tally-data --scope metrics --name prometheus --ttl 2160h",
+		},
+	})
 	scope := fs.String("scope", "", "admin, ingest, read or metrics (required; metrics reads /metrics only, for a Prometheus scraper)")
 	customer := fs.String("customer", "", "bind the key to this customer (key or id)")
 	subject := fs.String("subject", "", "bind the key to this subject (deployment) of its customer")
@@ -264,7 +299,11 @@ func resolveBinding(ctx context.Context, st store.Customers, customer, subject s
 var keysPageLimit = 1000
 
 func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, kt := keysFlags("list", stderr)
+	fs, kt := keysFlags("list", stderr, helpText{
+		usage:    "tally keys list [--data DIR | --url URL --token ADMIN]",
+		about:    "Lists the API keys (never their secrets): id, prefix, scope, binding, status, creation and last use.",
+		examples: []string{"tally keys list --data ./tally-data", "tally keys list --url http://127.0.0.1:8080 --token $ADMIN"},
+	})
 	if err := parseKeysFlags(fs, args); err != nil {
 		return err
 	}
@@ -327,7 +366,11 @@ func dash(s string) string {
 }
 
 func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, kt := keysFlags("revoke", stderr)
+	fs, kt := keysFlags("revoke", stderr, helpText{
+		usage:    "tally keys revoke [--data DIR | --url URL --token ADMIN] KEY-ID",
+		about:    "Revokes a key at once; it keeps its row (and audit history) but authenticates nothing.",
+		examples: []string{"tally keys revoke --data ./tally-data key_0123456789abcdef", "tally keys revoke --url http://127.0.0.1:8080 --token $ADMIN key_0123456789abcdef"},
+	})
 	if err := parseKeysFlags(fs, args); err != nil {
 		return err
 	}
@@ -362,13 +405,28 @@ func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // runPortal manages the portal token signing keys of a data directory.
 func runPortal(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "rotate-key" {
-		fmt.Fprintln(stderr, "Usage: tally portal rotate-key --data DIR")
-		return errUsage
-	}
 	fs := flag.NewFlagSet("portal rotate-key", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./tally-data", "data directory (env TALLY_DATA)")
+	h := helpText{
+		usage: "tally portal rotate-key [--data DIR]",
+		about: `Subcommands:
+  rotate-key   make a new portal token signing key in the data directory;
+               tokens signed with the previous key stay valid until they
+               expire, and a running tally picks the change up within seconds`,
+		examples: []string{"tally portal rotate-key --data ./tally-data"},
+	}
+	setHelp(fs, h)
+	if len(args) == 0 || args[0] != "rotate-key" {
+		fs.Usage()
+		switch {
+		case len(args) > 0 && isHelp(args[0]):
+			return flag.ErrHelp
+		case len(args) > 0:
+			return fmt.Errorf("portal: unknown subcommand %q (rotate-key)", args[0])
+		}
+		return errUsage
+	}
 	if err := parseKeysFlags(fs, args[1:]); err != nil {
 		return err
 	}

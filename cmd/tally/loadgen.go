@@ -18,12 +18,14 @@ import (
 func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: tally loadgen [flags]\n\n"+
-			"Sends synthetic CloudEvents to POST {url}%s and reports events/s,\n"+
-			"request latency and the expected SUM(value).\n\nflags:\n", loadgen.EventsPath)
-		fs.PrintDefaults()
-	}
+	setHelp(fs, helpText{
+		usage: "tally loadgen [flags]",
+		about: "Sends synthetic CloudEvents to POST {url}" + loadgen.EventsPath + " and reports events/s,\nrequest latency and the expected SUM(value).",
+		examples: []string{
+			"tally loadgen --url http://127.0.0.1:8080 --events 100000 --batch 1000 --concurrency 4",
+			"TALLY_TOKEN=$INGEST_KEY tally loadgen --events 1000000 --subjects 10000 --json",
+		},
+	})
 	var c loadgen.Config
 	fs.StringVar(&c.URL, "url", "http://127.0.0.1:8080", "base `URL` of the server")
 	fs.IntVar(&c.Events, "events", 100_000, "number of events to send")

@@ -70,12 +70,17 @@ func commands() []command {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		printUsage(stderr)
-		if len(args) == 0 {
-			return errUsage
+		return errUsage
+	}
+	if isHelp(args[0]) {
+		if len(args) == 1 {
+			printUsage(stderr)
+			return nil
 		}
-		return nil
+		// tally help keys create = tally keys create --help
+		args = append(args[1:len(args):len(args)], "--help")
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
@@ -97,5 +102,6 @@ func printUsage(w io.Writer) {
 			fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 		}
 	}
-	fmt.Fprintln(w, "\nRun 'tally <command> -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'tally <command> -h' (or 'tally help <command>') for a command's flags and examples.")
+	fmt.Fprintln(w, "\nExamples:\n  tally serve --data ./tally-data\n  tally keys create --data ./tally-data --scope admin --name ops")
 }

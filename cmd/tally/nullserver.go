@@ -19,12 +19,11 @@ import (
 func runNullServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("nullserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: tally nullserver [flags]\n\n"+
-			"Serves POST %s by discarding the body and answering 204\n"+
-			"(every other path 404), as a baseline for tally loadgen.\n\nflags:\n", loadgen.EventsPath)
-		fs.PrintDefaults()
-	}
+	setHelp(fs, helpText{
+		usage:    "tally nullserver [--addr ADDR]",
+		about:    "Serves POST " + loadgen.EventsPath + " by discarding the body and answering 204\n(every other path 404), as a baseline for tally loadgen.",
+		examples: []string{"tally nullserver --addr 127.0.0.1:8090 & tally loadgen --url http://127.0.0.1:8090"},
+	})
 	addr := fs.String("addr", "127.0.0.1:8090", "listen `address`")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -29,6 +29,11 @@ func runQueryBench(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.IntVar(&c.Queries, "queries", 1000, "number of queries")
 	fs.Int64Var(&c.Seed, "seed", 1, "seed for the subject choice")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	setHelp(fs, helpText{
+		usage:    "tally querybench --meter SLUG [flags]",
+		about:    "Times usage queries of a running server for random subjects (for docs/benchmarks.md).\nThe credential comes from TALLY_TOKEN (or TALLY_ADMIN_TOKEN).",
+		examples: []string{"tally querybench --url http://127.0.0.1:8080 --meter requests --window DAY --queries 1000"},
+	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

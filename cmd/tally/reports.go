@@ -22,10 +22,18 @@ import (
 func runReports(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("reports", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: tally reports [flags]\n\nLists the usage reports of a running tally server (GET /api/v1/reports),\nor shows one with every delivery attempt (--id).\n\nFlags:")
-		fs.PrintDefaults()
-	}
+	setHelp(fs, helpText{
+		usage: "tally reports [--url URL] [--token T] [flags]",
+		about: `Lists the usage reports of a running tally server (GET /api/v1/reports),
+or shows one with every delivery attempt (--id). Needs an admin token or a
+read API key: --token, or the environment variable TALLY_TOKEN (or
+TALLY_ADMIN_TOKEN).`,
+		examples: []string{
+			"TALLY_TOKEN=$ADMIN tally reports --state failed",
+			"tally reports --url https://tally.example.com --token $KEY --customer contoso --from 2026-07-01T00:00:00Z",
+			"tally reports --token $KEY --id rpt_0123456789abcdef",
+		},
+	})
 	server := fs.String("url", "http://127.0.0.1:8080", "the tally server (env TALLY_URL)")
 	token := fs.String("token", "", "an admin token or a read API key (env TALLY_TOKEN)")
 	customer := fs.String("customer", "", "only this customer's reports (id or key)")
@@ -120,6 +128,16 @@ func printReports(w io.Writer, reps []report.Report) {
 
 // apiGet GETs u with the bearer token and returns the body of a 200, or an
 // error carrying the problem's detail.
+// credentialHint tells a user whose request was refused (401) how to pass a
+// credential: the server's answer alone does not say which flag to set.
+// what names the credential the command needs.
+func credentialHint(token, what string) string {
+	if token == "" {
+		return "no credential was given: pass --token with " + what + ", or set the environment variable TALLY_TOKEN"
+	}
+	return "the server refused the credential of --token (or TALLY_TOKEN): check it is " + what + " of this server, not revoked or expired"
+}
+
 func apiGet(ctx context.Context, u, token string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -143,7 +161,11 @@ func apiGet(ctx context.Context, u, token string) ([]byte, error) {
 		if p.Detail == "" {
 			p.Detail = strings.TrimSpace(string(body))
 		}
-		return nil, fmt.Errorf("%s: %s", resp.Status, p.Detail)
+		err := fmt.Errorf("%s: %s", resp.Status, p.Detail)
+		if resp.StatusCode == http.StatusUnauthorized {
+			err = fmt.Errorf("%w\n%s", err, credentialHint(token, "an admin token or a read API key"))
+		}
+		return nil, err
 	}
 	return body, nil
 }

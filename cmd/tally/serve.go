@@ -81,6 +81,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for in-flight requests (env TALLY_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "when set, also serve /metrics on this address without credentials, e.g. 10.0.0.5:9464 for a scraper on a private network (env TALLY_METRICS_ADDR)")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "when set, serve Go profiling (pprof) on this address, e.g. 127.0.0.1:6060 (env TALLY_DEBUG_ADDR)")
+	setHelp(fs, helpText{
+		usage: "tally serve [flags]",
+		about: `Runs the tally server. Every flag can also be set by the environment
+variable named after it (--rate-limit: TALLY_RATE_LIMIT); a flag wins.
+Meters, billing, auth and reporting come from the YAML --config file
+(docs/configuration.md; examples/tally.yaml shows every section).`,
+		examples: []string{
+			"tally serve --data ./tally-data",
+			"TALLY_ADMIN_TOKEN=$(openssl rand -hex 32) tally serve --addr :8080 --config examples/tally.yaml --tls-cert cert.pem --tls-key key.pem",
+		},
+	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

@@ -18,6 +18,13 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./tally-data", "data directory to verify (env TALLY_DATA)")
 	maxShown := fs.Int("max-differences", 50, "how many differences to print")
+	setHelp(fs, helpText{
+		usage: "tally verify [--data DIR] [--max-differences N]",
+		about: `Recomputes every meter from the raw events and compares the result with the
+stored rollups. Exits 1 and names the meter, subject and window that differ.
+Stop tally first: verify refuses a data directory a running tally holds.`,
+		examples: []string{"tally verify --data ./tally-data"},
+	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

@@ -239,6 +239,13 @@ func CheckStart(c Customer, start time.Time) error {
 // would bill the same usage twice. s is on a plan from its start (or the
 // plan change to it) until its next plan change or its cancellation.
 func (s Subscription) OnPlanFrom(planID string, t time.Time) (time.Time, bool) {
+	at, _, _, ok := s.onPlan(planID, t)
+	return at, ok
+}
+
+// onPlan is OnPlanFrom that also returns the span [from, end) of s on the
+// plan that at falls in (end nil: open-ended), for naming it to a user.
+func (s Subscription) onPlan(planID string, t time.Time) (at, from time.Time, end *time.Time, ok bool) {
 	phases := append([]PlanPhase{{PlanID: s.PlanID, From: s.Start}}, s.Phases...)
 	for i, ph := range phases {
 		var end *time.Time
@@ -256,10 +263,10 @@ func (s Subscription) OnPlanFrom(planID string, t time.Time) (time.Time, bool) {
 			at = t
 		}
 		if end == nil || at.Before(*end) {
-			return at, true
+			return at, ph.From, end, true
 		}
 	}
-	return time.Time{}, false
+	return time.Time{}, time.Time{}, nil, false
 }
 
 // CheckNoOverlap reports, as a *NotSubscribableError naming the field
@@ -299,9 +306,14 @@ func CheckNoOverlap(c Customer, before *Subscription, after Subscription, others
 			if other.ID == after.ID {
 				continue
 			}
-			if at, ok := other.OnPlanFrom(ph.PlanID, ph.From); ok && (end == nil || at.Before(*end)) {
-				return &NotSubscribableError{fmt.Sprintf("plan: customer %q is already on plan %q from %s (subscription %s); its usage would be billed twice. Cancel or change that subscription first, or start this one after it ends",
-					c.Key, ph.PlanKey, at.UTC().Format(time.RFC3339), other.ID)}
+			if at, from, otherEnd, ok := other.onPlan(ph.PlanID, ph.From); ok && (end == nil || at.Before(*end)) {
+				until, advice := "with no end", "Cancel or change that subscription first"
+				if otherEnd != nil {
+					until = "until " + otherEnd.UTC().Format(time.RFC3339)
+					advice = "Cancel or change that subscription first, or start this one at " + otherEnd.UTC().Format(time.RFC3339) + " or later"
+				}
+				return &NotSubscribableError{fmt.Sprintf("plan: customer %q is already on plan %q: subscription %s is on it from %s %s, so the usage from %s would be billed twice. %s",
+					c.Key, ph.PlanKey, other.ID, from.UTC().Format(time.RFC3339), until, at.UTC().Format(time.RFC3339), advice)}
 			}
 		}
 	}

@@ -194,9 +194,9 @@ func TestPlansAPI(t *testing.T) {
 
 	var v1 apiPlan
 	h.json("POST", "/api/v1/plans", mailProBody, http.StatusCreated, &v1)
-	if v1.Key != "mail-pro" || v1.Version != 1 || v1.Status != "draft" || v1.Cadence != "P1M" || v1.BaseFee != "10" ||
+	if v1.Key != "mail-pro" || v1.Version != 1 || v1.Status != "draft" || v1.Cadence != "P1M" || v1.BaseFee != "10.00" ||
 		len(v1.Charges) != 1 || v1.Charges[0].Included != "1000" || v1.Charges[0].Pricing.Model != "package" ||
-		v1.Charges[0].Pricing.PackageSize != "1000" || v1.Charges[0].Pricing.UnitPrice != "5" {
+		v1.Charges[0].Pricing.PackageSize != "1000" || v1.Charges[0].Pricing.UnitPrice != "5.00" {
 		t.Fatalf("created plan: %+v", v1)
 	}
 	problemOf(t, h.do("POST", "/api/v1/plans", "application/json", mailProBody), http.StatusConflict)
@@ -263,16 +263,16 @@ func TestPlansAPI(t *testing.T) {
 	}
 	var v2 apiPlan
 	h.json("PUT", "/api/v1/plans/mail-pro", strings.Replace(mailProBody, `"10.00"`, `"12.50"`, 1), http.StatusCreated, &v2)
-	if v2.Version != 2 || v2.Status != "draft" || v2.BaseFee != "12.5" || v2.ID != v1.ID || v2.PublishedAt != nil {
+	if v2.Version != 2 || v2.Status != "draft" || v2.BaseFee != "12.50" || v2.ID != v1.ID || v2.PublishedAt != nil {
 		t.Errorf("version 2: %+v", v2)
 	}
 	var got apiPlan
 	h.json("GET", "/api/v1/plans/mail-pro", "", http.StatusOK, &got)
-	if got.Version != 2 || got.BaseFee != "12.5" {
+	if got.Version != 2 || got.BaseFee != "12.50" {
 		t.Errorf("latest: %+v", got)
 	}
 	h.json("GET", "/api/v1/plans/mail-pro?version=1", "", http.StatusOK, &got)
-	if got.Version != 1 || got.BaseFee != "10" || got.Status != "published" || got.Name != "Mail Pro (draft 2)" {
+	if got.Version != 1 || got.BaseFee != "10.00" || got.Status != "published" || got.Name != "Mail Pro (draft 2)" {
 		t.Errorf("version 1 after version 2: %+v", got)
 	}
 	problemOf(t, h.do("GET", "/api/v1/plans/mail-pro?version=3", "", ""), http.StatusNotFound)

@@ -39,15 +39,15 @@ func TestPlanDecimalBoundsAPI(t *testing.T) {
 
 	var created apiPlan
 	h.json("POST", "/api/v1/plans", plan("zero", `"0e99999999999"`, `{"model":"per_unit","unitPrice":-0.000e-5}`), http.StatusCreated, &created)
-	if created.BaseFee != "0" || created.Charges[0].Pricing.UnitPrice != "0" {
-		t.Errorf("baseFee %q, unitPrice %q; want 0 and 0", created.BaseFee, created.Charges[0].Pricing.UnitPrice)
+	if created.BaseFee != "0.00" || created.Charges[0].Pricing.UnitPrice != "0.00" {
+		t.Errorf("baseFee %q, unitPrice %q; want 0.00 and 0.00 (EUR's minor units)", created.BaseFee, created.Charges[0].Pricing.UnitPrice)
 	}
 	var list struct {
 		Items []apiPlan `json:"items"`
 	}
 	h.json("GET", "/api/v1/plans", "", http.StatusOK, &list)
-	if len(list.Items) != 1 || list.Items[0].BaseFee != "0" {
-		t.Errorf("plans %+v, want the one plan with baseFee 0", list.Items)
+	if len(list.Items) != 1 || list.Items[0].BaseFee != "0.00" {
+		t.Errorf("plans %+v, want the one plan with baseFee 0.00", list.Items)
 	}
 }
 

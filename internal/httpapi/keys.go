@@ -171,8 +171,9 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.Now()
 	out := make([]keyView, 0, len(ks))
+	customerKeys := map[string]string{}
 	for _, k := range ks {
-		out = append(out, keyView{APIKey: k, Status: keyStatus(k, now)})
+		out = append(out, s.viewKey(r.Context(), k, now, customerKeys))
 	}
 	s.writeJSON(w, r, http.StatusOK, paginate("keys", out, func(k keyView) []string { return []string{sortKeyTime(k.CreatedAt), k.ID} }, p))
 }
@@ -183,7 +184,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, keyView{APIKey: k, Status: keyStatus(k, s.Now())})
+	s.writeJSON(w, r, http.StatusOK, s.viewKey(r.Context(), k, s.Now(), nil))
 }
 
 // revokeKey revokes a key at once; revoking a revoked key changes nothing.
@@ -193,5 +194,27 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, keyView{APIKey: k, Status: keyStatus(k, s.Now())})
+	s.writeJSON(w, r, http.StatusOK, s.viewKey(r.Context(), k, s.Now(), nil))
+}
+
+// viewKey shows k as the API does, with the key of the customer it is bound
+// to, as its creation answered. customerKeys, when not nil, remembers the
+// customers looked up across the keys of one answer. A customer that
+// can't be read (deleted since) leaves customerKey out.
+func (s *Server) viewKey(ctx context.Context, k store.APIKey, now time.Time, customerKeys map[string]string) keyView {
+	v := keyView{APIKey: k, Status: keyStatus(k, now)}
+	if k.CustomerID == "" {
+		return v
+	}
+	key, ok := customerKeys[k.CustomerID]
+	if !ok {
+		if c, err := s.Store.GetCustomer(ctx, k.CustomerID); err == nil {
+			key = c.Key
+		}
+		if customerKeys != nil {
+			customerKeys[k.CustomerID] = key
+		}
+	}
+	v.CustomerKey = key
+	return v
 }

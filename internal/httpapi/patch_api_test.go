@@ -111,7 +111,7 @@ func TestPatchPlan(t *testing.T) {
 	r = h.do("PATCH", "/api/v1/plans/mail-pro", mergePatch, `{"baseFee":"12.50","description":null}`, "If-Match", tag)
 	h.expect(r, http.StatusOK, "patch the draft")
 	decodeInto(t, r, &p)
-	if p.Version != 1 || p.Status != "draft" || p.BaseFee != "12.5" || p.Name != "Mail Pro" || len(p.Charges) != 1 || p.Charges[0].Included != "1000" {
+	if p.Version != 1 || p.Status != "draft" || p.BaseFee != "12.50" || p.Name != "Mail Pro" || len(p.Charges) != 1 || p.Charges[0].Included != "1000" {
 		t.Errorf("patched draft: %+v", p)
 	}
 	if strings.Contains(string(r.Body), `"description"`) {
@@ -131,7 +131,7 @@ func TestPatchPlan(t *testing.T) {
 	h.expect(r, http.StatusCreated, "patch a published plan")
 	p = apiPlan{}
 	decodeInto(t, r, &p)
-	if p.Version != 2 || p.Status != "draft" || p.Name != "Mail Pro 2" || p.BaseFee != "12.5" {
+	if p.Version != 2 || p.Status != "draft" || p.Name != "Mail Pro 2" || p.BaseFee != "12.50" {
 		t.Errorf("next draft: %+v", p)
 	}
 	if loc := r.Header.Get("Location"); loc != "/api/v1/plans/mail-pro?version=2" {

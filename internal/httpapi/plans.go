@@ -79,7 +79,7 @@ func (s *Server) createPlan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/api/v1/plans/"+p.Key)
-	s.writeJSON(w, r, http.StatusCreated, p)
+	s.writeJSON(w, r, http.StatusCreated, viewPlan(p))
 }
 
 func (s *Server) listPlans(w http.ResponseWriter, r *http.Request) {
@@ -93,7 +93,8 @@ func (s *Server) listPlans(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, paginate("plans", ps, func(p billing.Plan) []string { return []string{p.Key} }, p))
+	pg := paginate("plans", ps, func(p billing.Plan) []string { return []string{p.Key} }, p)
+	s.writeJSON(w, r, http.StatusOK, page[planView]{Items: viewPlans(pg.Items), NextAfter: pg.NextAfter})
 }
 
 // planVersion reads the optional ?version=N (0 when absent: the latest).
@@ -121,7 +122,7 @@ func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", planETag(p))
-	s.writeJSON(w, r, http.StatusOK, p)
+	s.writeJSON(w, r, http.StatusOK, viewPlan(p))
 }
 
 // updatePlan replaces the plan's draft with the request; when the latest
@@ -164,5 +165,5 @@ func (s *Server) publishPlan(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, p)
+	s.writeJSON(w, r, http.StatusOK, viewPlan(p))
 }

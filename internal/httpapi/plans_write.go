@@ -80,7 +80,7 @@ func (s *Server) answerPlan(w http.ResponseWriter, r *http.Request, p billing.Pl
 		w.Header().Set("Location", fmt.Sprintf("/api/v1/plans/%s?version=%d", p.Key, p.Version))
 	}
 	w.Header().Set("ETag", planETag(p))
-	s.writeJSON(w, r, status, p)
+	s.writeJSON(w, r, status, viewPlan(p))
 }
 
 // patchPlan changes the members of the plan's draft a JSON Merge Patch

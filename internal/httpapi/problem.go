@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 
 	"github.com/tally-metering/tally/internal/billing"
@@ -23,6 +24,15 @@ type Problem struct {
 	Errors   []string        `json:"errors,omitempty"`
 }
 
+// newEncoder is the encoder of every JSON answer: it writes <, > and & as
+// they are (a detail reads "Bearer <token>", not "Bearer \u003ctoken\u003e");
+// the answers are application/json, never pasted into HTML.
+func newEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
+}
+
 func writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
 	if p.Type == "" {
 		p.Type = "about:blank"
@@ -34,7 +44,7 @@ func writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p)
+	_ = newEncoder(w).Encode(p)
 }
 
 func badRequest(w http.ResponseWriter, r *http.Request, err error) {
@@ -132,7 +142,7 @@ func (e *queryError) Unwrap() error { return e.err }
 // answers a logged 500 rather than status with an empty body.
 func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+	if err := newEncoder(&buf).Encode(v); err != nil {
 		s.log.Error("encode response", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 		for _, h := range []string{"Location", "ETag", "Cache-Control"} {
 			w.Header().Del(h)

@@ -114,8 +114,10 @@ func TestSubscriptionsAPI(t *testing.T) {
 		`{"customer":"contoso","plan":"mail-pro","start":"2026-05-01T00:00:00Z","billingAnchor":"calendar"}`,
 	} {
 		p := problemOf(t, h.do("POST", "/api/v1/subscriptions", "application/json", body), http.StatusConflict)
-		if !strings.HasPrefix(p.Detail, `plan: customer "contoso" is already on plan "mail-pro"`) || !strings.Contains(p.Detail, sub.ID) {
-			t.Errorf("second subscription to mail-pro %s: detail %q", body, p.Detail)
+		// It names the other subscription and its start, not the time
+		// of the request.
+		if want := `plan: customer "contoso" is already on plan "mail-pro": subscription ` + sub.ID + ` is on it from 2026-06-20T10:00:00Z with no end`; !strings.HasPrefix(p.Detail, want) {
+			t.Errorf("second subscription to mail-pro %s: detail %q, want it to start %q", body, p.Detail, want)
 		}
 	}
 	p = problemOf(t, h.do("POST", "/api/v1/subscriptions/"+cal.ID+"/change", "application/json", `{"plan":"mail-pro","at":"period_end"}`), http.StatusConflict)
@@ -210,7 +212,7 @@ func TestSubscriptionsAPI(t *testing.T) {
 	problemOf(t, h.do("POST", "/api/v1/subscriptions/nope/cancel", "application/json", `{"at":"now"}`), http.StatusNotFound)
 	// Once cancelled, the plan is free again from the cancellation on.
 	p = problemOf(t, h.do("POST", "/api/v1/subscriptions", "application/json", `{"customer":"contoso","plan":"mail-pro","start":"2026-08-20T09:59:59Z"}`), http.StatusConflict)
-	if !strings.HasPrefix(p.Detail, `plan: customer "contoso" is already on plan "mail-pro" from 2026-08-20T09:59:59Z`) {
+	if want := `plan: customer "contoso" is already on plan "mail-pro": subscription ` + sub.ID + ` is on it from 2026-06-20T10:00:00Z until 2026-08-20T10:00:00Z, so the usage from 2026-08-20T09:59:59Z would be billed twice. Cancel or change that subscription first, or start this one at 2026-08-20T10:00:00Z or later`; p.Detail != want {
 		t.Errorf("subscription before the cancellation: detail %q", p.Detail)
 	}
 	var next apiSubscription

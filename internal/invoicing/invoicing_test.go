@@ -137,6 +137,7 @@ func TestFinalizeDueCatchesUp(t *testing.T) {
 // (and than the customer-list threshold), then bills late usage of the
 // finalized period on the next invoice, once.
 func TestFinalizeDueLateUsage(t *testing.T) {
+	t.Parallel() // its own store, and one of the slowest tests here
 	f := newFixture(t)
 	const n = 520
 	f.addCustomers(0, n, periodStart, 1)
@@ -246,6 +247,7 @@ func (s *failingSaves) SaveInvoices(ctx context.Context, invs []billing.Invoice)
 // FinalizeDue stops and reports it, keeps the chunks already stored, and a
 // later call finalizes exactly the rest.
 func TestFinalizeDueResumesAfterAFailedChunk(t *testing.T) {
+	t.Parallel() // its own store, and one of the slowest tests here
 	f := newFixture(t)
 	const n = 600 // two chunks
 	f.addCustomers(0, n, periodStart, 1)
@@ -280,6 +282,7 @@ func TestFinalizeDueResumesAfterAFailedChunk(t *testing.T) {
 // usage on an adjustment invoice; a restarted service (its memory of late
 // events gone) finds it again and finalizes it once.
 func TestFinalizeDueAdjustmentInvoiceAfterCancellation(t *testing.T) {
+	t.Parallel() // its own store, and one of the slowest tests here
 	f := newFixture(t)
 	f.addCustomers(0, 2, periodStart, 1)
 	ctx := context.Background()

@@ -1,0 +1,6 @@
+//go:build !race
+
+package main
+
+// raceTest: see race_on_test.go.
+const raceTest = false
