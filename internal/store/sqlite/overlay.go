@@ -1,9 +1,13 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -126,7 +130,7 @@ func (o *overlay) appendTo(out []store.Rollup, q store.RollupQuery) []store.Roll
 // and records seq as applied, inside tx. The caller holds o.mu (read or
 // write) and clears the overlay after a successful commit.
 func writeOverlay(ctx context.Context, tx *sql.Tx, o *overlay, appliedSeq int64) error {
-	if err := upsertStates(ctx, tx, o.byMeter); err != nil {
+	if err := upsertStates(ctx, tx, o.byMeter, o.aggs); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE projection_state SET applied_seq = ? WHERE id = 1", appliedSeq); err != nil {
@@ -135,26 +139,65 @@ func writeOverlay(ctx context.Context, tx *sql.Tx, o *overlay, appliedSeq int64)
 	return nil
 }
 
-func upsertStates(ctx context.Context, tx *sql.Tx, states map[string]subjectCells) error {
-	if len(states) == 0 {
-		return nil
-	}
-	st, err := tx.PrepareContext(ctx, upsertRollupSQL)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	for id, bySubject := range states {
-		for _, cells := range bySubject {
-			for k, s := range cells {
-				if _, err := st.ExecContext(ctx, id, k.subject, k.minute, k.groupKey, s.Count,
-					s.Sum.String(), s.Min.String(), s.Max.String(), s.Latest.String(), s.LatestTime, s.LatestSeq); err != nil {
-					return fmt.Errorf("upsert rollup: %w", err)
+// upsertStates merges states into the rollups table inside tx. aggs gives
+// each meter's aggregation, so that only its fields are merged; a meter
+// missing from it has every field merged. The cells are written in the
+// table's key order, many per statement: a flush touches tens of thousands
+// of cells, and in key order consecutive cells mostly land on the same
+// leaf page.
+func upsertStates(ctx context.Context, tx *sql.Tx, states map[string]subjectCells, aggs map[string]meter.Aggregation) error {
+	var cells []cellRef
+	args := make([]any, 0, 11*rollupsPerUpsert)
+	for _, id := range slices.Sorted(maps.Keys(states)) {
+		cells = sortedCells(cells[:0], states[id])
+		agg, known := aggs[id]
+		var full *sql.Stmt
+		for start := 0; start < len(cells); start += rollupsPerUpsert {
+			end := min(start+rollupsPerUpsert, len(cells))
+			args = args[:0]
+			for _, c := range cells[start:end] {
+				s := c.s
+				args = append(args, id, c.k.subject, c.k.minute, c.k.groupKey, s.Count,
+					s.Sum.String(), s.Min.String(), s.Max.String(), s.Latest.String(), s.LatestTime, s.LatestSeq)
+			}
+			var err error
+			if end-start == rollupsPerUpsert {
+				if full == nil {
+					if full, err = tx.PrepareContext(ctx, upsertRollupsSQL(rollupsPerUpsert, agg, known)); err != nil {
+						return err
+					}
+					defer full.Close()
 				}
+				_, err = full.ExecContext(ctx, args...)
+			} else {
+				_, err = tx.ExecContext(ctx, upsertRollupsSQL(end-start, agg, known), args...)
+			}
+			if err != nil {
+				return fmt.Errorf("upsert rollups: %w", err)
 			}
 		}
 	}
 	return nil
+}
+
+type cellRef struct {
+	k cellKey
+	s *meter.State
+}
+
+// sortedCells appends one meter's cells to out in the rollups table's key
+// order after meter_id: subject, minute, group_key (SQLite compares TEXT
+// bytewise, as Go compares strings).
+func sortedCells(out []cellRef, bySubject subjectCells) []cellRef {
+	for _, cells := range bySubject {
+		for k, s := range cells {
+			out = append(out, cellRef{k, s})
+		}
+	}
+	slices.SortFunc(out, func(a, b cellRef) int {
+		return cmp.Or(strings.Compare(a.k.subject, b.k.subject), cmp.Compare(a.k.minute, b.k.minute), strings.Compare(a.k.groupKey, b.k.groupKey))
+	})
+	return out
 }
 
 // flushLocked writes the overlay into the table in its own transaction. The
