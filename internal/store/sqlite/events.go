@@ -242,15 +242,20 @@ func (db *DB) commitEvents(ctx context.Context, events []store.NewEvent, ingeste
 	last := first + int64(len(events)) - 1
 
 	flush := mayFlush && db.ov.due(db.opts)
+	end := 0
 	if flush {
-		// Write the overlay into this transaction. It must hold every
-		// batch committed before this one, so wait for their merges; this
+		// Write the next slice of the flush in progress into this
+		// transaction, starting one if none is. A flush must hold every
+		// batch committed before it began, so wait for their merges; this
 		// batch's own deltas stay out (they are merged after the commit,
-		// and replayed after a crash since applied_seq stays below them).
+		// and replayed after a crash since they lie after flush_seq).
 		db.ov.mu.Lock()
 		defer db.ov.mu.Unlock()
-		db.ov.waitMergedLocked()
-		if err := writeOverlay(ctx, tx, db.ov, first-1); err != nil {
+		if db.ov.flushing == nil {
+			db.ov.waitMergedLocked()
+			db.ov.freezeLocked(first - 1)
+		}
+		if end, err = writeSliceLocked(ctx, tx, db.ov, db.opts.FlushSliceCells); err != nil {
 			return 0, nil, &flushError{fmt.Errorf("flush rollups: %w", err)}
 		}
 	}
@@ -262,7 +267,7 @@ func (db *DB) commitEvents(ctx context.Context, events []store.NewEvent, ingeste
 	}
 	db.nextSeq = last + 1
 	if flush {
-		db.ov.clearLocked()
+		db.ov.advanceLocked(end)
 		db.ov.pending[first] = true
 	} else {
 		db.ov.mu.Lock()

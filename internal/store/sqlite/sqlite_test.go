@@ -28,7 +28,9 @@ import (
 // TestConformance runs the store conformance suite twice: with the default
 // options, where rollups mostly live in the in-memory overlay until Close,
 // and with FlushKeys 1, where nearly every commit writes the overlay into
-// the rollups table, so that both paths and their mix are covered.
+// the rollups table, so that both paths and their mix are covered; and
+// with FlushSliceCells 1, where a flush is written a cell per commit, so
+// that flushes in progress meet every operation and crash.
 func TestConformance(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -36,6 +38,7 @@ func TestConformance(t *testing.T) {
 	}{
 		{"default", Options{}},
 		{"FlushKeys=1", Options{FlushKeys: 1}},
+		{"FlushKeys=1,FlushSliceCells=1", Options{FlushKeys: 1, FlushSliceCells: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -600,18 +603,20 @@ func project(t *testing.T, db *DB, r *replayer) map[string][]store.Rollup {
 
 // checkDurable checks, on one snapshot of the database file, the invariant
 // that makes the overlay safe: the rollups table merged with what Recover
-// would replay (the events after applied_seq) is what all stored events
-// give. It must hold after every commit, whatever the overlay holds.
+// would replay (the events after applied_seq, those up to a flush in
+// progress only into the cells it has not written) is what all stored
+// events give. It must hold after every commit, whatever the overlay holds.
 func checkDurable(ctx context.Context, db *DB, r *replayer) error {
 	tx, err := db.r.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	var applied int64
-	if err := tx.QueryRowContext(ctx, "SELECT applied_seq FROM projection_state WHERE id = 1").Scan(&applied); err != nil {
+	prog, err := readFlushProgress(ctx, tx)
+	if err != nil {
 		return err
 	}
+	applied := prog.applied
 	want := make(map[cell]*meter.State)
 	got := make(map[cell]*meter.State)
 	rows, err := tx.QueryContext(ctx, "SELECT seq, source, id, subject, time_us FROM events ORDER BY seq")
@@ -633,7 +638,7 @@ func checkDurable(ctx context.Context, db *DB, r *replayer) error {
 		at := time.UnixMicro(timeUS)
 		addEvent(want, ne.Contributions, subject, at, seq)
 		if seq > applied {
-			addEvent(got, ne.Contributions, subject, at, seq)
+			addEvent(got, prog.unwritten(seq, subject, store.MinuteOf(at), ne.Contributions), subject, at, seq)
 		}
 	}
 	if err := rows.Close(); err != nil {
@@ -674,15 +679,28 @@ func checkDurable(ctx context.Context, db *DB, r *replayer) error {
 // flushes and queries). Writers append the same events in different
 // orders, so that concurrent calls race to insert them: each must be
 // stored and counted once, queries must never see a count go down, and the
-// rollups must end up as the events give them, also after a crash.
+// rollups must end up as the events give them, also after a crash. With
+// FlushKeys 4 and FlushSliceCells 2 most commits write a slice of a flush
+// in progress.
 func TestConcurrentAppends(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"whole flushes", Options{FlushKeys: 40, FlushInterval: time.Hour}},
+		{"FlushSliceCells=2", Options{FlushKeys: 4, FlushInterval: time.Hour, FlushSliceCells: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testConcurrentAppends(t, tc.opts) })
+	}
+}
+
+func testConcurrentAppends(t *testing.T, opts Options) {
 	const (
 		writers  = 4
 		batches  = 15
 		perBatch = 20
 		total    = batches * perBatch
 	)
-	opts := Options{FlushKeys: 40, FlushInterval: time.Hour}
 	db := openDB(t, t.TempDir(), opts)
 	r := newReplayer()
 	all := events("e", 0, total)
