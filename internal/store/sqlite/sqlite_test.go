@@ -916,3 +916,28 @@ func TestFailingFlushKeepsIngesting(t *testing.T) {
 		t.Fatalf("rollups = %+v, %v; want one cell with sum 3", rs, err)
 	}
 }
+
+// TestSortedCellsKeyOrder: a flush in progress is resumed, queried and
+// replayed by comparing cells with the last one written (compareCells),
+// so the order it writes them in must be that order.
+func TestSortedCellsKeyOrder(t *testing.T) {
+	bySubject := make(subjectCells)
+	for _, sub := range []string{"b", "a", "ab", "", "B"} {
+		cells := make(map[cellKey]*meter.State)
+		for _, minute := range []int64{3, -1, 2} {
+			for _, g := range []string{`{"k":"2"}`, "", `{"k":"10"}`} {
+				cells[cellKey{subject: sub, groupKey: g, minute: minute}] = &meter.State{}
+			}
+		}
+		bySubject[sub] = cells
+	}
+	got := sortedCells(sortedCells(nil, "m1", bySubject), "m2", bySubject)
+	if len(got) != 2*5*3*3 {
+		t.Fatalf("%d cells, want %d", len(got), 2*5*3*3)
+	}
+	for i := 1; i < len(got); i++ {
+		if compareCells(got[i].meterID, got[i].k, got[i-1]) <= 0 {
+			t.Fatalf("cell %d %+v does not follow cell %d %+v", i, got[i].k, i-1, got[i-1].k)
+		}
+	}
+}
