@@ -255,7 +255,7 @@ func (db *DB) commitEvents(ctx context.Context, events []store.NewEvent, ingeste
 			db.ov.waitMergedLocked()
 			db.ov.freezeLocked(first - 1)
 		}
-		if end, err = writeSliceLocked(ctx, tx, db.ov, db.opts.FlushSliceCells); err != nil {
+		if end, err = writeSliceLocked(ctx, tx, db.ov, db.opts); err != nil {
 			return 0, nil, &flushError{fmt.Errorf("flush rollups: %w", err)}
 		}
 	}

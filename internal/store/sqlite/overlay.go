@@ -133,15 +133,37 @@ func (o *overlay) freezeLocked(seq int64) {
 	o.last = time.Now()
 }
 
-// writeSliceLocked writes up to n more cells of the flush in progress
-// inside tx and records how far it got, or, with the last cells, that
-// everything up to the run's seq is applied. It returns the new end of the
-// written prefix, for advanceLocked after the commit. The caller holds mu.
-func writeSliceLocked(ctx context.Context, tx *sql.Tx, o *overlay, n int) (int, error) {
+// sliceChunk is how many cells a slice writes between looks at the clock.
+const sliceChunk = 1024
+
+// writeSliceLocked writes the next cells of the flush in progress inside
+// tx and records how far it got, or, with the last cells, that everything
+// up to the run's seq is applied. A slice writes up to FlushSliceCells
+// cells and stops after FlushSliceTime, so that the transaction it rides
+// in stays short whatever a cell costs (a cell of a backfill lands on a
+// page of its own). It takes the time limit off while the new overlay is
+// already due by size (the flush falls behind), and writes everything once
+// the new overlay holds FlushBacklogCells, so the overlay stays bounded.
+// It returns the new end of the written prefix, for advanceLocked after
+// the commit. The caller holds mu.
+func writeSliceLocked(ctx context.Context, tx *sql.Tx, o *overlay, limits Options) (int, error) {
 	f := o.flushing
-	end := min(f.next+n, len(f.cells))
-	if err := upsertCells(ctx, tx, f.cells[f.next:end], o.aggs); err != nil {
-		return 0, err
+	stop := min(f.next+limits.FlushSliceCells, len(f.cells))
+	if o.keys >= limits.FlushBacklogCells {
+		stop = len(f.cells)
+	}
+	timed := o.keys < limits.FlushKeys
+	deadline := time.Now().Add(limits.FlushSliceTime)
+	end := f.next
+	for end < stop {
+		next := min(end+sliceChunk, stop)
+		if err := upsertCells(ctx, tx, f.cells[end:next], o.aggs); err != nil {
+			return 0, err
+		}
+		end = next
+		if timed && time.Now().After(deadline) {
+			break
+		}
 	}
 	if end == len(f.cells) {
 		return end, recordApplied(ctx, tx, f.seq)

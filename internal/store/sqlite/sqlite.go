@@ -116,10 +116,16 @@ type Options struct {
 	// table (defaults 2s and 100,000 cells).
 	FlushInterval time.Duration
 	FlushKeys     int
-	// FlushSliceCells is how many cells of a due flush one ingest
-	// transaction writes (default 8,192); the rest follow in the next
-	// ones, so that no ingest call waits for a whole flush.
-	FlushSliceCells int
+	// FlushSliceCells and FlushSliceTime bound the cells of a due flush
+	// one ingest transaction writes (defaults 8,192 cells and 20ms, at
+	// least 1,024 cells); the rest follow in the next ones, so that no
+	// ingest call waits for a whole flush. While the next flush is due by
+	// size already, the time bound is lifted; once the overlay holds
+	// FlushBacklogCells (default 4 × FlushKeys), a flush in progress is
+	// written whole.
+	FlushSliceCells   int
+	FlushSliceTime    time.Duration
+	FlushBacklogCells int
 }
 
 var _ store.Store = (*DB)(nil)
@@ -149,6 +155,12 @@ func Open(ctx context.Context, dir string, opts Options) (*DB, error) {
 	}
 	if opts.FlushSliceCells <= 0 {
 		opts.FlushSliceCells = 8192
+	}
+	if opts.FlushSliceTime <= 0 {
+		opts.FlushSliceTime = 20 * time.Millisecond
+	}
+	if opts.FlushBacklogCells <= 0 {
+		opts.FlushBacklogCells = 4 * opts.FlushKeys
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)

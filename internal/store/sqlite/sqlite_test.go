@@ -38,7 +38,7 @@ func TestConformance(t *testing.T) {
 	}{
 		{"default", Options{}},
 		{"FlushKeys=1", Options{FlushKeys: 1}},
-		{"FlushKeys=1,FlushSliceCells=1", Options{FlushKeys: 1, FlushSliceCells: 1}},
+		{"FlushKeys=1,FlushSliceCells=1", Options{FlushKeys: 1, FlushSliceCells: 1, FlushBacklogCells: 1 << 20}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -681,14 +681,14 @@ func checkDurable(ctx context.Context, db *DB, r *replayer) error {
 // stored and counted once, queries must never see a count go down, and the
 // rollups must end up as the events give them, also after a crash. With
 // FlushKeys 4 and FlushSliceCells 2 most commits write a slice of a flush
-// in progress.
+// in progress, and with FlushBacklogCells 12 some write all that is left.
 func TestConcurrentAppends(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		opts Options
 	}{
 		{"whole flushes", Options{FlushKeys: 40, FlushInterval: time.Hour}},
-		{"FlushSliceCells=2", Options{FlushKeys: 4, FlushInterval: time.Hour, FlushSliceCells: 2}},
+		{"FlushSliceCells=2", Options{FlushKeys: 4, FlushInterval: time.Hour, FlushSliceCells: 2, FlushBacklogCells: 12}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { testConcurrentAppends(t, tc.opts) })
 	}
