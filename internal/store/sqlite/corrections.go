@@ -286,7 +286,7 @@ func recomputeCells(ctx context.Context, tx *sql.Tx, cells []store.Cell, p store
 			}
 		}
 	}
-	if err := upsertStates(ctx, tx, states); err != nil {
+	if err := upsertStates(ctx, tx, states, nil); err != nil {
 		return nil, err
 	}
 	if err := writeUniquesAndErrors(ctx, tx, uniques, nil); err != nil {

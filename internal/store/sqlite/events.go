@@ -42,17 +42,46 @@ func insertEventsSQL(n int) string {
 
 var fullInsertSQL = insertEventsSQL(eventsPerInsert)
 
-const upsertRollupSQL = `INSERT INTO rollups
- (meter_id, subject, minute, group_key, count, sum, min, max, latest, latest_us, latest_seq)
- VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+// rollupsPerUpsert is how many cells one rollup upsert statement carries
+// (11 bound values each, well under SQLite's limit of 32,766).
+const rollupsPerUpsert = 100
+
+// upsertRollupsSQL writes n cells of one meter, merging each into the row
+// already stored for it. Only the fields agg reads are merged: the others
+// are zero in every state built for agg (meter.State.Observe), so merging
+// them would only cost calls of the decimal functions. known is false for
+// a meter whose aggregation is not known here: then every field is merged.
+func upsertRollupsSQL(n int, agg meter.Aggregation, known bool) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO rollups
+ (meter_id, subject, minute, group_key, count, sum, min, max, latest, latest_us, latest_seq) VALUES `)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?)")
+	}
+	b.WriteString(`
  ON CONFLICT (meter_id, subject, minute, group_key) DO UPDATE SET
-  count = count + excluded.count,
-  sum = dec_add(sum, excluded.sum),
-  min = dec_min(min, excluded.min),
-  max = dec_max(max, excluded.max),
+  count = count + excluded.count`)
+	all := !known
+	if all || agg == meter.Sum || agg == meter.Avg {
+		b.WriteString(",\n  sum = dec_add(sum, excluded.sum)")
+	}
+	if all || agg == meter.Min {
+		b.WriteString(",\n  min = dec_min(min, excluded.min)")
+	}
+	if all || agg == meter.Max {
+		b.WriteString(",\n  max = dec_max(max, excluded.max)")
+	}
+	if all || agg == meter.Latest {
+		b.WriteString(`,
   latest = CASE WHEN excluded.latest_us > latest_us OR (excluded.latest_us = latest_us AND excluded.latest_seq > latest_seq) THEN excluded.latest ELSE latest END,
   latest_seq = CASE WHEN excluded.latest_us > latest_us OR (excluded.latest_us = latest_us AND excluded.latest_seq > latest_seq) THEN excluded.latest_seq ELSE latest_seq END,
-  latest_us = MAX(latest_us, excluded.latest_us)`
+  latest_us = MAX(latest_us, excluded.latest_us)`)
+	}
+	return b.String()
+}
 
 const insertUniqueSQL = `INSERT INTO unique_values (meter_id, subject, minute, group_key, value)
  VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`
@@ -213,15 +242,20 @@ func (db *DB) commitEvents(ctx context.Context, events []store.NewEvent, ingeste
 	last := first + int64(len(events)) - 1
 
 	flush := mayFlush && db.ov.due(db.opts)
+	end := 0
 	if flush {
-		// Write the overlay into this transaction. It must hold every
-		// batch committed before this one, so wait for their merges; this
+		// Write the next slice of the flush in progress into this
+		// transaction, starting one if none is. A flush must hold every
+		// batch committed before it began, so wait for their merges; this
 		// batch's own deltas stay out (they are merged after the commit,
-		// and replayed after a crash since applied_seq stays below them).
+		// and replayed after a crash since they lie after flush_seq).
 		db.ov.mu.Lock()
 		defer db.ov.mu.Unlock()
-		db.ov.waitMergedLocked()
-		if err := writeOverlay(ctx, tx, db.ov, first-1); err != nil {
+		if db.ov.flushing == nil {
+			db.ov.waitMergedLocked()
+			db.ov.freezeLocked(first - 1)
+		}
+		if end, err = writeSliceLocked(ctx, tx, db.ov, db.opts); err != nil {
 			return 0, nil, &flushError{fmt.Errorf("flush rollups: %w", err)}
 		}
 	}
@@ -233,7 +267,7 @@ func (db *DB) commitEvents(ctx context.Context, events []store.NewEvent, ingeste
 	}
 	db.nextSeq = last + 1
 	if flush {
-		db.ov.clearLocked()
+		db.ov.advanceLocked(end)
 		db.ov.pending[first] = true
 	} else {
 		db.ov.mu.Lock()

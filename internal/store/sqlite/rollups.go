@@ -150,7 +150,7 @@ func (db *DB) PutMeter(ctx context.Context, m meter.Meter, rollups []store.Rollu
 	for i := range errs {
 		errs[i].MeterID = meterID
 	}
-	if err := upsertStates(ctx, tx, map[string]subjectCells{meterID: cells}); err != nil {
+	if err := upsertStates(ctx, tx, map[string]subjectCells{meterID: cells}, map[string]meter.Aggregation{meterID: m.Aggregation}); err != nil {
 		return fmt.Errorf("put meter: %w", err)
 	}
 	if err := writeUniquesAndErrors(ctx, tx, us, errs); err != nil {

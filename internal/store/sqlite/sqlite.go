@@ -116,6 +116,16 @@ type Options struct {
 	// table (defaults 2s and 100,000 cells).
 	FlushInterval time.Duration
 	FlushKeys     int
+	// FlushSliceCells and FlushSliceTime bound the cells of a due flush
+	// one ingest transaction writes (defaults 8,192 cells and 20ms, at
+	// least 1,024 cells); the rest follow in the next ones, so that no
+	// ingest call waits for a whole flush. While the next flush is due by
+	// size already, the time bound is lifted; once the overlay holds
+	// FlushBacklogCells (default 4 × FlushKeys), a flush in progress is
+	// written whole.
+	FlushSliceCells   int
+	FlushSliceTime    time.Duration
+	FlushBacklogCells int
 }
 
 var _ store.Store = (*DB)(nil)
@@ -142,6 +152,15 @@ func Open(ctx context.Context, dir string, opts Options) (*DB, error) {
 	}
 	if opts.FlushKeys <= 0 {
 		opts.FlushKeys = 100_000
+	}
+	if opts.FlushSliceCells <= 0 {
+		opts.FlushSliceCells = 8192
+	}
+	if opts.FlushSliceTime <= 0 {
+		opts.FlushSliceTime = 20 * time.Millisecond
+	}
+	if opts.FlushBacklogCells <= 0 {
+		opts.FlushBacklogCells = 4 * opts.FlushKeys
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
@@ -198,7 +217,7 @@ func Open(ctx context.Context, dir string, opts Options) (*DB, error) {
 	// such a gap: new events must start above both, or a replay after a
 	// crash would skip them. Correction marks take seqs from the same
 	// sequence.
-	if err := w.QueryRowContext(ctx, `SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), (SELECT applied_seq FROM projection_state WHERE id = 1), COALESCE((SELECT MAX(seq) FROM correction_marks), 0)) + 1`).Scan(&db.nextSeq); err != nil {
+	if err := w.QueryRowContext(ctx, `SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0), (SELECT MAX(applied_seq, flush_seq) FROM projection_state WHERE id = 1), COALESCE((SELECT MAX(seq) FROM correction_marks), 0)) + 1`).Scan(&db.nextSeq); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("read event sequence: %w", err)
 	}

@@ -28,7 +28,9 @@ import (
 // TestConformance runs the store conformance suite twice: with the default
 // options, where rollups mostly live in the in-memory overlay until Close,
 // and with FlushKeys 1, where nearly every commit writes the overlay into
-// the rollups table, so that both paths and their mix are covered.
+// the rollups table, so that both paths and their mix are covered; and
+// with FlushSliceCells 1, where a flush is written a cell per commit, so
+// that flushes in progress meet every operation and crash.
 func TestConformance(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -36,6 +38,7 @@ func TestConformance(t *testing.T) {
 	}{
 		{"default", Options{}},
 		{"FlushKeys=1", Options{FlushKeys: 1}},
+		{"FlushKeys=1,FlushSliceCells=1", Options{FlushKeys: 1, FlushSliceCells: 1, FlushBacklogCells: 1 << 20}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -600,18 +603,20 @@ func project(t *testing.T, db *DB, r *replayer) map[string][]store.Rollup {
 
 // checkDurable checks, on one snapshot of the database file, the invariant
 // that makes the overlay safe: the rollups table merged with what Recover
-// would replay (the events after applied_seq) is what all stored events
-// give. It must hold after every commit, whatever the overlay holds.
+// would replay (the events after applied_seq, those up to a flush in
+// progress only into the cells it has not written) is what all stored
+// events give. It must hold after every commit, whatever the overlay holds.
 func checkDurable(ctx context.Context, db *DB, r *replayer) error {
 	tx, err := db.r.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	var applied int64
-	if err := tx.QueryRowContext(ctx, "SELECT applied_seq FROM projection_state WHERE id = 1").Scan(&applied); err != nil {
+	prog, err := readFlushProgress(ctx, tx)
+	if err != nil {
 		return err
 	}
+	applied := prog.applied
 	want := make(map[cell]*meter.State)
 	got := make(map[cell]*meter.State)
 	rows, err := tx.QueryContext(ctx, "SELECT seq, source, id, subject, time_us FROM events ORDER BY seq")
@@ -633,7 +638,7 @@ func checkDurable(ctx context.Context, db *DB, r *replayer) error {
 		at := time.UnixMicro(timeUS)
 		addEvent(want, ne.Contributions, subject, at, seq)
 		if seq > applied {
-			addEvent(got, ne.Contributions, subject, at, seq)
+			addEvent(got, prog.unwritten(seq, subject, store.MinuteOf(at), ne.Contributions), subject, at, seq)
 		}
 	}
 	if err := rows.Close(); err != nil {
@@ -674,15 +679,28 @@ func checkDurable(ctx context.Context, db *DB, r *replayer) error {
 // flushes and queries). Writers append the same events in different
 // orders, so that concurrent calls race to insert them: each must be
 // stored and counted once, queries must never see a count go down, and the
-// rollups must end up as the events give them, also after a crash.
+// rollups must end up as the events give them, also after a crash. With
+// FlushKeys 4 and FlushSliceCells 2 most commits write a slice of a flush
+// in progress, and with FlushBacklogCells 12 some write all that is left.
 func TestConcurrentAppends(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"whole flushes", Options{FlushKeys: 40, FlushInterval: time.Hour}},
+		{"FlushSliceCells=2", Options{FlushKeys: 4, FlushInterval: time.Hour, FlushSliceCells: 2, FlushBacklogCells: 12}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testConcurrentAppends(t, tc.opts) })
+	}
+}
+
+func testConcurrentAppends(t *testing.T, opts Options) {
 	const (
 		writers  = 4
 		batches  = 15
 		perBatch = 20
 		total    = batches * perBatch
 	)
-	opts := Options{FlushKeys: 40, FlushInterval: time.Hour}
 	db := openDB(t, t.TempDir(), opts)
 	r := newReplayer()
 	all := events("e", 0, total)
@@ -896,5 +914,30 @@ func TestFailingFlushKeepsIngesting(t *testing.T) {
 	rs, err := db.QueryRollups(ctx, store.RollupQuery{MeterID: "m", From: -1 << 62, To: 1 << 62})
 	if err != nil || len(rs) != 1 || !rs[0].State.Sum.Equal(decimal.RequireFromString("3")) {
 		t.Fatalf("rollups = %+v, %v; want one cell with sum 3", rs, err)
+	}
+}
+
+// TestSortedCellsKeyOrder: a flush in progress is resumed, queried and
+// replayed by comparing cells with the last one written (compareCells),
+// so the order it writes them in must be that order.
+func TestSortedCellsKeyOrder(t *testing.T) {
+	bySubject := make(subjectCells)
+	for _, sub := range []string{"b", "a", "ab", "", "B"} {
+		cells := make(map[cellKey]*meter.State)
+		for _, minute := range []int64{3, -1, 2} {
+			for _, g := range []string{`{"k":"2"}`, "", `{"k":"10"}`} {
+				cells[cellKey{subject: sub, groupKey: g, minute: minute}] = &meter.State{}
+			}
+		}
+		bySubject[sub] = cells
+	}
+	got := sortedCells(sortedCells(nil, "m1", bySubject), "m2", bySubject)
+	if len(got) != 2*5*3*3 {
+		t.Fatalf("%d cells, want %d", len(got), 2*5*3*3)
+	}
+	for i := 1; i < len(got); i++ {
+		if compareCells(got[i].meterID, got[i].k, got[i-1]) <= 0 {
+			t.Fatalf("cell %d %+v does not follow cell %d %+v", i, got[i].k, i-1, got[i-1].k)
+		}
 	}
 }
