@@ -123,21 +123,5 @@ func (db *DB) ListCreditNotes(ctx context.Context, f store.CreditNoteFilter) ([]
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := db.r.QueryContext(ctx, q+" ORDER BY number", args...)
-	if err != nil {
-		return nil, fmt.Errorf("list credit notes: %w", err)
-	}
-	defer rows.Close()
-	out := []billing.CreditNote{}
-	for rows.Next() {
-		cn, err := scanCreditNote(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list credit notes: %w", err)
-		}
-		out = append(out, cn)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list credit notes: %w", err)
-	}
-	return out, nil
+	return queryList(ctx, db, "credit note", q+" ORDER BY number", args, scanCreditNote)
 }

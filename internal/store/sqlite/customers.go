@@ -287,23 +287,7 @@ func (db *DB) ListCustomerPage(ctx context.Context, p store.CustomerPage) ([]bil
 		q += ` LIMIT ?`
 		args = append(args, p.Limit)
 	}
-	rows, err := db.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list customers: %w", err)
-	}
-	defer rows.Close()
-	out := []billing.Customer{}
-	for rows.Next() {
-		c, err := scanCustomerFull(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list customers: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list customers: %w", err)
-	}
-	return out, nil
+	return queryList(ctx, db, "customer", q, args, scanCustomerFull)
 }
 
 // DeleteCustomer implements store.Customers.

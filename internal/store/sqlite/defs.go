@@ -42,6 +42,12 @@ func listDefs[T any](ctx context.Context, db *DB, what, table, order string, con
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY " + order
+	return queryList(ctx, db, what, q, args, func(r rowScanner) (T, error) { return scanDef[T](r, what) })
+}
+
+// queryList runs q and reads every row with scan; errors say "list
+// <what>s".
+func queryList[T any](ctx context.Context, db *DB, what, q string, args []any, scan func(rowScanner) (T, error)) ([]T, error) {
 	rows, err := db.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list %ss: %w", what, err)
@@ -49,7 +55,7 @@ func listDefs[T any](ctx context.Context, db *DB, what, table, order string, con
 	defer rows.Close()
 	out := []T{}
 	for rows.Next() {
-		v, err := scanDef[T](rows, what)
+		v, err := scan(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list %ss: %w", what, err)
 		}
