@@ -350,11 +350,15 @@ func (s *Server) allowIngest(w http.ResponseWriter, r *http.Request, events []ev
 	for i, e := range events {
 		var msg string
 		switch {
-		case len(t.customer.OwnershipOf(e.Subject)) == 0:
-			msg = fmt.Sprintf("subject %q is not one this credential may send events for", e.Subject)
 		case !owned.Owns(e.Subject, e.Time):
+			// The history is read again only to explain a refusal.
+			os := t.customer.OwnershipOf(e.Subject)
+			if len(os) == 0 {
+				msg = fmt.Sprintf("subject %q is not one this credential may send events for", e.Subject)
+				break
+			}
 			msg = fmt.Sprintf("subject %q was customer %q's %s; the event's minute %s is outside that, so its usage would be another customer's",
-				e.Subject, t.customer.Key, describeOwnership(t.customer.OwnershipOf(e.Subject)), e.Time.Truncate(time.Minute).Format(time.RFC3339))
+				e.Subject, t.customer.Key, describeOwnership(os), e.Time.Truncate(time.Minute).Format(time.RFC3339))
 		case e.Time.After(latest):
 			msg = fmt.Sprintf("time %s is more than %s after the server clock (%s); a credential bound to a customer may send events at most that far ahead",
 				e.Time.Format(time.RFC3339Nano), s.boundFutureSkew(), s.Now().UTC().Format(time.RFC3339))
