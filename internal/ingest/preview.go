@@ -181,12 +181,12 @@ func (w *whatIf) QueryUniqueValues(ctx context.Context, q store.RollupQuery) ([]
 func overlay[T any](w *whatIf, q store.RollupQuery, stored, rebuilt []T, cell func(T) (string, int64)) []T {
 	out := stored[:0:0]
 	for _, r := range stored {
-		if sub, min := cell(r); !w.cells[store.Cell{MeterID: q.MeterID, Subject: sub, Minute: min}] {
+		if sub, minute := cell(r); !w.cells[store.Cell{MeterID: q.MeterID, Subject: sub, Minute: minute}] {
 			out = append(out, r)
 		}
 	}
 	for _, r := range rebuilt {
-		if sub, min := cell(r); selected(q, sub, min) {
+		if sub, minute := cell(r); selected(q, sub, minute) {
 			out = append(out, r)
 		}
 	}
