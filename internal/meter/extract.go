@@ -387,7 +387,8 @@ func toDecimal(v any) (decimal.Decimal, error) {
 func valueError(kind, text string, err error) error {
 	var de *bounds.DecimalError
 	if errors.As(err, &de) {
-		return fmt.Errorf("is %s %s, which %s: %w", kind, bounds.Quote(text), de.Reason, de.Err)
+		// The reason says the bound already; the sentinel stays for errors.Is.
+		return &wrapped{msg: fmt.Sprintf("is %s %s, which %s", kind, bounds.Quote(text), de.Reason), err: de.Err}
 	}
 	return fmt.Errorf("is %s %s: %w", kind, bounds.Quote(text), err)
 }
@@ -484,3 +485,12 @@ func jsonKind(v any) string {
 	}
 	return fmt.Sprintf("%T", v)
 }
+
+// wrapped is an error with its own message that still unwraps to err.
+type wrapped struct {
+	msg string
+	err error
+}
+
+func (e *wrapped) Error() string { return e.msg }
+func (e *wrapped) Unwrap() error { return e.err }
